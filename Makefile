@@ -1,0 +1,53 @@
+# The platform's commands. `make run` and `make test` set everything up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+GENERATED := platform_core/rpc/_gen/.stamp
+
+.PHONY: run test test-fast lint protos check-protos java images setup migrate clean
+
+setup: $(INSTALLED) $(GENERATED) java migrate
+
+$(INSTALLED): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+# Generated gRPC code is not committed; it is made from protos/ whenever they change.
+$(GENERATED): $(INSTALLED) protos/*.proto platform_core/rpc/codegen.py
+	$(PY) -m platform_core.rpc.codegen
+	@touch $@
+
+protos: $(INSTALLED)
+	$(PY) -m platform_core.rpc.codegen
+	@touch $(GENERATED)
+
+check-protos: $(INSTALLED)
+	$(PY) -m platform_core.rpc.codegen --check
+
+# Java workers: javac against Debian's grpc-java jars (installs them with apt when missing).
+java:
+	@if [ -x plugin_workers/java/build.sh ]; then plugin_workers/java/build.sh; fi
+
+migrate: $(INSTALLED) $(GENERATED)
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py loadplugins
+
+run: setup
+	$(PY) manage.py runplatform
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: $(INSTALLED) $(GENERATED)
+	$(PY) -m pytest -m "not e2e"
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) var platform_core/rpc/_gen plugin_workers/python/ppp_sdk/_gen plugin_workers/java/build

@@ -1,0 +1,284 @@
+"""The OpenAPI 3.1 description of REST API v1, served at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from platform_core.invocations.models import Status
+
+
+def _error(description: str, retry: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if retry:
+        response["headers"] = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+    return response
+
+
+INVOKE_ERRORS = {
+    "400": _error("Malformed JSON, or arguments that break the plugin's input schema"),
+    "404": _error("No such plugin or operation"),
+    "413": _error("Request body too large"),
+    "502": _error("The plugin failed, its worker crashed or could not start, or its result was invalid"),
+    "503": _error("No supervisor for the plugin's runtime, or no free worker", retry=True),
+    "504": _error("The plugin or its worker's start-up took too long"),
+}
+
+TIMINGS = {
+    "type": "object",
+    "properties": {k: {"type": ["number", "null"]} for k in ("allocation", "init", "execution", "release", "total")},
+}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    json_body = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+    name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Plugin platform API",
+            "version": "1.0.0",
+            "description": "Run plugins in isolated workers over gRPC; every invocation is recorded with its trace.",
+        },
+        "paths": {
+            "/api/v1/calculate/{operation}": {
+                "post": {
+                    "summary": "Run a calculator plugin by its operation alias (add, subtract, multiply, divide)",
+                    "operationId": "calculate",
+                    "parameters": [{"name": "operation", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["operand1", "operand2"],
+                                    "properties": {"operand1": {"type": "number"}, "operand2": {"type": "number"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The plugin's result, with invocation id, worker and timings",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/CalculationResult"}}
+                            },
+                        },
+                        **INVOKE_ERRORS,
+                    },
+                }
+            },
+            "/api/v1/plugins": {
+                "get": {
+                    "summary": "Registered plugins",
+                    "operationId": "listPlugins",
+                    "responses": {
+                        "200": {
+                            "description": "Plugins",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "plugins": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Plugin"},
+                                            }
+                                        },
+                                    }
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+            "/api/v1/plugins/{name}": {
+                "get": {
+                    "summary": "One plugin with its JSON Schemas",
+                    "operationId": "getPlugin",
+                    "parameters": [name_param],
+                    "responses": {
+                        "200": {
+                            "description": "Plugin",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Plugin"}}},
+                        },
+                        "404": _error("No such plugin"),
+                    },
+                }
+            },
+            "/api/v1/plugins/{name}/invoke": {
+                "post": {
+                    "summary": "Run any plugin with JSON arguments",
+                    "operationId": "invokePlugin",
+                    "parameters": [name_param],
+                    "requestBody": json_body,
+                    "responses": {
+                        "200": {
+                            "description": "Result",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InvokeResult"}}},
+                        },
+                        **INVOKE_ERRORS,
+                    },
+                }
+            },
+            "/api/v1/invocations": {
+                "get": {
+                    "summary": "Invocation history, newest first",
+                    "operationId": "listInvocations",
+                    "parameters": [
+                        {"name": "plugin", "in": "query", "schema": {"type": "string"}},
+                        {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(Status.values)}},
+                        {"name": "tenant", "in": "query", "schema": {"type": "string"}},
+                        {"name": "worker", "in": "query", "schema": {"type": "string"}},
+                        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                        {
+                            "name": "page_size",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "A page of invocations",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/InvocationPage"}}
+                            },
+                        },
+                        "400": _error("Bad filter or page parameter"),
+                    },
+                }
+            },
+            "/api/v1/invocations/{id}": {
+                "get": {
+                    "summary": "One invocation with its trace and worker log",
+                    "operationId": "getInvocation",
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Invocation",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Invocation"}}},
+                        },
+                        "404": _error("No such invocation"),
+                    },
+                }
+            },
+            "/api/v1/workers": {
+                "get": {
+                    "summary": "Workers of every supervisor",
+                    "operationId": "listWorkers",
+                    "responses": {
+                        "200": {
+                            "description": "Supervisors and their workers",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            "/api/v1/health": {
+                "get": {
+                    "summary": "Gateway, database and supervisor health",
+                    "operationId": "health",
+                    "responses": {
+                        "200": {
+                            "description": "Healthy",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "503": {
+                            "description": "Database unreachable",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+                        },
+                        "invocation_id": {"type": "string"},
+                        "worker_id": {"type": ["string", "null"]},
+                        "timings_ms": TIMINGS,
+                    },
+                },
+                "CalculationResult": {
+                    "type": "object",
+                    "required": ["result", "invocation_id", "timings_ms"],
+                    "properties": {
+                        "result": {"type": "number"},
+                        "operation": {"type": "string"},
+                        "operand1": {"type": "number"},
+                        "operand2": {"type": "number"},
+                        "invocation_id": {"type": "string"},
+                        "worker_id": {"type": "string"},
+                        "timings_ms": TIMINGS,
+                    },
+                },
+                "InvokeResult": {
+                    "type": "object",
+                    "required": ["invocation_id", "result"],
+                    "properties": {
+                        "invocation_id": {"type": "string"},
+                        "plugin": {"type": "string"},
+                        "status": {"type": "string"},
+                        "result": {},
+                        "worker_id": {"type": "string"},
+                        "timings_ms": TIMINGS,
+                    },
+                },
+                "Plugin": {
+                    "type": "object",
+                    "required": ["name", "runtime"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "operation": {"type": ["string", "null"]},
+                        "description": {"type": "string"},
+                        "runtime": {"type": "string"},
+                        "backend": {"type": ["string", "null"]},
+                        "mode": {"type": "string"},
+                        "timeout_s": {"type": "number"},
+                        "enabled": {"type": "boolean"},
+                        "invoke_url": {"type": "string"},
+                        "input_schema": {"type": "object"},
+                        "output_schema": {"type": "object"},
+                    },
+                },
+                "Invocation": {
+                    "type": "object",
+                    "required": ["id", "plugin", "status"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "plugin": {"type": "string"},
+                        "status": {"type": "string"},
+                        "http_status": {"type": ["integer", "null"]},
+                        "timings_ms": TIMINGS,
+                        "trace": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "InvocationPage": {
+                    "type": "object",
+                    "required": ["count", "results"],
+                    "properties": {
+                        "count": {"type": "integer"},
+                        "page": {"type": "integer"},
+                        "page_size": {"type": "integer"},
+                        "pages": {"type": "integer"},
+                        "results": {"type": "array", "items": {"$ref": "#/components/schemas/Invocation"}},
+                    },
+                },
+            }
+        },
+    }

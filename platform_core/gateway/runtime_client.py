@@ -1,0 +1,215 @@
+"""The gateway's client of the runtime supervisors (gRPC ``RuntimeSupervisor``).
+
+Channels are opened once per supervisor address and event loop and kept; calls fail fast
+when a supervisor is down (no waiting for it to come back) so the API can answer 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+
+import grpc
+from django.conf import settings
+
+from platform_core.gateway import errors
+from platform_core.invocations.models import Participant as P
+from platform_core.invocations.services import Caller
+from platform_core.invocations.trace import Trace
+from platform_core.rpc import FAST_CHANNEL_OPTIONS, sup_grpc, sup_pb2
+
+# How each lifecycle state appears in the sequence diagram: (source, target).
+_ARROWS: dict[int, tuple[P, P]] = {
+    sup_pb2.REQUESTED: (P.SUPERVISOR, P.SUPERVISOR),
+    sup_pb2.ALLOCATING: (P.SUPERVISOR, P.SUPERVISOR),
+    sup_pb2.SPAWNING: (P.SUPERVISOR, P.BACKEND),
+    sup_pb2.STARTING: (P.BACKEND, P.WORKER),
+    sup_pb2.READY: (P.WORKER, P.SUPERVISOR),
+    sup_pb2.EXECUTING: (P.SUPERVISOR, P.SUPERVISOR),
+    sup_pb2.COMPLETED: (P.SUPERVISOR, P.SUPERVISOR),
+    sup_pb2.RELEASING: (P.SUPERVISOR, P.SUPERVISOR),
+    sup_pb2.STOPPING: (P.SUPERVISOR, P.BACKEND),
+    sup_pb2.REMOVED: (P.BACKEND, P.SUPERVISOR),
+    sup_pb2.FAILED: (P.SUPERVISOR, P.SUPERVISOR),
+    sup_pb2.IDLE: (P.SUPERVISOR, P.SUPERVISOR),
+}
+
+
+@dataclass(frozen=True)
+class WorkerLease:
+    worker_id: str
+    address: str
+    runtime: str
+    backend: str
+    warm: bool
+    supervisor: str
+
+
+@dataclass(frozen=True)
+class ReleaseReport:
+    output: str = ""
+    output_truncated: bool = False
+    exit_code: int = 0
+
+
+_stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, sup_grpc.RuntimeSupervisorStub]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _stub(address: str) -> sup_grpc.RuntimeSupervisorStub:
+    per_loop = _stubs.setdefault(asyncio.get_running_loop(), {})
+    if (stub := per_loop.get(address)) is None:
+        channel = grpc.aio.insecure_channel(address, options=FAST_CHANNEL_OPTIONS)
+        stub = per_loop[address] = sup_grpc.RuntimeSupervisorStub(channel)
+    return stub
+
+
+def supervisor_addresses(runtime: str) -> list[str]:
+    return settings.PLATFORM_SUPERVISORS.get(runtime, [])
+
+
+def _record_events(trace: Trace, events: list[sup_pb2.WorkerEvent], phase: int) -> None:
+    for event in events:
+        source, target = _ARROWS.get(event.state, (P.SUPERVISOR, P.SUPERVISOR))
+        state = sup_pb2.WorkerState.Name(event.state).lower()
+        trace.add(
+            source,
+            target,
+            f"worker_{state}",
+            phase,
+            f"{event.worker_id} {state}: {event.detail}",
+            at_ns=event.at_unix_nanos,
+        )
+        if event.state == sup_pb2.STOPPING:
+            trace.add(P.BACKEND, P.WORKER, "worker_signal", phase, event.detail, at_ns=event.at_unix_nanos)
+
+
+def _unavailable(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> errors.SupervisorUnavailable:
+    return errors.SupervisorUnavailable(
+        f"the {runtime} runtime supervisor at {address} is not reachable ({exc.code().name.lower()}); "
+        f"start it with `manage.py runsupervisor --runtime {runtime}`"
+    )
+
+
+async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: float) -> WorkerLease:
+    """Ask the plugin's runtime supervisor for a ready worker."""
+    addresses = supervisor_addresses(plugin.runtime)
+    trace.add(P.GATEWAY, P.RUNTIME_CLIENT, "allocate_request", 3, f"allocateWorker({plugin.name}, context)")
+    if not addresses:
+        trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "allocation_failed", 3, f"no {plugin.runtime} supervisor configured")
+        raise errors.SupervisorUnavailable(
+            f"no supervisor is configured for runtime {plugin.runtime!r} (set SUPERVISORS)"
+        )
+    address = addresses[0]
+    request = sup_pb2.AllocateWorkerRequest(
+        plugin=sup_pb2.PluginRef(
+            name=plugin.name,
+            runtime=plugin.runtime,
+            image=plugin.image,
+            entrypoint=plugin.entrypoint,
+            backend=plugin.backend,
+            limits=sup_pb2.ResourceLimits(
+                memory_bytes=plugin.memory_mb * 1024 * 1024, cpus=plugin.cpus, pids=plugin.pids
+            ),
+        ),
+        context=sup_pb2.Context(
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            session_id=caller.session_id,
+            request_id=caller.request_id,
+        ),
+        timeout_ms=int(timeout_s * 1000),
+    )
+    trace.add(P.RUNTIME_CLIENT, P.SUPERVISOR, "allocate_rpc", 3, f"gRPC AllocateWorkerRequest → {address}")
+    try:
+        # A little longer than the supervisor's own readiness deadline, so that it answers first.
+        response = await _stub(address).AllocateWorker(request, timeout=timeout_s + 2.0)
+    except grpc.aio.AioRpcError as exc:
+        trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, "allocation_failed", 3, f"{exc.code().name}: {exc.details()}")
+        raise _allocation_error(plugin.runtime, address, exc) from exc
+    _record_events(trace, list(response.events), 3)
+    handle = response.worker
+    trace.add(
+        P.SUPERVISOR,
+        P.RUNTIME_CLIENT,
+        "allocate_response",
+        3,
+        f"WorkerHandle({handle.worker_id}, {handle.runtime}, {'warm' if handle.warm else 'cold'})",
+    )
+    trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "worker_allocated", 3, handle.worker_id)
+    return WorkerLease(handle.worker_id, handle.address, handle.runtime, handle.backend, handle.warm, address)
+
+
+def _allocation_error(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> errors.GatewayError:
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.NoCapacity(f"no free worker: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.AllocationTimeout(f"no worker was ready in time: {details}")
+    if code in {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT}:
+        return errors.WorkerStartFailed(f"worker could not be started: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return _unavailable(runtime, address, exc)
+    return errors.GatewayError(f"supervisor error {code.name}: {details}")
+
+
+async def worker_release(*, lease: WorkerLease, reason: str, trace: Trace, force: bool = False) -> ReleaseReport:
+    """Give the worker back (``force``: CancelAllocation, it is killed). Never raises."""
+    kind, call = ("cancel", "CancelAllocation") if force else ("release", "ReleaseWorker")
+    trace.add(P.GATEWAY, P.RUNTIME_CLIENT, f"{kind}_request", 6, f"{kind}Worker({lease.worker_id}, {reason!r})")
+    trace.add(P.RUNTIME_CLIENT, P.SUPERVISOR, f"{kind}_rpc", 6, f"gRPC {call}Request")
+    stub = _stub(lease.supervisor)
+    timeout = settings.PLATFORM_SUPERVISOR_CALL_TIMEOUT_S + settings.PLATFORM_WORKER_STOP_GRACE_S
+    try:
+        if force:
+            response = await stub.CancelAllocation(
+                sup_pb2.CancelAllocationRequest(worker_id=lease.worker_id, reason=reason), timeout=timeout
+            )
+        else:
+            response = await stub.ReleaseWorker(
+                sup_pb2.ReleaseWorkerRequest(worker_id=lease.worker_id, reason=reason), timeout=timeout
+            )
+    except grpc.aio.AioRpcError as exc:
+        trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, "release_failed", 6, f"{exc.code().name}: {exc.details()}")
+        return ReleaseReport()
+    _record_events(trace, list(response.events), 6)
+    trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, f"{kind}_response", 6, f"{call}Response(exit code {response.exit_code})")
+    trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "cancelled" if force else "released", 6, "Success")
+    return ReleaseReport(response.output, response.output_truncated, response.exit_code)
+
+
+async def workers_list() -> list[dict]:
+    """Every configured supervisor with its workers, or why it could not be asked."""
+
+    async def ask(runtime: str, address: str) -> dict:
+        entry: dict = {"runtime": runtime, "address": address}
+        try:
+            reply = await _stub(address).ListWorkers(
+                sup_pb2.ListWorkersRequest(), timeout=settings.PLATFORM_SUPERVISOR_CALL_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            return {**entry, "up": False, "error": f"{exc.code().name}: {exc.details()}", "workers": []}
+        return {
+            **entry,
+            "up": True,
+            "supervisor_id": reply.supervisor_id,
+            "max_workers": reply.max_workers,
+            "workers": [
+                {
+                    "worker_id": w.worker_id,
+                    "plugin": w.plugin,
+                    "state": sup_pb2.WorkerState.Name(w.state).lower(),
+                    "backend": w.backend,
+                    "pid": w.pid,
+                    "started_at_unix_nanos": w.started_at_unix_nanos,
+                }
+                for w in reply.workers
+            ],
+        }
+
+    pairs = [
+        (runtime, address) for runtime, addresses in settings.PLATFORM_SUPERVISORS.items() for address in addresses
+    ]
+    return list(await asyncio.gather(*(ask(runtime, address) for runtime, address in pairs)))

@@ -1,0 +1,91 @@
+"""Invocation history: every call of a plugin, failed or not, with its trace."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class Status(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    REJECTED = "rejected", "Rejected (bad request)"
+    FAILED = "failed", "Failed (plugin or worker)"
+    TIMEOUT = "timeout", "Timed out"
+    UNAVAILABLE = "unavailable", "Unavailable (no capacity or supervisor down)"
+    ERROR = "error", "Platform error"
+    INTERRUPTED = "interrupted", "Interrupted (gateway stopped)"
+
+
+FINAL_STATUSES = {s for s in Status if s != Status.RUNNING}
+
+
+class Invocation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    plugin = models.ForeignKey("registry.PluginSpec", null=True, blank=True, on_delete=models.SET_NULL)
+    # Kept even when the plugin is unknown or later deleted.
+    plugin_name = models.CharField(max_length=100, db_index=True)
+    runtime = models.CharField(max_length=20, blank=True)
+    backend = models.CharField(max_length=20, blank=True)
+    tenant_id = models.CharField(max_length=100, blank=True, db_index=True)
+    user_id = models.CharField(max_length=100, blank=True)
+    session_id = models.CharField(max_length=100, blank=True)
+    request_id = models.CharField(max_length=100, blank=True)
+    arguments = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+    worker_id = models.CharField(max_length=50, blank=True)
+    worker_warm = models.BooleanField(null=True, blank=True)
+    # Phase timings in milliseconds, derived from the trace (see invocations.timings).
+    allocation_ms = models.FloatField(null=True, blank=True)
+    init_ms = models.FloatField(null=True, blank=True)
+    execution_ms = models.FloatField(null=True, blank=True)
+    release_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+    # What the worker logged (PPP Log messages, then its stdout/stderr), bounded.
+    worker_log = models.TextField(blank=True)
+    worker_log_truncated = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["plugin_name", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.plugin_name} {self.status} ({self.id})"
+
+
+class Participant(models.TextChoices):
+    CLIENT = "client", "Client"
+    GATEWAY = "gateway", "Gateway"
+    REGISTRY = "registry", "Registry"
+    RUNTIME_CLIENT = "runtime_client", "Runtime Client"
+    SUPERVISOR = "supervisor", "Supervisor"
+    BACKEND = "backend", "Backend"
+    WORKER = "worker", "Worker"
+
+
+class InvocationEvent(models.Model):
+    """One arrow of the invocation's sequence diagram."""
+
+    invocation = models.ForeignKey(Invocation, related_name="events", on_delete=models.CASCADE)
+    seq = models.PositiveIntegerField()
+    source = models.CharField(max_length=20, choices=Participant.choices)
+    target = models.CharField(max_length=20, choices=Participant.choices)
+    kind = models.CharField(max_length=40)
+    phase = models.PositiveSmallIntegerField(help_text="The seed's numbered phase, 1 (request) to 7 (response).")
+    detail = models.TextField(blank=True)
+    # Milliseconds since the invocation started.
+    offset_ms = models.FloatField()
+
+    class Meta:
+        ordering = ["invocation", "seq"]
+        constraints = [models.UniqueConstraint(fields=["invocation", "seq"], name="event_seq_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.seq}. {self.source} → {self.target}: {self.kind}"

@@ -1,0 +1,114 @@
+"""Writes of the invocation history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from platform_core.invocations.models import Invocation, InvocationEvent, Status
+from platform_core.invocations.timings import phase_timings
+from platform_core.invocations.trace import TraceEvent
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: ids carried to the worker in the PPP context."""
+
+    tenant_id: str = "default"
+    user_id: str = "anonymous"
+    session_id: str = ""
+    request_id: str = ""
+
+
+async def invocation_start(*, invocation_id: str, plugin: Any, caller: Caller, arguments: Any) -> Invocation:
+    """Record an accepted invocation as running, before any worker is asked for."""
+    return await Invocation.objects.acreate(
+        id=invocation_id,
+        plugin=plugin,
+        plugin_name=plugin.name,
+        runtime=plugin.runtime,
+        tenant_id=caller.tenant_id,
+        user_id=caller.user_id,
+        session_id=caller.session_id,
+        request_id=caller.request_id,
+        arguments=arguments,
+        status=Status.RUNNING,
+    )
+
+
+@dataclass
+class Finish:
+    """The final state of an invocation."""
+
+    status: Status
+    http_status: int
+    plugin: Any = None
+    plugin_name: str = ""
+    arguments: Any = None
+    result: Any = None
+    error_code: str = ""
+    error_message: str = ""
+    worker_id: str = ""
+    worker_warm: bool | None = None
+    backend: str = ""
+    worker_log: str = ""
+    worker_log_truncated: bool = False
+
+
+def _finish(invocation_id: str, caller: Caller, finish: Finish, events: Sequence[TraceEvent]) -> dict[str, Any]:
+    timings = phase_timings(events)
+    fields = {
+        "status": finish.status,
+        "http_status": finish.http_status,
+        "result": finish.result,
+        "error_code": finish.error_code,
+        "error_message": finish.error_message[:10_000],
+        "worker_id": finish.worker_id,
+        "worker_warm": finish.worker_warm,
+        "backend": finish.backend,
+        "worker_log": finish.worker_log,
+        "worker_log_truncated": finish.worker_log_truncated,
+        "finished_at": timezone.now(),
+        **{f"{phase}_ms": value for phase, value in timings.items()},
+    }
+    with transaction.atomic():
+        updated = Invocation.objects.filter(id=invocation_id).update(**fields)
+        if not updated:  # rejected before it started (unknown plugin, bad input): first and last write
+            Invocation.objects.create(
+                id=invocation_id,
+                plugin=finish.plugin,
+                plugin_name=finish.plugin_name[:100],
+                runtime=getattr(finish.plugin, "runtime", ""),
+                arguments=finish.arguments,
+                tenant_id=caller.tenant_id,
+                user_id=caller.user_id,
+                session_id=caller.session_id,
+                request_id=caller.request_id,
+                **fields,
+            )
+        InvocationEvent.objects.bulk_create(
+            InvocationEvent(
+                invocation_id=invocation_id,
+                seq=e.seq,
+                source=e.source,
+                target=e.target,
+                kind=e.kind,
+                phase=e.phase,
+                detail=e.detail,
+                offset_ms=e.offset_ms,
+            )
+            for e in events
+        )
+    return timings
+
+
+async def invocation_finish(
+    *, invocation_id: str, caller: Caller, finish: Finish, events: Sequence[TraceEvent]
+) -> dict[str, float | None]:
+    """Store the final state and the whole trace in one transaction; the phase timings."""
+    return await sync_to_async(_finish, thread_sensitive=True)(invocation_id, caller, finish, events)

@@ -1,0 +1,102 @@
+"""An invocation's trace while it runs: ordered events, streamed live, stored at the end.
+
+Each event is one arrow of the seed's sequence diagram. Events go to the channel layer as
+they happen (group ``invocations`` and ``invocation.<id>``) so a dashboard can draw the
+diagram live; the whole trace is written to the database once, with the final state of the
+invocation, in one transaction (see ``services.invocation_finish``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from platform_core.invocations.models import Participant
+
+log = logging.getLogger(__name__)
+
+ALL_INVOCATIONS_GROUP = "invocations"
+
+
+def invocation_group(invocation_id: str) -> str:
+    return f"invocation.{invocation_id}"
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    seq: int
+    source: str
+    target: str
+    kind: str
+    phase: int
+    detail: str
+    offset_ms: float
+
+
+class Trace:
+    def __init__(self, invocation_id: str, *, publish: bool = True) -> None:
+        self.invocation_id = invocation_id
+        self.started_ns = time.time_ns()
+        self._started_perf = time.perf_counter()
+        self.events: list[TraceEvent] = []
+        self._queue: asyncio.Queue[dict[str, Any] | None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+        if publish:
+            from channels.layers import get_channel_layer
+
+            layer = get_channel_layer()
+            if layer is not None:
+                self._queue = asyncio.Queue()
+                self._publisher = asyncio.create_task(self._publish(layer))
+
+    def add(
+        self,
+        source: Participant,
+        target: Participant,
+        kind: str,
+        phase: int,
+        detail: str = "",
+        *,
+        at_ns: int | None = None,
+    ) -> TraceEvent:
+        """Record an arrow now (or at ``at_ns``, a Unix time in ns reported by another process)."""
+        if at_ns is None:
+            offset = (time.perf_counter() - self._started_perf) * 1000
+        else:
+            offset = (at_ns - self.started_ns) / 1e6
+        event = TraceEvent(
+            len(self.events) + 1, source.value, target.value, kind, phase, detail[:2000], round(offset, 3)
+        )
+        self.events.append(event)
+        if self._queue is not None:
+            self._queue.put_nowait(
+                {"type": "invocation.event", "invocation_id": self.invocation_id, "event": asdict(event)}
+            )
+        return event
+
+    def publish_state(self, message: dict[str, Any]) -> None:
+        """Send a non-arrow update (status, result) to live viewers, in order with the arrows."""
+        if self._queue is not None:
+            self._queue.put_nowait({"type": "invocation.state", "invocation_id": self.invocation_id, **message})
+
+    async def _publish(self, layer: Any) -> None:
+        assert self._queue is not None
+        while (message := await self._queue.get()) is not None:
+            try:
+                await layer.group_send(ALL_INVOCATIONS_GROUP, message)
+                await layer.group_send(invocation_group(self.invocation_id), message)
+            except Exception:  # live view is best effort; the stored trace is the record
+                log.warning("could not publish trace event of %s", self.invocation_id, exc_info=True)
+
+    async def close(self) -> None:
+        """Flush live events (bounded wait) and stop publishing."""
+        if self._queue is None or self._publisher is None:
+            return
+        self._queue.put_nowait(None)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._publisher), 2.0)
+        self._queue = None

@@ -1,0 +1,18 @@
+from django.contrib import admin
+
+from platform_core.registry.models import PluginSpec
+
+
+@admin.register(PluginSpec)
+class PluginSpecAdmin(admin.ModelAdmin):
+    list_display = ["name", "operation", "runtime", "backend", "mode", "timeout_s", "enabled"]
+    list_filter = ["runtime", "backend", "mode", "enabled"]
+    search_fields = ["name", "operation", "description", "entrypoint", "image"]
+    readonly_fields = ["created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "operation", "description", "enabled"]}),
+        ("Where it runs", {"fields": ["runtime", "backend", "entrypoint", "image", "mode"]}),
+        ("Limits", {"fields": ["timeout_s", "memory_mb", "cpus", "pids"]}),
+        ("Schemas", {"fields": ["input_schema", "output_schema"]}),
+        ("History", {"fields": ["created_at", "updated_at"]}),
+    ]

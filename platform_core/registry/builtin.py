@@ -1,0 +1,119 @@
+"""The plugins the platform ships with (the seed's calculator plugins and a demo).
+
+Loaded into the registry by migration ``0002`` and by ``manage.py loadplugins`` (idempotent:
+it creates missing plugins and leaves edits made in the admin alone unless ``--reset``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BINARY_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {"operand1": {"type": "number"}, "operand2": {"type": "number"}},
+    "required": ["operand1", "operand2"],
+    "additionalProperties": False,
+}
+
+
+def binary_output(operation: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "result": {"type": "number"},
+            "operation": {"const": operation},
+            "operand1": {"type": "number"},
+            "operand2": {"type": "number"},
+        },
+        "required": ["result", "operation", "operand1", "operand2"],
+    }
+
+
+def _calculator(name: str, operation: str, runtime: str, entrypoint: str, image: str, text: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "operation": operation,
+        "runtime": runtime,
+        "entrypoint": entrypoint,
+        "image": image,
+        "description": text,
+        "input_schema": BINARY_INPUT,
+        "output_schema": binary_output(operation),
+        "timeout_s": 30.0,
+    }
+
+
+BUILTIN_PLUGINS: list[dict[str, Any]] = [
+    _calculator(
+        "add_numbers",
+        "add",
+        "java",
+        "platform.workers.AddPluginService",
+        "java-plugin-worker:latest",
+        "operand1 + operand2 (Java worker).",
+    ),
+    _calculator(
+        "multiply_numbers",
+        "multiply",
+        "java",
+        "platform.workers.MultiplyPluginService",
+        "java-plugin-worker:latest",
+        "operand1 * operand2 (Java worker).",
+    ),
+    _calculator(
+        "subtract_numbers",
+        "subtract",
+        "python",
+        "plugins.subtract_numbers:plugin",
+        "python-plugin-worker:latest",
+        "operand1 - operand2 (Python worker).",
+    ),
+    _calculator(
+        "divide_numbers",
+        "divide",
+        "python",
+        "plugins.divide_numbers:plugin",
+        "python-plugin-worker:latest",
+        "operand1 / operand2 (Python worker); dividing by zero fails.",
+    ),
+    {
+        "name": "slow_count",
+        "operation": None,
+        "runtime": "python",
+        "entrypoint": "plugins.slow_count:plugin",
+        "image": "python-plugin-worker:latest",
+        "description": "Counts to `steps` with a progress message per step: watch it live.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "steps": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+                "delay_ms": {"type": "integer", "minimum": 0, "maximum": 10000, "default": 600},
+            },
+            "additionalProperties": False,
+        },
+        "output_schema": {
+            "type": "object",
+            "properties": {"counted": {"type": "integer"}, "elapsed_ms": {"type": "number"}},
+            "required": ["counted", "elapsed_ms"],
+        },
+        "timeout_s": 120.0,
+    },
+]
+
+
+def builtin_plugins_load(plugin_model: Any, *, reset: bool = False) -> tuple[int, int]:
+    """Create the built-in plugins that are missing (and overwrite them when ``reset``).
+
+    Takes the model class so that migrations can pass their historical model.
+    Returns (created, updated).
+    """
+    created = updated = 0
+    for spec in BUILTIN_PLUGINS:
+        fields = {k: v for k, v in spec.items() if k != "name"}
+        if reset:
+            _, was_created = plugin_model.objects.update_or_create(name=spec["name"], defaults=fields)
+            created, updated = created + was_created, updated + (not was_created)
+        else:
+            _, was_created = plugin_model.objects.get_or_create(name=spec["name"], defaults=fields)
+            created += was_created
+    return created, updated

@@ -1,0 +1,70 @@
+"""The plugin registry: which plugins exist, where they run and what they accept."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+class Runtime(models.TextChoices):
+    PYTHON = "python", "Python"
+    JAVA = "java", "Java"
+
+
+class WorkerMode(models.TextChoices):
+    EPHEMERAL = "ephemeral", "Ephemeral (one worker per invocation)"
+    POOLED = "pooled", "Pooled (warm workers reused)"
+
+
+class Backend(models.TextChoices):
+    DEFAULT = "", "Supervisor default"
+    PROCESS = "process", "Local process"
+    DOCKER = "docker", "Docker container"
+
+
+def _validate_schema(value: object) -> None:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(value)
+    except SchemaError as exc:
+        raise ValidationError(f"not a valid JSON Schema: {exc.message}") from exc
+
+
+class PluginSpec(models.Model):
+    name = models.SlugField(max_length=100, unique=True, help_text="Primitive name, e.g. subtract_numbers.")
+    operation = models.SlugField(
+        max_length=50,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text="Alias for POST /api/v1/calculate/{operation}, e.g. subtract.",
+    )
+    description = models.TextField(blank=True)
+    runtime = models.CharField(max_length=20, choices=Runtime.choices)
+    entrypoint = models.CharField(
+        max_length=200, help_text="What the worker runs: python module:attribute, or Java service class."
+    )
+    image = models.CharField(max_length=200, blank=True, help_text="Container image (docker backend).")
+    backend = models.CharField(max_length=20, choices=Backend.choices, blank=True, default=Backend.DEFAULT)
+    input_schema = models.JSONField(default=dict, validators=[_validate_schema])
+    output_schema = models.JSONField(default=dict, validators=[_validate_schema])
+    mode = models.CharField(max_length=20, choices=WorkerMode.choices, default=WorkerMode.EPHEMERAL)
+    timeout_s = models.FloatField(default=30.0, help_text="Invocation timeout (Init to Completed), seconds.")
+    memory_mb = models.PositiveIntegerField(default=256, help_text="Worker memory limit.")
+    cpus = models.FloatField(default=1.0, help_text="Worker CPU limit (docker backend).")
+    pids = models.PositiveIntegerField(default=64, help_text="Worker process/thread limit.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "plugin"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(timeout_s__gt=0), name="plugin_timeout_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,118 @@
+"""Settings for the plugin platform, read from environment variables.
+
+Embedded defaults run on a laptop: SQLite, the in-memory channel layer, the ``process``
+worker backend, everything on loopback. See README.md, "Configuration".
+"""
+
+from pathlib import Path
+
+from platform_core.env import env_bool, env_choice, env_float, env_int, env_map, env_str, local_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("PLATFORM_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# Production sets DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE); a laptop gets one made in var/.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "") or local_secret_key(VAR_DIR / "secret_key")
+ALLOWED_HOSTS = [h for h in env_str("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver").split(",") if h]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "platform_core.registry",
+    "platform_core.invocations",
+    "platform_core.gateway",
+    "platform_core.supervisor",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "platform_core.gateway.middleware.ApiJsonErrorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "platform_core.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+ASGI_APPLICATION = "platform_core.asgi.application"
+WSGI_APPLICATION = None
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": env_str("SQLITE_PATH", str(VAR_DIR / "platform.sqlite3")),
+        # WAL lets readers (admin, history) work while the gateway writes; wait, don't fail, on locks.
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        },
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+# Request bodies beyond this are refused before they are parsed (413 as JSON).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+
+# --- Plugin platform ----------------------------------------------------------------------
+# Where each runtime's supervisor listens: "runtime=host:port[|host:port...],..."
+PLATFORM_SUPERVISORS = env_map("SUPERVISORS", "python=127.0.0.1:9092,java=127.0.0.1:9091")
+# Default worker backend of a supervisor started without --backend.
+PLATFORM_WORKER_BACKEND = env_choice("WORKER_BACKEND", "process", {"process", "docker"})
+# How long the gateway waits for a supervisor to answer a call that is not an allocation.
+PLATFORM_SUPERVISOR_CALL_TIMEOUT_S = env_float("SUPERVISOR_CALL_TIMEOUT_S", 5.0)
+# How long an allocation may take (spawn to ready) before the gateway gives up.
+PLATFORM_ALLOCATION_TIMEOUT_S = env_float("ALLOCATION_TIMEOUT_S", 20.0)
+# Bound on what is kept of a worker's logs and output per invocation.
+PLATFORM_MAX_LOG_BYTES = env_int("MAX_LOG_BYTES", 64 * 1024, minimum=1024)
+# Bound on a plugin's result (bytes of JSON).
+PLATFORM_MAX_RESULT_BYTES = env_int("MAX_RESULT_BYTES", 8 * 1024 * 1024, minimum=1024)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# --- Supervisors --------------------------------------------------------------------------
+PLATFORM_SUPERVISOR_MAX_WORKERS = env_int("SUPERVISOR_MAX_WORKERS", 32, minimum=1)
+# Each worker gets a private directory here for its PPP socket; keep it short (108-byte limit).
+PLATFORM_SOCKET_ROOT = env_str("SUPERVISOR_SOCKET_ROOT", "/tmp/ppp")
+PLATFORM_WORKER_READY_TIMEOUT_S = env_float("WORKER_READY_TIMEOUT_S", 15.0)
+PLATFORM_WORKER_STOP_GRACE_S = env_float("WORKER_STOP_GRACE_S", 2.0)

@@ -1,0 +1,41 @@
+"""Worker backends: how a supervisor starts and stops a worker (process, docker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from platform_core.supervisor.model import State, Worker
+
+Emit = Callable[[Worker, State, str], None]
+
+
+class WorkerBackend(Protocol):
+    name: str
+
+    async def start(self, worker: Worker, emit: Emit) -> Path:
+        """Start ``worker``; emit SPAWNING and STARTING; return the path of its PPP socket.
+
+        Sets ``worker.address`` (a gRPC target) and, where there is one, ``worker.pid``.
+        Raises ``WorkerStartError`` when the worker cannot be started.
+        """
+
+    def exit_code(self, worker: Worker) -> int | None:
+        """The worker's exit code once it has exited, else None (cheap, no waiting)."""
+
+    async def wait(self, worker: Worker) -> int:
+        """Wait until the worker has exited; its exit code."""
+
+    async def stop(self, worker: Worker, *, grace_s: float) -> int:
+        """Ask the worker to stop (SIGTERM), force it after ``grace_s``, remove it; exit code."""
+
+    async def kill(self, worker: Worker) -> int:
+        """Stop the worker at once (SIGKILL / force-remove) and remove it; exit code."""
+
+    async def reap_orphans(self) -> int:
+        """Remove workers that an earlier life of this supervisor left behind; how many."""
+
+
+class WorkerStartError(Exception):
+    """The backend could not start a worker (bad image or entrypoint, spawn failure ...)."""

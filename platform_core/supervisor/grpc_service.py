@@ -1,0 +1,133 @@
+"""gRPC adapter of the supervisor: messages in, keyword arguments to ``Supervisor``, messages out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+import grpc
+
+from platform_core.rpc import sup_grpc, sup_pb2
+from platform_core.supervisor import service
+from platform_core.supervisor.model import Event, Limits, PluginRef, Worker
+
+_STATUS = {
+    service.CapacityExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    service.UnknownWorker: grpc.StatusCode.NOT_FOUND,
+    service.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    service.WorkerNotReady: grpc.StatusCode.DEADLINE_EXCEEDED,
+    service.WorkerFailedToStart: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def _plugin(message: sup_pb2.PluginRef) -> PluginRef:
+    limits = message.limits
+    defaults = Limits()
+    return PluginRef(
+        name=message.name,
+        runtime=message.runtime,
+        entrypoint=message.entrypoint,
+        image=message.image,
+        backend=message.backend,
+        limits=Limits(
+            memory_bytes=limits.memory_bytes or defaults.memory_bytes,
+            cpus=limits.cpus or defaults.cpus,
+            pids=limits.pids or defaults.pids,
+            cpu_seconds=limits.cpu_seconds,
+        ),
+    )
+
+
+def event_message(event: Event, supervisor: service.Supervisor) -> sup_pb2.WorkerEvent:
+    return sup_pb2.WorkerEvent(
+        worker_id=event.worker_id,
+        state=int(event.state),
+        at_unix_nanos=event.at_ns,
+        detail=event.detail,
+        plugin=event.plugin,
+        runtime=supervisor.runtime,
+        backend=event.backend,
+        supervisor_id=supervisor.supervisor_id,
+    )
+
+
+def _handle(worker: Worker, warm: bool = False) -> sup_pb2.WorkerHandle:
+    return sup_pb2.WorkerHandle(
+        worker_id=worker.worker_id,
+        address=worker.address,
+        runtime=worker.plugin.runtime,
+        backend=worker.backend,
+        warm=warm,
+    )
+
+
+class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
+    def __init__(self, supervisor: service.Supervisor) -> None:
+        self.supervisor = supervisor
+
+    def _events(self, events: Iterable[Event]) -> list[sup_pb2.WorkerEvent]:
+        return [event_message(event, self.supervisor) for event in events]
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: service.SupervisorError) -> None:
+        await context.abort(_STATUS.get(type(exc), grpc.StatusCode.INTERNAL), str(exc))
+
+    async def AllocateWorker(self, request, context):
+        try:
+            worker, events = await self.supervisor.allocate(
+                _plugin(request.plugin), timeout_s=request.timeout_ms / 1000 if request.timeout_ms else None
+            )
+        except service.SupervisorError as exc:
+            await self._abort(context, exc)
+        return sup_pb2.AllocateWorkerResponse(worker=_handle(worker), events=self._events(events))
+
+    async def ReleaseWorker(self, request, context):
+        try:
+            outcome = await self.supervisor.release(request.worker_id, reason=request.reason)
+        except service.SupervisorError as exc:
+            await self._abort(context, exc)
+        return sup_pb2.ReleaseWorkerResponse(
+            events=self._events(outcome.events),
+            output=outcome.output,
+            output_truncated=outcome.output_truncated,
+            exit_code=outcome.exit_code,
+        )
+
+    async def CancelAllocation(self, request, context):
+        try:
+            outcome = await self.supervisor.cancel(request.worker_id, reason=request.reason)
+        except service.SupervisorError as exc:
+            await self._abort(context, exc)
+        return sup_pb2.CancelAllocationResponse(
+            events=self._events(outcome.events),
+            output=outcome.output,
+            output_truncated=outcome.output_truncated,
+            exit_code=outcome.exit_code,
+        )
+
+    async def ListWorkers(self, request, context):
+        supervisor = self.supervisor
+        return sup_pb2.ListWorkersResponse(
+            supervisor_id=supervisor.supervisor_id,
+            runtime=supervisor.runtime,
+            max_workers=supervisor.max_workers,
+            workers=[
+                sup_pb2.WorkerInfo(
+                    worker_id=w.worker_id,
+                    plugin=w.plugin.name,
+                    state=int(w.state),
+                    backend=w.backend,
+                    address=w.address,
+                    started_at_unix_nanos=w.started_ns,
+                    pid=w.pid,
+                    runtime=w.plugin.runtime,
+                )
+                for w in supervisor.workers.values()
+            ],
+        )
+
+    async def WatchWorkers(self, request, context) -> AsyncIterator[sup_pb2.WorkerEvent]:
+        async for event in self.supervisor.watch():
+            yield event_message(event, self.supervisor)
+
+
+def add_to_server(server: grpc.aio.Server, supervisor: service.Supervisor) -> None:
+    sup_grpc.add_RuntimeSupervisorServicer_to_server(RuntimeSupervisorServicer(supervisor), server)

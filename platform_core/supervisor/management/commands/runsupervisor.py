@@ -1,0 +1,105 @@
+"""``manage.py runsupervisor --runtime python --listen 127.0.0.1:9092``: run a runtime supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from platform_core.supervisor import grpc_service
+from platform_core.supervisor.backends.process import ProcessBackend
+from platform_core.supervisor.service import Supervisor
+
+log = logging.getLogger("platform_core.supervisor")
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    return host in {"localhost", "::1"} or host.startswith("127.") or address.startswith("unix:")
+
+
+class Command(BaseCommand):
+    help = "Run the runtime supervisor of one runtime (gRPC RuntimeSupervisor service)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--runtime", required=True, help="python or java")
+        parser.add_argument("--listen", help="host:port to serve on (default: this runtime's entry in SUPERVISORS)")
+        parser.add_argument(
+            "--backend", choices=["process", "docker"], help="default worker backend (default: WORKER_BACKEND)"
+        )
+        parser.add_argument("--max-workers", type=int, default=settings.PLATFORM_SUPERVISOR_MAX_WORKERS)
+        parser.add_argument("--id", dest="supervisor_id", help="supervisor id (default: RUNTIME-PORT)")
+        parser.add_argument(
+            "--allow-remote",
+            action="store_true",
+            help="allow a non-loopback --listen address (protect it: see docs/SECURITY.md)",
+        )
+
+    def handle(
+        self,
+        *args,
+        runtime: str,
+        listen: str | None,
+        backend: str | None,
+        max_workers: int,
+        supervisor_id: str | None,
+        allow_remote: bool,
+        **options,
+    ):
+        addresses = settings.PLATFORM_SUPERVISORS.get(runtime)
+        listen = listen or (addresses[0] if addresses else None)
+        if not listen:
+            raise CommandError(f"no --listen given and SUPERVISORS has no entry for runtime {runtime!r}")
+        if not _is_loopback(listen) and not allow_remote:
+            raise CommandError(f"refusing to listen on {listen}: not loopback (pass --allow-remote deliberately)")
+        supervisor_id = supervisor_id or f"{runtime}-{listen.rsplit(':', 1)[-1]}"
+        backend = backend or settings.PLATFORM_WORKER_BACKEND
+        backends = {
+            "process": ProcessBackend(
+                supervisor_id=supervisor_id,
+                socket_root=Path(settings.PLATFORM_SOCKET_ROOT),
+                output_limit=settings.PLATFORM_MAX_LOG_BYTES,
+            )
+        }
+        if backend == "docker":
+            from platform_core.supervisor.backends.docker import DockerBackend  # only supervisors import docker
+
+            backends["docker"] = DockerBackend.from_settings(supervisor_id=supervisor_id)
+        supervisor = Supervisor(
+            runtime=runtime,
+            supervisor_id=supervisor_id,
+            backends=backends,
+            default_backend=backend,
+            max_workers=max_workers,
+            ready_timeout_s=settings.PLATFORM_WORKER_READY_TIMEOUT_S,
+            stop_grace_s=settings.PLATFORM_WORKER_STOP_GRACE_S,
+            output_limit=settings.PLATFORM_MAX_LOG_BYTES,
+        )
+        asyncio.run(self._serve(supervisor, listen))
+
+    async def _serve(self, supervisor: Supervisor, listen: str) -> None:
+        await supervisor.start()
+        server = grpc.aio.server()
+        grpc_service.add_to_server(server, supervisor)
+        if server.add_insecure_port(listen) == 0:
+            raise CommandError(f"cannot listen on {listen}")
+        await server.start()
+        self.stdout.write(
+            f"supervisor {supervisor.supervisor_id} ({supervisor.runtime}, "
+            f"{supervisor.default_backend} backend) listening on {listen}"
+        )
+        self.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("supervisor %s stopping: %d worker(s) to stop", supervisor.supervisor_id, len(supervisor.workers))
+        # Refuse new allocations, stop every worker, then let in-flight calls finish.
+        await supervisor.shutdown()
+        await server.stop(grace=2.0)

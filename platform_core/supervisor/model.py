@@ -1,0 +1,90 @@
+"""What the supervisor knows about a worker."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class State(enum.IntEnum):
+    """The seed's worker lifecycle states (values match runtime_supervisor.proto)."""
+
+    REQUESTED = 1
+    ALLOCATING = 2
+    SPAWNING = 3
+    STARTING = 4
+    READY = 5
+    EXECUTING = 6
+    COMPLETED = 7
+    RELEASING = 8
+    STOPPING = 9
+    REMOVED = 10
+    FAILED = 11
+    IDLE = 12
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int = 256 * 1024 * 1024
+    cpus: float = 1.0
+    pids: int = 64
+    cpu_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class PluginRef:
+    name: str
+    runtime: str
+    entrypoint: str = ""
+    image: str = ""
+    backend: str = ""
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class Event:
+    worker_id: str
+    state: State
+    at_ns: int
+    detail: str = ""
+    plugin: str = ""
+    backend: str = ""
+
+
+class BoundedOutput:
+    """The last ``limit`` bytes a worker wrote, and whether anything before them was dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._data = bytearray()
+        self.truncated = False
+
+    def feed(self, chunk: bytes) -> None:
+        self._data += chunk
+        if len(self._data) > self.limit:
+            del self._data[: len(self._data) - self.limit]
+            self.truncated = True
+
+    def text(self) -> str:
+        return self._data.decode("utf-8", errors="replace")
+
+
+@dataclass
+class Worker:
+    worker_id: str
+    plugin: PluginRef
+    backend: str
+    state: State = State.REQUESTED
+    address: str = ""
+    pid: int = 0
+    started_ns: int = field(default_factory=time.time_ns)
+    exit_code: int | None = None
+    output: BoundedOutput = field(default_factory=lambda: BoundedOutput(64 * 1024))
+    # Backend-specific state (process handle, container, socket directory ...).
+    runtime_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        return self.state not in {State.REMOVED, State.FAILED} and self.exit_code is None

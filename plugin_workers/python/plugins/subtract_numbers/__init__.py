@@ -1,0 +1,22 @@
+"""subtract_numbers: operand1 - operand2, as in the seed's Python worker."""
+
+from ppp_sdk import InvocationContext, Plugin
+from ppp_sdk.plugin import require_number
+
+from plugins.schemas import BINARY_OPERATION_INPUT, binary_operation_output
+
+plugin = Plugin(
+    primitive="subtract_numbers",
+    description="Subtract operand2 from operand1.",
+    input_schema=BINARY_OPERATION_INPUT,
+    output_schema=binary_operation_output("subtract"),
+    ready_message="Subtract plugin ready",
+)
+
+
+@plugin.handler
+def subtract(args: dict, ctx: InvocationContext) -> dict:
+    operand1, operand2 = require_number(args, "operand1"), require_number(args, "operand2")
+    ctx.log(f"Subtracting {operand2} from {operand1}")
+    ctx.progress(50, "Performing...")
+    return {"result": operand1 - operand2, "operation": "subtract", "operand1": operand1, "operand2": operand2}

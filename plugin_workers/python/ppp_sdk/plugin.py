@@ -1,0 +1,99 @@
+"""The plugin declaration: a primitive name, its schemas and one handler function."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON = dict[str, Any]
+
+
+class PluginError(Exception):
+    """A failure the plugin reports on purpose; becomes a PPP ``Failed{code, message}``."""
+
+    def __init__(self, message: str, *, code: str = "plugin_error") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Context:
+    tenant_id: str = ""
+    user_id: str = ""
+    session_id: str = ""
+    request_id: str = ""
+
+
+class InvocationContext:
+    """What a handler gets besides its arguments: who calls, and how to report progress."""
+
+    def __init__(self, context: Context, emit: Callable[[str, Any], None]) -> None:
+        self.context = context
+        self._emit = emit
+
+    def progress(self, percent: float, message: str = "") -> None:
+        """Report progress (0..100); the caller sees it while the handler still runs."""
+        if not math.isfinite(percent):
+            raise ValueError("progress percent must be a finite number")
+        self._emit("progress", (min(max(float(percent), 0.0), 100.0), str(message)))
+
+    def log(self, message: str, level: str = "info") -> None:
+        """Send a log line to the caller; it is stored with the invocation's trace."""
+        self._emit("log", (level, str(message)))
+
+
+Handler = Callable[[JSON, InvocationContext], JSON]
+
+
+@dataclass
+class Plugin:
+    """One primitive: its name, JSON Schemas and the function that runs it."""
+
+    primitive: str
+    input_schema: JSON = field(default_factory=lambda: {"type": "object"})
+    output_schema: JSON = field(default_factory=lambda: {"type": "object"})
+    description: str = ""
+    ready_message: str = ""
+    _handler: Handler | None = None
+
+    def handler(self, function: Handler) -> Handler:
+        """Decorator: register ``function(args, ctx) -> dict`` as this plugin's handler."""
+        self._handler = function
+        return function
+
+    def run(self, arguments: bytes, ctx: InvocationContext) -> bytes:
+        """Decode the JSON arguments, call the handler, encode its result.
+
+        Raises ``PluginError`` for input that is not a JSON object and for results that are
+        not JSON-encodable; the handler's own ``PluginError`` passes through.
+        """
+        if self._handler is None:
+            raise PluginError(f"plugin {self.primitive!r} has no handler", code="internal")
+        try:
+            args = json.loads(arguments or b"{}")
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise PluginError(f"arguments are not valid JSON: {exc}", code="invalid_input") from exc
+        if not isinstance(args, dict):
+            raise PluginError("arguments must be a JSON object", code="invalid_input")
+        result = self._handler(args, ctx)
+        try:
+            return json.dumps(result, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"result is not JSON-encodable: {exc}", code="invalid_output") from exc
+
+
+def require_number(args: JSON, name: str) -> float:
+    """The argument ``name`` as a float, or a ``PluginError`` naming the field."""
+    value = args.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PluginError(
+            f"'{name}' must be a number, got {type(value).__name__ if name in args else 'nothing'}",
+            code="invalid_input",
+        )
+    if not math.isfinite(value):
+        raise PluginError(f"'{name}' must be a finite number", code="invalid_input")
+    return float(value)

@@ -1,0 +1,133 @@
+"""PPP gRPC server hosting one plugin: Init, streamed Invoke, Health."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+
+from ppp_sdk._gen import plugin_protocol_pb2 as pb
+from ppp_sdk._gen import plugin_protocol_pb2_grpc as pb_grpc
+from ppp_sdk.plugin import Context, InvocationContext, Plugin, PluginError
+
+log = logging.getLogger("ppp_sdk")
+
+# Results larger than this go out as ResultChunk messages (gRPC's default receive limit is 4 MiB).
+CHUNK_BYTES = 1024 * 1024
+_LOG_LEVELS = {"debug": pb.Log.DEBUG, "info": pb.Log.INFO, "warning": pb.Log.WARNING, "error": pb.Log.ERROR}
+_DONE = object()
+
+
+def _context(message: pb.Context) -> Context:
+    return Context(message.tenant_id, message.user_id, message.session_id, message.request_id)
+
+
+class PluginServicer(pb_grpc.PluginWorkerServicer):
+    def __init__(self, plugin: Plugin) -> None:
+        self.plugin = plugin
+
+    def Init(self, request: pb.InitRequest, context: grpc.ServicerContext) -> pb.InitResponse:
+        message = self.plugin.ready_message or f"{self.plugin.primitive} ready"
+        return pb.InitResponse(ok=True, message=message, primitives=[self.plugin.primitive])
+
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
+        return pb.HealthResponse(status=pb.HealthResponse.SERVING, primitives=[self.plugin.primitive])
+
+    def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.PluginMessage]:
+        if request.primitive != self.plugin.primitive:
+            yield _failed(
+                "unknown_primitive", f"this worker hosts {self.plugin.primitive!r}, not {request.primitive!r}"
+            )
+            return
+        # The handler runs in its own thread so that progress reaches the caller while it works.
+        messages: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        def emit(kind: str, payload: Any) -> None:
+            if kind == "progress":
+                percent, text = payload
+                messages.put(pb.PluginMessage(progress=pb.Progress(percent=percent, message=text)))
+            else:
+                level, text = payload
+                messages.put(pb.PluginMessage(log=pb.Log(level=_LOG_LEVELS.get(level, pb.Log.INFO), message=text)))
+
+        def work() -> None:
+            ctx = InvocationContext(_context(request.context), emit)
+            try:
+                output = self.plugin.run(request.arguments, ctx)
+            except PluginError as exc:
+                messages.put(_failed(exc.code, exc.message))
+            except Exception as exc:  # a bug in the plugin: report it, keep the worker up
+                log.exception("plugin %s raised", self.plugin.primitive)
+                messages.put(_failed("internal", f"{type(exc).__name__}: {exc}"))
+            else:
+                for message in _completed(output):
+                    messages.put(message)
+            messages.put(_DONE)
+
+        threading.Thread(target=work, name=f"invoke-{request.request_id}", daemon=True).start()
+        while (message := messages.get()) is not _DONE:
+            yield message
+
+
+def _failed(code: str, message: str) -> pb.PluginMessage:
+    return pb.PluginMessage(failed=pb.Failed(code=code, message=message))
+
+
+def _completed(output: bytes) -> Iterator[pb.PluginMessage]:
+    if len(output) <= CHUNK_BYTES:
+        yield pb.PluginMessage(completed=pb.Completed(output=output))
+        return
+    for index, start in enumerate(range(0, len(output), CHUNK_BYTES)):
+        yield pb.PluginMessage(result_chunk=pb.ResultChunk(data=output[start : start + CHUNK_BYTES], index=index))
+    yield pb.PluginMessage(completed=pb.Completed())
+
+
+def _die_with_parent() -> None:
+    """Exit when the supervisor that started us dies, so no orphan worker survives it."""
+    expected = os.environ.get("PPP_PARENT_PID")
+    if not expected:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: fall back to the check below only
+        pass
+    if os.getppid() != int(expected):  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def serve(plugin: Plugin, *, unix: str | None = None, listen: str | None = None, max_workers: int = 4) -> None:
+    """Serve ``plugin`` over PPP until SIGTERM or SIGINT; exactly one of ``unix``/``listen``."""
+    if bool(unix) == bool(listen):
+        raise ValueError("give exactly one of unix= (socket path) or listen= (host:port)")
+    _die_with_parent()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
+    pb_grpc.add_PluginWorkerServicer_to_server(PluginServicer(plugin), server)
+    if unix:
+        if os.path.exists(unix):
+            os.unlink(unix)
+        target = f"unix:{unix}"
+    else:
+        target = listen
+    if server.add_insecure_port(target) == 0 and not unix:
+        raise SystemExit(f"cannot listen on {target}")
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        server.stop(grace=1.0)
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.start()
+    stopped.wait()
+    server.wait_for_termination(timeout=2.0)
