@@ -217,7 +217,10 @@ async def _ppp_session(
 
 async def _invoke_stream(stub, plugin, arguments, context, caller: Caller, trace: Trace, worker_log: _WorkerLog) -> Any:
     request = ppp_pb2.InvokeRequest(
-        primitive=plugin.name, arguments=json.dumps(arguments).encode(), request_id=caller.request_id, context=context
+        primitive=plugin.ppp_primitive,
+        arguments=json.dumps(arguments).encode(),
+        request_id=caller.request_id,
+        context=context,
     )
     chunks: list[bytes] = []
     size = 0

@@ -41,6 +41,11 @@ class PluginSpec(models.Model):
         blank=True,
         help_text="Alias for POST /api/v1/calculate/{operation}, e.g. subtract.",
     )
+    primitive = models.SlugField(
+        max_length=100,
+        blank=True,
+        help_text="Primitive the worker hosts, when it differs from the name (a variant with other limits).",
+    )
     description = models.TextField(blank=True)
     runtime = models.CharField(max_length=20, choices=Runtime.choices)
     entrypoint = models.CharField(
@@ -68,3 +73,8 @@ class PluginSpec(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def ppp_primitive(self) -> str:
+        """The primitive named in PPP Invoke."""
+        return self.primitive or self.name

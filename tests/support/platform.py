@@ -1,0 +1,161 @@
+"""Start a real platform for end-to-end tests: supervisors and a daphne gateway as processes.
+
+Each platform gets its own SQLite file, socket root and free loopback ports, and is torn
+down completely: supervisors stop their workers, and ``leftover_workers`` proves it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with code {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def pids_using(path_fragment: str) -> list[int]:
+    """Processes whose command line mentions ``path_fragment`` (our workers' socket paths)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if path_fragment in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Platform:
+    runtimes: tuple[str, ...] = ("python",)
+    backend: str = "process"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    # A runtime listed here is configured in SUPERVISORS but nothing is started for it.
+    absent_runtimes: tuple[str, ...] = ("java",)
+
+    def __post_init__(self) -> None:
+        # Short: Unix socket paths are limited to 108 bytes.
+        self.workdir = Path(tempfile.mkdtemp(prefix="ppe-", dir="/tmp"))
+        self.socket_root = self.workdir / "s"
+        self.http_port = free_port()
+        self.supervisor_ports = {runtime: free_port() for runtime in (*self.runtimes, *self.absent_runtimes)}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.env = {
+            **os.environ,
+            "PLATFORM_VAR_DIR": str(self.workdir),
+            "SQLITE_PATH": str(self.workdir / "db.sqlite3"),
+            "SUPERVISORS": ",".join(f"{r}=127.0.0.1:{p}" for r, p in self.supervisor_ports.items()),
+            "SUPERVISOR_SOCKET_ROOT": str(self.socket_root),
+            "WORKER_BACKEND": self.backend,
+            "DJANGO_SECRET_KEY": "e2e-tests",
+            "LOG_LEVEL": "WARNING",
+            **self.extra_env,
+        }
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def start(self) -> Platform:
+        self.manage("migrate", "--noinput", "-v0")
+        for runtime in self.runtimes:
+            self.start_supervisor(runtime)
+        log = open(self.workdir / "gateway.log", "wb")  # noqa: SIM115 — lives as long as the process
+        gateway = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.http_port),
+                "platform_core.asgi:application",
+            ],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes["gateway"] = gateway
+        wait_for_port(self.http_port, gateway)
+        return self
+
+    def start_supervisor(self, runtime: str) -> subprocess.Popen:
+        port = self.supervisor_ports[runtime]
+        log = open(self.workdir / f"supervisor-{runtime}.log", "ab")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "runsupervisor", "--runtime", runtime, "--listen", f"127.0.0.1:{port}"],
+            cwd=REPO,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes[f"supervisor-{runtime}"] = process
+        wait_for_port(port, process)
+        return process
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop(self) -> None:
+        for name in [n for n in self.processes if n != "gateway"] + (
+            ["gateway"] if "gateway" in self.processes else []
+        ):
+            self.stop_process(name)
+
+    def leftover_workers(self) -> list[int]:
+        return pids_using(str(self.socket_root))
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")

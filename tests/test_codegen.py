@@ -1,0 +1,5 @@
+from platform_core.rpc import codegen
+
+
+def test_generated_grpc_code_matches_the_protos():
+    assert codegen.stale_files() == [], "generated code is stale: run `make protos`"
