@@ -17,16 +17,16 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 	@touch $@
 
 # Generated gRPC code is not committed; it is made from protos/ whenever they change.
-$(GENERATED): $(INSTALLED) protos/*.proto platform_core/rpc/codegen.py
-	$(PY) -m platform_core.rpc.codegen
+$(GENERATED): $(INSTALLED) protos/*.proto platform_core/codegen.py
+	$(PY) -m platform_core.codegen
 	@touch $@
 
 protos: $(INSTALLED)
-	$(PY) -m platform_core.rpc.codegen
+	$(PY) -m platform_core.codegen
 	@touch $(GENERATED)
 
 check-protos: $(INSTALLED)
-	$(PY) -m platform_core.rpc.codegen --check
+	$(PY) -m platform_core.codegen --check
 
 # Java workers: javac against Debian's grpc-java jars (installs them with apt when missing).
 java:

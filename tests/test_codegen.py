@@ -1,4 +1,4 @@
-from platform_core.rpc import codegen
+from platform_core import codegen
 
 
 def test_generated_grpc_code_matches_the_protos():
