@@ -57,7 +57,14 @@ class Command(BaseCommand):
                     child.kill()
                     child.wait()
 
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        stopping = []
+
+        def request_stop(signum: int, frame: object) -> None:
+            stopping.append(signum)
+
+        # Explicit for both: a shell may start us with SIGINT ignored (background jobs).
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
         try:
             for runtime, addresses in settings.PLATFORM_SUPERVISORS.items():
                 if runtime == "java" and not JAVA_JAR.exists():
@@ -83,12 +90,11 @@ class Command(BaseCommand):
                     f"platform up: http://{bind}:{port}/  (API under /api/v1/, admin under /admin/); Ctrl-C stops it"
                 )
             )
-            while all(child.poll() is None for _, child in children):
-                time.sleep(0.5)
+            while not stopping and all(child.poll() is None for _, child in children):
+                time.sleep(0.2)
             for name, child in children:
                 if child.returncode is not None:
                     self.stderr.write(f"{name} exited with code {child.returncode}; stopping the platform")
-        except KeyboardInterrupt:
-            self.stdout.write("stopping the platform")
         finally:
+            self.stdout.write("stopping the platform")
             stop_all()
