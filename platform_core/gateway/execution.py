@@ -66,6 +66,28 @@ class _WorkerLog:
         return "".join(self.parts)
 
 
+class _WorkerChannels:
+    """gRPC channels to workers, one per worker address and event loop, closed when the worker goes."""
+
+    def __init__(self) -> None:
+        self._channels: dict[tuple[int, str], grpc.aio.Channel] = {}
+
+    def get(self, address: str) -> grpc.aio.Channel:
+        key = (id(asyncio.get_running_loop()), address)
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = self._channels[key] = grpc.aio.insecure_channel(address, options=FAST_CHANNEL_OPTIONS)
+        return channel
+
+    async def forget(self, address: str) -> None:
+        channel = self._channels.pop((id(asyncio.get_running_loop()), address), None)
+        if channel is not None:
+            await channel.close()
+
+
+worker_channels = _WorkerChannels()
+
+
 def _parse_arguments(body: bytes) -> Any:
     if not body.strip():
         raise errors.InvalidInput("request body is empty; send a JSON object")
@@ -128,7 +150,9 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
             report = await worker_release(lease=lease, reason="timeout", trace=trace, force=True)
             raise
         except errors.GatewayError as exc:
-            report = await worker_release(lease=lease, reason=exc.code, trace=trace)
+            # A plugin that reported a failure is healthy; a lost or garbled worker is not reused.
+            suspect = isinstance(exc, errors.WorkerLost | errors.InvalidOutput)
+            report = await worker_release(lease=lease, reason=exc.code, trace=trace, retire=suspect)
             raise
         except BaseException:  # cancelled or a bug: the worker must not outlive the request
             report = await worker_release(lease=lease, reason="aborted", trace=trace, force=True)
@@ -136,6 +160,8 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
         else:
             report = await worker_release(lease=lease, reason="execution_complete", trace=trace)
         finally:
+            if report.removed:
+                await worker_channels.forget(lease.address)
             if report.output:
                 worker_log.add(f"--- worker output (exit code {report.exit_code}) ---\n{report.output}")
             worker_log.truncated |= report.output_truncated
@@ -183,8 +209,13 @@ async def _ppp_session(
     context = ppp_pb2.Context(
         tenant_id=caller.tenant_id, user_id=caller.user_id, session_id=caller.session_id, request_id=caller.request_id
     )
-    trace.add(P.GATEWAY, P.GATEWAY, "channel_open", 4, f"Create channel {lease.address}")
-    channel = grpc.aio.insecure_channel(lease.address, options=FAST_CHANNEL_OPTIONS)
+    if lease.warm:
+        channel = worker_channels.get(lease.address)
+        trace.add(P.GATEWAY, P.GATEWAY, "channel_open", 4, f"Reuse channel {lease.address}")
+    else:
+        # Kept open after the call when the worker turns out to be pooled (it stays up).
+        channel = worker_channels.get(lease.address)
+        trace.add(P.GATEWAY, P.GATEWAY, "channel_open", 4, f"Create channel {lease.address}")
     try:
         async with asyncio.timeout(plugin.timeout_s):
             stub = ppp_grpc.PluginWorkerStub(channel)
@@ -210,8 +241,7 @@ async def _ppp_session(
             f"connection to worker {lease.worker_id} lost: {exc.code().name.lower()} ({exc.details()})"
         ) from None
     finally:
-        trace.add(P.GATEWAY, P.WORKER, "channel_close", 6, "Close channel")
-        await channel.close()
+        trace.add(P.GATEWAY, P.WORKER, "channel_close", 6, "Done with channel (closed once the worker is removed)")
     return output
 
 

@@ -17,6 +17,7 @@ from platform_core.gateway import errors
 from platform_core.invocations.models import Participant as P
 from platform_core.invocations.services import Caller
 from platform_core.invocations.trace import Trace
+from platform_core.registry.refs import plugin_ref_message
 from platform_core.rpc import FAST_CHANNEL_OPTIONS, sup_grpc, sup_pb2
 
 # How each lifecycle state appears in the sequence diagram: (source, target).
@@ -51,6 +52,8 @@ class ReleaseReport:
     output: str = ""
     output_truncated: bool = False
     exit_code: int = 0
+    # The worker is gone (ephemeral, retired, or the supervisor could not be asked).
+    removed: bool = True
 
 
 _stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, sup_grpc.RuntimeSupervisorStub]] = (
@@ -104,16 +107,7 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
         )
     address = addresses[0]
     request = sup_pb2.AllocateWorkerRequest(
-        plugin=sup_pb2.PluginRef(
-            name=plugin.name,
-            runtime=plugin.runtime,
-            image=plugin.image,
-            entrypoint=plugin.entrypoint,
-            backend=plugin.backend,
-            limits=sup_pb2.ResourceLimits(
-                memory_bytes=plugin.memory_mb * 1024 * 1024, cpus=plugin.cpus, pids=plugin.pids
-            ),
-        ),
+        plugin=plugin_ref_message(plugin),
         context=sup_pb2.Context(
             tenant_id=caller.tenant_id,
             user_id=caller.user_id,
@@ -155,8 +149,10 @@ def _allocation_error(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> 
     return errors.GatewayError(f"supervisor error {code.name}: {details}")
 
 
-async def worker_release(*, lease: WorkerLease, reason: str, trace: Trace, force: bool = False) -> ReleaseReport:
-    """Give the worker back (``force``: CancelAllocation, it is killed). Never raises."""
+async def worker_release(
+    *, lease: WorkerLease, reason: str, trace: Trace, force: bool = False, retire: bool = False
+) -> ReleaseReport:
+    """Give the worker back (``retire``: never reuse it; ``force``: CancelAllocation, kill it). Never raises."""
     kind, call = ("cancel", "CancelAllocation") if force else ("release", "ReleaseWorker")
     trace.add(P.GATEWAY, P.RUNTIME_CLIENT, f"{kind}_request", 6, f"{kind}Worker({lease.worker_id}, {reason!r})")
     trace.add(P.RUNTIME_CLIENT, P.SUPERVISOR, f"{kind}_rpc", 6, f"gRPC {call}Request")
@@ -169,7 +165,7 @@ async def worker_release(*, lease: WorkerLease, reason: str, trace: Trace, force
             )
         else:
             response = await stub.ReleaseWorker(
-                sup_pb2.ReleaseWorkerRequest(worker_id=lease.worker_id, reason=reason), timeout=timeout
+                sup_pb2.ReleaseWorkerRequest(worker_id=lease.worker_id, reason=reason, retire=retire), timeout=timeout
             )
     except grpc.aio.AioRpcError as exc:
         trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, "release_failed", 6, f"{exc.code().name}: {exc.details()}")
@@ -177,7 +173,8 @@ async def worker_release(*, lease: WorkerLease, reason: str, trace: Trace, force
     _record_events(trace, list(response.events), 6)
     trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, f"{kind}_response", 6, f"{call}Response(exit code {response.exit_code})")
     trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "cancelled" if force else "released", 6, "Success")
-    return ReleaseReport(response.output, response.output_truncated, response.exit_code)
+    removed = any(event.state == sup_pb2.REMOVED for event in response.events)
+    return ReleaseReport(response.output, response.output_truncated, response.exit_code, removed)
 
 
 async def workers_list() -> list[dict]:

@@ -13,6 +13,10 @@ class PluginSpecAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "operation", "description", "enabled"]}),
         ("Where it runs", {"fields": ["runtime", "backend", "entrypoint", "image", "mode"]}),
         ("Limits", {"fields": ["timeout_s", "memory_mb", "cpus", "pids"]}),
+        (
+            "Pool (mode pooled)",
+            {"fields": ["min_idle", "max_workers", "max_concurrency", "idle_timeout_s", "max_uses", "queue_timeout_s"]},
+        ),
         ("Schemas", {"fields": ["input_schema", "output_schema"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]

@@ -56,6 +56,16 @@ class PluginSpec(models.Model):
     input_schema = models.JSONField(default=dict, validators=[_validate_schema])
     output_schema = models.JSONField(default=dict, validators=[_validate_schema])
     mode = models.CharField(max_length=20, choices=WorkerMode.choices, default=WorkerMode.EPHEMERAL)
+    min_idle = models.PositiveSmallIntegerField(default=1, help_text="Pooled: warm idle workers kept ready.")
+    max_workers = models.PositiveSmallIntegerField(default=4, help_text="Pooled: most workers at once.")
+    max_concurrency = models.PositiveSmallIntegerField(
+        default=1, help_text="Pooled: invocations one worker serves at the same time."
+    )
+    idle_timeout_s = models.FloatField(default=300.0, help_text="Pooled: idle workers beyond min_idle stop after.")
+    max_uses = models.PositiveIntegerField(default=1000, help_text="Pooled: recycle a worker after this many uses.")
+    queue_timeout_s = models.FloatField(
+        default=2.0, help_text="Pooled: how long a request waits for a busy pool before 503."
+    )
     timeout_s = models.FloatField(default=30.0, help_text="Invocation timeout (Init to Completed), seconds.")
     memory_mb = models.PositiveIntegerField(default=256, help_text="Worker memory limit.")
     cpus = models.FloatField(default=1.0, help_text="Worker CPU limit (docker backend).")
@@ -69,6 +79,10 @@ class PluginSpec(models.Model):
         verbose_name = "plugin"
         constraints = [
             models.CheckConstraint(condition=models.Q(timeout_s__gt=0), name="plugin_timeout_positive"),
+            models.CheckConstraint(condition=models.Q(max_workers__gte=1), name="plugin_pool_max_workers_positive"),
+            models.CheckConstraint(
+                condition=models.Q(max_concurrency__gte=1), name="plugin_pool_max_concurrency_positive"
+            ),
         ]
 
     def __str__(self) -> str:

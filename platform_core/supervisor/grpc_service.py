@@ -8,7 +8,7 @@ import grpc
 
 from platform_core.rpc import sup_grpc, sup_pb2
 from platform_core.supervisor import service
-from platform_core.supervisor.model import Event, Limits, PluginRef, Worker
+from platform_core.supervisor.model import Event, Limits, PluginRef, PoolSpec, Worker
 
 _STATUS = {
     service.CapacityExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -19,10 +19,26 @@ _STATUS = {
 }
 
 
-def _plugin(message: sup_pb2.PluginRef) -> PluginRef:
+def _pool(message: sup_pb2.PluginRef) -> PoolSpec | None:
+    if not message.HasField("pool"):
+        return None
+    pool = message.pool
+    return PoolSpec(
+        min_idle=pool.min_idle,
+        max_workers=max(pool.max_workers, 1),
+        max_concurrency=max(pool.max_concurrency, 1),
+        idle_timeout_s=pool.idle_timeout_ms / 1000,
+        max_uses=pool.max_uses,
+        queue_timeout_s=pool.queue_timeout_ms / 1000,
+    )
+
+
+def plugin_ref(message: sup_pb2.PluginRef) -> PluginRef:
+    """The supervisor's view of a PluginRef message."""
     limits = message.limits
     defaults = Limits()
     return PluginRef(
+        pool=_pool(message),
         name=message.name,
         runtime=message.runtime,
         entrypoint=message.entrypoint,
@@ -72,16 +88,16 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
 
     async def AllocateWorker(self, request, context):
         try:
-            worker, events = await self.supervisor.allocate(
-                _plugin(request.plugin), timeout_s=request.timeout_ms / 1000 if request.timeout_ms else None
+            worker, events, warm = await self.supervisor.allocate(
+                plugin_ref(request.plugin), timeout_s=request.timeout_ms / 1000 if request.timeout_ms else None
             )
         except service.SupervisorError as exc:
             await self._abort(context, exc)
-        return sup_pb2.AllocateWorkerResponse(worker=_handle(worker), events=self._events(events))
+        return sup_pb2.AllocateWorkerResponse(worker=_handle(worker, warm), events=self._events(events))
 
     async def ReleaseWorker(self, request, context):
         try:
-            outcome = await self.supervisor.release(request.worker_id, reason=request.reason)
+            outcome = await self.supervisor.release(request.worker_id, reason=request.reason, retire=request.retire)
         except service.SupervisorError as exc:
             await self._abort(context, exc)
         return sup_pb2.ReleaseWorkerResponse(
@@ -119,6 +135,9 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
                     started_at_unix_nanos=w.started_ns,
                     pid=w.pid,
                     runtime=w.plugin.runtime,
+                    pooled=w.pooled,
+                    in_use=w.in_use,
+                    uses=w.uses,
                 )
                 for w in supervisor.workers.values()
             ],

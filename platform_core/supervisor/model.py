@@ -34,6 +34,18 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class PoolSpec:
+    """How many warm workers to keep for a plugin, and how to use them."""
+
+    min_idle: int = 1
+    max_workers: int = 4
+    max_concurrency: int = 1
+    idle_timeout_s: float = 300.0
+    max_uses: int = 0
+    queue_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
 class PluginRef:
     name: str
     runtime: str
@@ -41,6 +53,13 @@ class PluginRef:
     image: str = ""
     backend: str = ""
     limits: Limits = field(default_factory=Limits)
+    # None: ephemeral, a fresh worker per allocation.
+    pool: PoolSpec | None = None
+
+    @property
+    def pool_key(self) -> tuple:
+        """Workers are interchangeable only if they run the same thing the same way."""
+        return (self.name, self.runtime, self.entrypoint, self.image, self.backend, self.limits)
 
 
 @dataclass(frozen=True)
@@ -60,8 +79,11 @@ class BoundedOutput:
         self.limit = limit
         self._data = bytearray()
         self.truncated = False
+        # Bytes fed over the whole life, so a caller can ask for what came after a mark.
+        self.total = 0
 
     def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
         self._data += chunk
         if len(self._data) > self.limit:
             del self._data[: len(self._data) - self.limit]
@@ -69,6 +91,12 @@ class BoundedOutput:
 
     def text(self) -> str:
         return self._data.decode("utf-8", errors="replace")
+
+    def since(self, mark: int) -> tuple[str, bool]:
+        """What was written after ``total`` was ``mark``, and whether part of it is gone."""
+        wanted = self.total - mark
+        kept = min(wanted, len(self._data))
+        return self._data[len(self._data) - kept :].decode("utf-8", errors="replace"), kept < wanted
 
 
 @dataclass
@@ -84,6 +112,13 @@ class Worker:
     output: BoundedOutput = field(default_factory=lambda: BoundedOutput(64 * 1024))
     # Backend-specific state (process handle, container, socket directory ...).
     runtime_state: dict[str, Any] = field(default_factory=dict)
+    # Pooled workers only.
+    pooled: bool = False
+    in_use: int = 0
+    uses: int = 0
+    idle_since: float = 0.0
+    retiring: bool = False
+    output_mark: int = 0
 
     @property
     def alive(self) -> bool:

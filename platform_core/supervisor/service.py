@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import grpc
 
 from platform_core.rpc import FAST_CHANNEL_OPTIONS, ppp_grpc, ppp_pb2
 from platform_core.supervisor.backends import WorkerBackend, WorkerStartError
-from platform_core.supervisor.model import BoundedOutput, Event, PluginRef, State, Worker
+from platform_core.supervisor.model import BoundedOutput, Event, PluginRef, PoolSpec, State, Worker
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,36 @@ class _Collector:
     events: list[Event] = field(default_factory=list)
 
 
+class Pool:
+    """The warm workers of one plugin."""
+
+    def __init__(self, plugin: PluginRef) -> None:
+        self.plugin = plugin
+        self.workers: list[Worker] = []
+        self.starting = 0
+        self.waiters: deque[asyncio.Future[Worker]] = deque()
+        self.wake = asyncio.Event()
+        self.maintainer: asyncio.Task[None] | None = None
+
+    @property
+    def spec(self) -> PoolSpec:
+        assert self.plugin.pool is not None
+        return self.plugin.pool
+
+    @property
+    def size(self) -> int:
+        return len(self.workers) + self.starting
+
+    @staticmethod
+    def usable(worker: Worker) -> bool:
+        return not worker.retiring and worker.exit_code is None and worker.state != State.FAILED
+
+    def pick(self) -> Worker | None:
+        """The least busy usable worker with a free seat (the longest idle among equals)."""
+        seats = [w for w in self.workers if self.usable(w) and w.in_use < self.spec.max_concurrency]
+        return min(seats, key=lambda w: (w.in_use, w.idle_since)) if seats else None
+
+
 class Supervisor:
     def __init__(
         self,
@@ -74,6 +105,7 @@ class Supervisor:
         ready_timeout_s: float = 15.0,
         stop_grace_s: float = 2.0,
         output_limit: int = 64 * 1024,
+        health_interval_s: float = 10.0,
     ) -> None:
         if default_backend not in backends:
             raise ValueError(f"default backend {default_backend!r} is not among {sorted(backends)}")
@@ -86,6 +118,9 @@ class Supervisor:
         self.stop_grace_s = stop_grace_s
         self.output_limit = output_limit
         self.workers: dict[str, Worker] = {}
+        self.pools: dict[tuple, Pool] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.health_interval_s = health_interval_s
         self._ids = itertools.count(WORKER_ID_BASE.get(runtime, 30000) + 1)
         self._watchers: set[asyncio.Queue[Event | None]] = set()
         self._closing = False
@@ -122,26 +157,53 @@ class Supervisor:
 
     # --- allocation -----------------------------------------------------------------------
 
-    async def allocate(self, plugin: PluginRef, *, timeout_s: float | None = None) -> tuple[Worker, list[Event]]:
-        """Start a worker for ``plugin`` and wait until it answers its Health probe."""
+    def _backend_for(self, plugin: PluginRef) -> tuple[str, WorkerBackend]:
         if self._closing:
             raise CapacityExhausted("supervisor is shutting down")
         if plugin.runtime and plugin.runtime != self.runtime:
             raise InvalidRequest(f"this is the {self.runtime} supervisor; {plugin.name} needs {plugin.runtime}")
-        backend_name = plugin.backend or self.default_backend
-        backend = self.backends.get(backend_name)
+        name = plugin.backend or self.default_backend
+        backend = self.backends.get(name)
         if backend is None:
             raise InvalidRequest(
-                f"backend {backend_name!r} is not enabled on this supervisor "
-                f"(enabled: {', '.join(sorted(self.backends))})"
+                f"backend {name!r} is not enabled on this supervisor (enabled: {', '.join(sorted(self.backends))})"
             )
-        if len(self.workers) >= self.max_workers:
+        return name, backend
+
+    def _free_slots(self) -> int:
+        return self.max_workers - len(self.workers)
+
+    async def allocate(self, plugin: PluginRef, *, timeout_s: float | None = None) -> tuple[Worker, list[Event], bool]:
+        """A ready worker for ``plugin``: (worker, lifecycle events of this allocation, warm).
+
+        Ephemeral plugins get a fresh worker. Pooled plugins get an idle warm worker, else a new
+        one while the pool is below its maximum, else wait their turn in a FIFO queue for at
+        most ``queue_timeout_s`` (then ``CapacityExhausted``).
+        """
+        backend_name, backend = self._backend_for(plugin)
+        if plugin.pool is not None:
+            return await self._allocate_pooled(plugin, backend_name, backend, timeout_s)
+        if self._free_slots() <= 0:
             raise CapacityExhausted(
                 f"all {self.max_workers} worker slots of supervisor {self.supervisor_id} are in use"
             )
-        worker = Worker(f"worker-{next(self._ids)}", plugin, backend_name, output=BoundedOutput(self.output_limit))
-        self.workers[worker.worker_id] = worker
         collector = _Collector()
+        worker = await self._start_worker(plugin, backend_name, backend, collector, timeout_s)
+        self._emit(worker, State.EXECUTING, "handed to gateway", collector)
+        return worker, collector.events, False
+
+    async def _start_worker(
+        self,
+        plugin: PluginRef,
+        backend_name: str,
+        backend: WorkerBackend,
+        collector: _Collector | None,
+        timeout_s: float | None,
+    ) -> Worker:
+        """Spawn a worker and wait until it answers its Health probe (Requested ... Ready)."""
+        worker = Worker(f"worker-{next(self._ids)}", plugin, backend_name, output=BoundedOutput(self.output_limit))
+        worker.pooled = plugin.pool is not None
+        self.workers[worker.worker_id] = worker
         self._emit(worker, State.REQUESTED, f"allocate {plugin.name}", collector)
         self._emit(
             worker, State.ALLOCATING, f"{backend_name} backend, slot {len(self.workers)}/{self.max_workers}", collector
@@ -153,15 +215,158 @@ class Supervisor:
         except BaseException as exc:  # includes cancellation by the caller: never leave the worker behind
             detail = str(exc) or type(exc).__name__
             self._emit(worker, State.FAILED, detail, collector)
-            await self._dispose(worker, backend, force=True, collector=collector)
+            await self._dispose(worker, backend, force=True, collector=collector or _Collector())
             if isinstance(exc, WorkerStartError):
                 raise WorkerFailedToStart(detail) from exc
             raise
         ready_ms = (time.monotonic() - started) * 1000
         self._emit(worker, State.READY, f"Health SERVING after {ready_ms:.0f} ms", collector)
         worker.runtime_state["monitor"] = asyncio.create_task(self._monitor(worker, backend))
-        self._emit(worker, State.EXECUTING, "handed to gateway", collector)
-        return worker, collector.events
+        return worker
+
+    # --- pools ----------------------------------------------------------------------------
+
+    def _background(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
+
+    def prewarm(self, plugin: PluginRef) -> None:
+        """Create the pool of a pooled plugin now, so that its ``min_idle`` workers start."""
+        if plugin.pool is not None:
+            self._backend_for(plugin)
+            self._pool(plugin)
+
+    def _pool(self, plugin: PluginRef) -> Pool:
+        pool = self.pools.get(plugin.pool_key)
+        if pool is None:
+            pool = self.pools[plugin.pool_key] = Pool(plugin)
+            pool.maintainer = asyncio.create_task(self._maintain(pool))
+        else:
+            pool.plugin = plugin  # pool sizes may have been edited in the registry
+        return pool
+
+    def _lease(self, pool: Pool, worker: Worker, collector: _Collector | None) -> None:
+        worker.in_use += 1
+        worker.output_mark = worker.output.total
+        self._emit(worker, State.EXECUTING, f"warm, in use {worker.in_use}/{pool.spec.max_concurrency}", collector)
+
+    async def _allocate_pooled(
+        self, plugin: PluginRef, backend_name: str, backend: WorkerBackend, timeout_s: float | None
+    ) -> tuple[Worker, list[Event], bool]:
+        pool = self._pool(plugin)
+        collector = _Collector()
+        # Newcomers queue behind waiters already in line (FIFO fairness).
+        if not pool.waiters and (worker := pool.pick()) is not None:
+            self._lease(pool, worker, collector)
+            return worker, collector.events, True
+        if pool.size < pool.spec.max_workers and self._free_slots() > 0:
+            pool.starting += 1
+            try:
+                worker = await self._start_worker(plugin, backend_name, backend, collector, timeout_s)
+            finally:
+                pool.starting -= 1
+            pool.workers.append(worker)
+            self._lease(pool, worker, collector)
+            pool.wake.set()
+            return worker, collector.events, False
+        waiter: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
+        pool.waiters.append(waiter)
+        try:
+            worker = await asyncio.wait_for(asyncio.shield(waiter), pool.spec.queue_timeout_s)
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():  # handed over just as time ran out: take it
+                worker = waiter.result()
+            else:
+                waiter.cancel()
+                raise CapacityExhausted(
+                    f"all {pool.size} workers of {plugin.name} are busy "
+                    f"(max_workers {pool.spec.max_workers}, max_concurrency {pool.spec.max_concurrency}); "
+                    f"waited {pool.spec.queue_timeout_s:g} s"
+                ) from None
+        finally:
+            with contextlib.suppress(ValueError):
+                pool.waiters.remove(waiter)
+        # The releasing side already counted this lease (hand-over); record it for the trace.
+        self._emit(worker, State.EXECUTING, f"warm, after waiting in line, in use {worker.in_use}", collector)
+        return worker, collector.events, True
+
+    def _hand_over(self, pool: Pool, worker: Worker) -> bool:
+        """Give a worker with a free seat straight to the first caller in line."""
+        while pool.waiters and worker.in_use < pool.spec.max_concurrency and pool.usable(worker):
+            waiter = pool.waiters.popleft()
+            if waiter.done():
+                continue
+            worker.in_use += 1
+            worker.output_mark = worker.output.total
+            waiter.set_result(worker)
+            return True
+        return False
+
+    async def _maintain(self, pool: Pool) -> None:
+        """Keep ``min_idle`` warm workers, stop idle surplus, health-check idle workers."""
+        last_health = time.monotonic()
+        while not self._closing:
+            spec = pool.spec
+            for worker in [w for w in pool.workers if not pool.usable(w) and w.in_use == 0]:
+                await self._retire(pool, worker, "failed or recycled", None)
+            idle = [w for w in pool.workers if pool.usable(w) and w.in_use == 0]
+            now = time.monotonic()
+            surplus = len(idle) - spec.min_idle
+            for worker in sorted(idle, key=lambda w: w.idle_since):
+                if surplus <= 0:
+                    break
+                if now - worker.idle_since >= spec.idle_timeout_s:
+                    await self._retire(pool, worker, f"idle for {spec.idle_timeout_s:g} s", None)
+                    surplus -= 1
+            if now - last_health >= self.health_interval_s:
+                last_health = now
+                await self._health_check([w for w in pool.workers if pool.usable(w) and w.in_use == 0])
+            missing = spec.min_idle - len([w for w in pool.workers if pool.usable(w) and w.in_use == 0]) - pool.starting
+            room = min(spec.max_workers - pool.size, self._free_slots())
+            for _ in range(max(0, min(missing, room))):
+                pool.starting += 1
+                self._background(self._prewarm(pool))
+            pool.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pool.wake.wait(), 1.0)
+
+    async def _prewarm(self, pool: Pool) -> None:
+        try:
+            name, backend = self._backend_for(pool.plugin)
+            worker = await self._start_worker(pool.plugin, name, backend, None, None)
+        except Exception as exc:
+            log.warning("pre-warming %s failed: %s", pool.plugin.name, exc)
+            await asyncio.sleep(1.0)  # do not spin on a plugin that cannot start
+            return
+        finally:
+            pool.starting -= 1
+        pool.workers.append(worker)
+        worker.idle_since = time.monotonic()
+        if not self._hand_over(pool, worker):
+            self._emit(worker, State.IDLE, "warm, pre-started", None)
+
+    async def _health_check(self, workers: list[Worker]) -> None:
+        for worker in workers:
+            try:
+                async with grpc.aio.insecure_channel(worker.address, options=FAST_CHANNEL_OPTIONS) as channel:
+                    reply = await ppp_grpc.PluginWorkerStub(channel).Health(ppp_pb2.HealthRequest(), timeout=1.0)
+                healthy = reply.status == ppp_pb2.HealthResponse.SERVING
+            except grpc.aio.AioRpcError:
+                healthy = False
+            if not healthy and worker.in_use == 0:
+                worker.retiring = True
+                self._emit(worker, State.FAILED, "failed its idle health check", None)
+
+    async def _retire(self, pool: Pool, worker: Worker, reason: str, collector: _Collector | None) -> Outcome:
+        with contextlib.suppress(ValueError):
+            pool.workers.remove(worker)
+        if worker.state != State.FAILED:
+            self._emit(worker, State.RELEASING, f"retired: {reason}", collector)
+        pool.wake.set()
+        return await self._dispose(
+            worker, self.backends[worker.backend], force=False, collector=collector or _Collector()
+        )
 
     async def _probe(self, worker: Worker, backend: WorkerBackend, socket: Path, deadline: float) -> None:
         """Wait until the worker's socket exists and PPP Health says SERVING (no fixed sleeps)."""
@@ -201,19 +406,51 @@ class Supervisor:
         except KeyError:
             raise UnknownWorker(f"no worker {worker_id!r} on supervisor {self.supervisor_id}") from None
 
-    async def release(self, worker_id: str, *, reason: str = "") -> Outcome:
-        """The gateway is done with the worker: stop it gracefully and remove it."""
+    async def release(self, worker_id: str, *, reason: str = "", retire: bool = False) -> Outcome:
+        """The gateway is done with the worker.
+
+        Ephemeral: stop it gracefully and remove it. Pooled: back to its pool (or straight to
+        the next caller in line), unless ``retire``, it died, or it reached ``max_uses``.
+        """
         worker = self._get(worker_id)
         collector = _Collector()
+        if worker.pooled and (pool := self.pools.get(worker.plugin.pool_key)) is not None:
+            return await self._release_pooled(pool, worker, reason, retire, collector)
         if worker.state != State.FAILED:
             self._emit(worker, State.COMPLETED, reason or "released", collector)
         self._emit(worker, State.RELEASING, reason or "released", collector)
         return await self._dispose(worker, self.backends[worker.backend], force=False, collector=collector)
 
+    async def _release_pooled(
+        self, pool: Pool, worker: Worker, reason: str, retire: bool, collector: _Collector
+    ) -> Outcome:
+        output, cut = worker.output.since(worker.output_mark)
+        worker.in_use = max(0, worker.in_use - 1)
+        worker.uses += 1
+        spec = pool.spec
+        if retire or (spec.max_uses and worker.uses >= spec.max_uses):
+            worker.retiring = True
+        if worker.state != State.FAILED:
+            self._emit(worker, State.COMPLETED, reason or "released", collector)
+        if not pool.usable(worker):
+            if worker.in_use == 0:
+                why = "caller saw it fail" if retire else f"used {worker.uses} times" if worker.retiring else "died"
+                outcome = await self._retire(pool, worker, why, collector)
+                return Outcome(outcome.events, output, cut, outcome.exit_code)
+            return Outcome(collector.events, output, cut, 0)  # the last user retires it
+        if not self._hand_over(pool, worker) and worker.in_use == 0:
+            worker.idle_since = time.monotonic()
+            self._emit(worker, State.IDLE, f"back in pool after {worker.uses} use(s)", collector)
+        return Outcome(collector.events, output, cut, 0)
+
     async def cancel(self, worker_id: str, *, reason: str = "") -> Outcome:
-        """Abort: force-stop the worker now (timeouts, cancelled requests)."""
+        """Abort: force-stop the worker now (timeouts, cancelled requests); never reused."""
         worker = self._get(worker_id)
         collector = _Collector()
+        if worker.pooled and (pool := self.pools.get(worker.plugin.pool_key)) is not None:
+            with contextlib.suppress(ValueError):
+                pool.workers.remove(worker)
+            pool.wake.set()
         if worker.state != State.FAILED:
             self._emit(worker, State.FAILED, f"cancelled: {reason or 'no reason given'}", collector)
         return await self._dispose(worker, self.backends[worker.backend], force=True, collector=collector)
@@ -254,8 +491,16 @@ class Supervisor:
     async def shutdown(self) -> None:
         """Stop every worker (gracefully, then by force) and end all watch streams."""
         self._closing = True
+        for pool in self.pools.values():
+            if pool.maintainer is not None:
+                pool.maintainer.cancel()
+            for waiter in pool.waiters:
+                waiter.cancel()
         await asyncio.gather(
-            *(self.release(worker_id, reason="supervisor shutting down") for worker_id in list(self.workers)),
+            *(
+                self.release(worker_id, reason="supervisor shutting down", retire=True)
+                for worker_id in list(self.workers)
+            ),
             return_exceptions=True,
         )
         for queue in list(self._watchers):

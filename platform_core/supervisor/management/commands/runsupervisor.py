@@ -13,6 +13,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from platform_core.supervisor import grpc_service
 from platform_core.supervisor.backends.process import ProcessBackend
+from platform_core.supervisor.grpc_service import plugin_ref
+from platform_core.supervisor.model import PluginRef
 from platform_core.supervisor.service import Supervisor
 
 log = logging.getLogger("platform_core.supervisor")
@@ -80,10 +82,29 @@ class Command(BaseCommand):
             stop_grace_s=settings.PLATFORM_WORKER_STOP_GRACE_S,
             output_limit=settings.PLATFORM_MAX_LOG_BYTES,
         )
-        asyncio.run(self._serve(supervisor, listen))
+        asyncio.run(self._serve(supervisor, listen, self._pooled_plugins(runtime)))
 
-    async def _serve(self, supervisor: Supervisor, listen: str) -> None:
+    def _pooled_plugins(self, runtime: str) -> list[PluginRef]:
+        """Pooled plugins of this runtime in the registry: their pools are warmed at start."""
+        from django.db import DatabaseError
+
+        from platform_core.registry.models import PluginSpec, WorkerMode
+        from platform_core.registry.refs import plugin_ref_message
+
+        try:
+            specs = list(PluginSpec.objects.filter(runtime=runtime, enabled=True, mode=WorkerMode.POOLED))
+        except DatabaseError as exc:  # a supervisor without the registry still serves allocations
+            log.warning("cannot read the registry to pre-warm pools: %s", exc)
+            return []
+        return [plugin_ref(plugin_ref_message(spec)) for spec in specs]
+
+    async def _serve(self, supervisor: Supervisor, listen: str, pooled: list[PluginRef]) -> None:
         await supervisor.start()
+        for plugin in pooled:
+            try:
+                supervisor.prewarm(plugin)
+            except Exception as exc:
+                log.warning("cannot pre-warm %s: %s", plugin.name, exc)
         server = grpc.aio.server()
         grpc_service.add_to_server(server, supervisor)
         if server.add_insecure_port(listen) == 0:
