@@ -11,7 +11,7 @@ import pytest
 
 from platform_core.supervisor.model import PluginRef, PoolSpec, State
 from platform_core.supervisor.service import CapacityExhausted
-from tests.supervisor.test_supervisor import alive, make_supervisor, socket_root  # noqa: F401 — fixture
+from tests.supervisor.conftest import alive, make_supervisor
 
 BASE = PluginRef(name="subtract_numbers", runtime="python", entrypoint="plugins.subtract_numbers:plugin")
 

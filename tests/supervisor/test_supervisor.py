@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,42 +17,11 @@ from platform_core.rpc import sup_grpc, sup_pb2
 from platform_core.supervisor import grpc_service
 from platform_core.supervisor.backends.process import Launcher, ProcessBackend, default_launchers
 from platform_core.supervisor.model import Limits, PluginRef, State
-from platform_core.supervisor.service import CapacityExhausted, Supervisor, WorkerFailedToStart, WorkerNotReady
-from tests.support.platform import REPO, free_port, pids_using, wait_for_port
+from platform_core.supervisor.service import CapacityExhausted, WorkerFailedToStart, WorkerNotReady
+from tests.supervisor.conftest import alive, make_supervisor
+from tests.support.platform import REPO, free_port, wait_for_port
 
 SUBTRACT = PluginRef(name="subtract_numbers", runtime="python", entrypoint="plugins.subtract_numbers:plugin")
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes.
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-@pytest.fixture
-def socket_root():
-    root = Path(tempfile.mkdtemp(prefix="pps-", dir="/tmp"))
-    yield root
-    leftovers = pids_using(str(root))
-    for pid in leftovers:
-        os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(root, ignore_errors=True)
-    assert not leftovers, f"workers left running: {leftovers}"
-
-
-def make_supervisor(socket_root: Path, **kwargs) -> Supervisor:
-    launchers = kwargs.pop("launchers", None)
-    backend = ProcessBackend(supervisor_id="python-test", socket_root=socket_root, launchers=launchers)
-    return Supervisor(
-        runtime="python",
-        supervisor_id="python-test",
-        backends={"process": backend},
-        default_backend="process",
-        **kwargs,
-    )
 
 
 async def test_allocate_and_release_walk_the_seed_lifecycle(socket_root):
