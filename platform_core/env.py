@@ -56,6 +56,14 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     return value
 
 
+def env_choices(name: str, default: str, choices: set[str]) -> list[str]:
+    """A comma-separated subset of ``choices``: ``"process,docker"`` → ["process", "docker"]."""
+    values = [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
+    if unknown := sorted(set(values) - choices):
+        raise ImproperlyConfigured(f"{name}: {', '.join(unknown)} not among {', '.join(sorted(choices))}")
+    return list(dict.fromkeys(values))
+
+
 def env_map(name: str, default: str) -> dict[str, list[str]]:
     """``"python=127.0.0.1:9092,java=127.0.0.1:9091|127.0.0.1:9191"`` → {runtime: [addresses]}."""
     value = os.environ.get(name, default)

@@ -6,7 +6,7 @@ worker backend, everything on loopback. See README.md, "Configuration".
 
 from pathlib import Path
 
-from platform_core.env import env_bool, env_choice, env_float, env_int, env_map, env_str, local_secret_key
+from platform_core.env import env_bool, env_choice, env_choices, env_float, env_int, env_map, env_str, local_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PLATFORM_VAR_DIR", str(BASE_DIR / "var")))
@@ -25,14 +25,18 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "django_htmx",
     "platform_core.registry",
     "platform_core.invocations",
     "platform_core.gateway",
     "platform_core.supervisor",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (htmx, Mermaid, the dashboard's CSS/JS) straight from daphne; see docs/DASHBOARD.md.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "platform_core.gateway.middleware.ApiJsonErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -40,6 +44,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
 
 ROOT_URLCONF = "platform_core.urls"
@@ -82,7 +87,12 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
-STATIC_ROOT = VAR_DIR / "staticfiles"
+# WhiteNoise serves static files from the apps' and static/'s own folders (the finders): no
+# collectstatic step, the same files in development, tests and production. A deployment may
+# set STATIC_ROOT and run collectstatic; WhiteNoise then serves that folder too.
+STATIC_ROOT = env_str("STATIC_ROOT", "") or None
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
 
 # Request bodies beyond this are refused before they are parsed (413 as JSON).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
@@ -92,10 +102,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum
 PLATFORM_SUPERVISORS = env_map("SUPERVISORS", "python=127.0.0.1:9092,java=127.0.0.1:9091")
 # Default worker backend of a supervisor started without --backend.
 PLATFORM_WORKER_BACKEND = env_choice("WORKER_BACKEND", "process", {"process", "docker"})
+# Backends a supervisor enables besides its default, for plugins whose registry `backend`
+# asks for another one (e.g. "docker"); the process backend is always enabled.
+PLATFORM_WORKER_BACKENDS = env_choices("WORKER_BACKENDS", "", {"process", "docker"})
 # How long the gateway waits for a supervisor to answer a call that is not an allocation.
 PLATFORM_SUPERVISOR_CALL_TIMEOUT_S = env_float("SUPERVISOR_CALL_TIMEOUT_S", 5.0)
 # How long an allocation may take (spawn to ready) before the gateway gives up.
 PLATFORM_ALLOCATION_TIMEOUT_S = env_float("ALLOCATION_TIMEOUT_S", 20.0)
+# How long another gateway process may serve a registry entry after it was edited.
+PLATFORM_REGISTRY_CACHE_TTL_S = env_float("REGISTRY_CACHE_TTL_S", 1.0)
 # Bound on what is kept of a worker's logs and output per invocation.
 PLATFORM_MAX_LOG_BYTES = env_int("MAX_LOG_BYTES", 64 * 1024, minimum=1024)
 # Bound on a plugin's result (bytes of JSON).

@@ -4,4 +4,5 @@ from django.urls import include, path
 urlpatterns = [
     path("api/v1/", include("platform_core.gateway.urls")),
     path("admin/", admin.site.urls),
+    path("", include("dashboard.urls")),
 ]

@@ -71,6 +71,13 @@ class _WorkerChannels:
 
     def __init__(self) -> None:
         self._channels: dict[tuple[int, str], grpc.aio.Channel] = {}
+        self._initialized: set[tuple[int, str]] = set()
+
+    def initialized(self, address: str) -> bool:
+        return (id(asyncio.get_running_loop()), address) in self._initialized
+
+    def mark_initialized(self, address: str) -> None:
+        self._initialized.add((id(asyncio.get_running_loop()), address))
 
     def get(self, address: str) -> grpc.aio.Channel:
         key = (id(asyncio.get_running_loop()), address)
@@ -80,7 +87,9 @@ class _WorkerChannels:
         return channel
 
     async def forget(self, address: str) -> None:
-        channel = self._channels.pop((id(asyncio.get_running_loop()), address), None)
+        key = (id(asyncio.get_running_loop()), address)
+        self._initialized.discard(key)
+        channel = self._channels.pop(key, None)
         if channel is not None:
             await channel.close()
 
@@ -100,11 +109,15 @@ def _parse_arguments(body: bytes) -> Any:
 async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_line: str) -> Outcome:
     """Run plugin ``name`` (primitive name or operation alias) on the JSON ``body``."""
     invocation_id = str(uuid.uuid4())
-    trace = Trace(invocation_id)
+    trace = Trace(
+        invocation_id,
+        context={"tenant_id": caller.tenant_id, "session_id": caller.session_id, "request_id": caller.request_id},
+    )
     worker_log = _WorkerLog(settings.PLATFORM_MAX_LOG_BYTES)
     finish = Finish(status=Status.ERROR, http_status=500, plugin_name=name)
     outcome = Outcome(invocation_id, 500)
     lease: WorkerLease | None = None
+    started: asyncio.Future | None = None
     try:
         trace.add(P.CLIENT, P.GATEWAY, "request", 1, request_line)
         trace.add(P.GATEWAY, P.REGISTRY, "lookup", 2, f'getPlugin("{name}")')
@@ -136,7 +149,10 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
             f"Build PluginRef & Context (tenant {caller.tenant_id}, user {caller.user_id}, "
             f"request {caller.request_id})",
         )
-        await invocation_start(invocation_id=invocation_id, plugin=plugin, caller=caller, arguments=arguments)
+        # Written while the worker is allocated; awaited before the final write.
+        started = asyncio.ensure_future(
+            invocation_start(invocation_id=invocation_id, plugin=plugin, caller=caller, arguments=arguments)
+        )
         trace.publish_state({"status": Status.RUNNING, "plugin": plugin.name})
 
         lease = await worker_allocate(
@@ -186,6 +202,8 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
             f"HTTP {outcome.http_status}" + (f" {outcome.error.code}" if outcome.error else ""),
         )
         finish.worker_log, finish.worker_log_truncated = worker_log.text(), worker_log.truncated
+        if started is not None:
+            await started
         outcome.timings_ms = await invocation_finish(
             invocation_id=invocation_id, caller=caller, finish=finish, events=trace.events
         )
@@ -198,7 +216,8 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
                 "error": outcome.error.body()["error"] if outcome.error else None,
             }
         )
-        await trace.close()
+        # Live viewers get the rest in the background; the response does not wait for them.
+        trace.close_soon()
     return outcome
 
 
@@ -219,11 +238,16 @@ async def _ppp_session(
     try:
         async with asyncio.timeout(plugin.timeout_s):
             stub = ppp_grpc.PluginWorkerStub(channel)
-            trace.add(P.GATEWAY, P.WORKER, "init_request", 4, "gRPC Init(ctx)")
-            init = await stub.Init(ppp_pb2.InitRequest(context=context))
-            trace.add(P.WORKER, P.GATEWAY, "init_response", 4, f"InitResponse(ok={init.ok}, {init.message!r})")
-            if not init.ok:
-                raise errors.PluginFailed(f"worker refused Init: {init.message}", code="init_failed")
+            if worker_channels.initialized(lease.address):
+                # A pooled worker is initialized once per session; each Invoke carries its own context.
+                trace.add(P.GATEWAY, P.GATEWAY, "init_cached", 4, "Init skipped: worker session already initialized")
+            else:
+                trace.add(P.GATEWAY, P.WORKER, "init_request", 4, "gRPC Init(ctx)")
+                init = await stub.Init(ppp_pb2.InitRequest(context=context))
+                trace.add(P.WORKER, P.GATEWAY, "init_response", 4, f"InitResponse(ok={init.ok}, {init.message!r})")
+                if not init.ok:
+                    raise errors.PluginFailed(f"worker refused Init: {init.message}", code="init_failed")
+                worker_channels.mark_initialized(lease.address)
             trace.add(
                 P.GATEWAY,
                 P.WORKER,
@@ -258,7 +282,14 @@ async def _invoke_stream(stub, plugin, arguments, context, caller: Caller, trace
         kind = message.WhichOneof("kind")
         if kind == "progress":
             progress = message.progress
-            trace.add(P.WORKER, P.GATEWAY, "progress", 5, f"Progress({progress.percent:g}%, {progress.message!r})")
+            trace.add(
+                P.WORKER,
+                P.GATEWAY,
+                "progress",
+                5,
+                f"Progress({progress.percent:g}%, {progress.message!r})",
+                data={"percent": progress.percent, "message": progress.message},
+            )
         elif kind == "log":
             level = _LOG_LEVEL_NAMES.get(message.log.level, "info")
             worker_log.add(f"[{level}] {message.log.message}\n")

@@ -20,6 +20,8 @@ from platform_core.invocations.models import Participant
 log = logging.getLogger(__name__)
 
 ALL_INVOCATIONS_GROUP = "invocations"
+# Publishers still flushing after their invocation answered (the loop keeps only weak references).
+_closing: set[asyncio.Task] = set()
 
 
 def invocation_group(invocation_id: str) -> str:
@@ -35,11 +37,16 @@ class TraceEvent:
     phase: int
     detail: str
     offset_ms: float
+    # Structured facts for live viewers (e.g. a progress event's percent); not stored.
+    data: dict[str, Any] | None = None
 
 
 class Trace:
-    def __init__(self, invocation_id: str, *, publish: bool = True) -> None:
+    def __init__(self, invocation_id: str, *, publish: bool = True, context: dict[str, str] | None = None) -> None:
+        """``context`` (tenant, session, request ids...) goes with every live message, so that a
+        viewer can pick out its own invocations before it knows their ids."""
         self.invocation_id = invocation_id
+        self.context = dict(context or {})
         self.started_ns = time.time_ns()
         self._started_perf = time.perf_counter()
         self.events: list[TraceEvent] = []
@@ -62,6 +69,7 @@ class Trace:
         detail: str = "",
         *,
         at_ns: int | None = None,
+        data: dict[str, Any] | None = None,
     ) -> TraceEvent:
         """Record an arrow now (or at ``at_ns``, a Unix time in ns reported by another process)."""
         if at_ns is None:
@@ -69,19 +77,26 @@ class Trace:
         else:
             offset = (at_ns - self.started_ns) / 1e6
         event = TraceEvent(
-            len(self.events) + 1, source.value, target.value, kind, phase, detail[:2000], round(offset, 3)
+            len(self.events) + 1, source.value, target.value, kind, phase, detail[:2000], round(offset, 3), data
         )
         self.events.append(event)
         if self._queue is not None:
             self._queue.put_nowait(
-                {"type": "invocation.event", "invocation_id": self.invocation_id, "event": asdict(event)}
+                {
+                    "type": "invocation.event",
+                    "invocation_id": self.invocation_id,
+                    "context": self.context,
+                    "event": asdict(event),
+                }
             )
         return event
 
     def publish_state(self, message: dict[str, Any]) -> None:
         """Send a non-arrow update (status, result) to live viewers, in order with the arrows."""
         if self._queue is not None:
-            self._queue.put_nowait({"type": "invocation.state", "invocation_id": self.invocation_id, **message})
+            self._queue.put_nowait(
+                {"type": "invocation.state", "invocation_id": self.invocation_id, "context": self.context, **message}
+            )
 
     async def _publish(self, layer: Any) -> None:
         assert self._queue is not None
@@ -91,6 +106,15 @@ class Trace:
                 await layer.group_send(invocation_group(self.invocation_id), message)
             except Exception:  # live view is best effort; the stored trace is the record
                 log.warning("could not publish trace event of %s", self.invocation_id, exc_info=True)
+
+    def close_soon(self) -> None:
+        """Stop publishing once the queued events are out, without waiting for it."""
+        if self._queue is not None:
+            self._queue.put_nowait(None)
+            self._queue = None
+            if self._publisher is not None:
+                _closing.add(self._publisher)
+                self._publisher.add_done_callback(_closing.discard)
 
     async def close(self) -> None:
         """Flush live events (bounded wait) and stop publishing."""

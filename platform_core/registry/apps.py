@@ -1,7 +1,20 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
+
+
+def _clear_registry_cache(**kwargs) -> None:
+    from platform_core.registry.selectors import registry_cache_clear
+
+    registry_cache_clear()
 
 
 class RegistryConfig(AppConfig):
     name = "platform_core.registry"
     label = "registry"
     verbose_name = "Plugin registry"
+
+    def ready(self) -> None:
+        from platform_core.registry.models import PluginSpec
+
+        post_save.connect(_clear_registry_cache, sender=PluginSpec, dispatch_uid="registry-cache-save")
+        post_delete.connect(_clear_registry_cache, sender=PluginSpec, dispatch_uid="registry-cache-delete")

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import time
+
+from django.conf import settings
 from django.db.models import Q
 
 from platform_core.registry.models import PluginSpec
 
+# Registry lookups are on every request's path, so they are cached per process. An edit in
+# this process (admin, loadplugins) clears the cache at once (signals in apps.py); other
+# processes see it within REGISTRY_CACHE_TTL_S.
+_cache: dict[str, tuple[float, PluginSpec | None]] = {}
+
+
+def registry_cache_clear() -> None:
+    _cache.clear()
+
 
 async def plugin_get(*, name: str) -> PluginSpec | None:
     """The enabled plugin called ``name`` (primitive name or operation alias), or None."""
-    return await PluginSpec.objects.filter(Q(name=name) | Q(operation=name), enabled=True).afirst()
+    now = time.monotonic()
+    hit = _cache.get(name)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    plugin = await PluginSpec.objects.filter(Q(name=name) | Q(operation=name), enabled=True).afirst()
+    if len(_cache) > 1000:  # unknown names must not grow it without bound
+        _cache.clear()
+    _cache[name] = (now + settings.PLATFORM_REGISTRY_CACHE_TTL_S, plugin)
+    return plugin
 
 
 async def plugin_for_operation(*, operation: str) -> PluginSpec | None:

@@ -40,6 +40,7 @@ class Launcher:
 
     def command(self, plugin: PluginRef, socket: Path) -> list[str]:
         values = {
+            "concurrency": str(plugin.pool.max_concurrency if plugin.pool else 1),
             "entrypoint": plugin.entrypoint,
             "socket": str(socket),
             "heap_mb": str(max(plugin.limits.memory_bytes // (2 * 1024 * 1024), 32)),
@@ -52,7 +53,17 @@ def default_launchers() -> dict[str, Launcher]:
     java_jar = REPO / "plugin_workers" / "java" / "build" / "ppp-java-worker.jar"
     return {
         "python": Launcher(
-            argv=[sys.executable, "-s", "-m", "ppp_sdk", "{entrypoint}", "--unix", "{socket}"],
+            argv=[
+                sys.executable,
+                "-s",
+                "-m",
+                "ppp_sdk",
+                "{entrypoint}",
+                "--unix",
+                "{socket}",
+                "--max-concurrency",
+                "{concurrency}",
+            ],
             cwd=python_root,
             env={
                 "PYTHONPATH": str(python_root),

@@ -30,8 +30,11 @@ def _context(message: pb.Context) -> Context:
 
 
 class PluginServicer(pb_grpc.PluginWorkerServicer):
-    def __init__(self, plugin: Plugin) -> None:
+    def __init__(self, plugin: Plugin, *, max_concurrency: int = 4) -> None:
         self.plugin = plugin
+        # Handlers run here (not on gRPC's threads) so progress streams while they work;
+        # a pool, not a thread per call: cheaper, and bounded under an address-space limit.
+        self.handlers = futures.ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="handler")
 
     def Init(self, request: pb.InitRequest, context: grpc.ServicerContext) -> pb.InitResponse:
         message = self.plugin.ready_message or f"{self.plugin.primitive} ready"
@@ -71,7 +74,7 @@ class PluginServicer(pb_grpc.PluginWorkerServicer):
                     messages.put(message)
             messages.put(_DONE)
 
-        threading.Thread(target=work, name=f"invoke-{request.request_id}", daemon=True).start()
+        self.handlers.submit(work)
         while (message := messages.get()) is not _DONE:
             yield message
 
@@ -110,8 +113,11 @@ def serve(plugin: Plugin, *, unix: str | None = None, listen: str | None = None,
     if bool(unix) == bool(listen):
         raise ValueError("give exactly one of unix= (socket path) or listen= (host:port)")
     _die_with_parent()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
-    pb_grpc.add_PluginWorkerServicer_to_server(PluginServicer(plugin), server)
+    # Small thread stacks: a worker under an address-space rlimit can then run many calls at once.
+    threading.stack_size(512 * 1024)
+    # gRPC needs a thread per streaming call in flight, plus one for Health/Init while busy.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers + 2))
+    pb_grpc.add_PluginWorkerServicer_to_server(PluginServicer(plugin, max_concurrency=max_workers), server)
     if unix:
         if os.path.exists(unix):
             os.unlink(unix)

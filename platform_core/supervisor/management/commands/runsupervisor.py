@@ -34,6 +34,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--backend", choices=["process", "docker"], help="default worker backend (default: WORKER_BACKEND)"
         )
+        parser.add_argument(
+            "--backends",
+            help=(
+                "comma-separated backends to enable besides the default, for plugins whose registry `backend` "
+                "asks for another one, e.g. docker (default: WORKER_BACKENDS; process is always enabled)"
+            ),
+        )
         parser.add_argument("--max-workers", type=int, default=settings.PLATFORM_SUPERVISOR_MAX_WORKERS)
         parser.add_argument("--id", dest="supervisor_id", help="supervisor id (default: RUNTIME-PORT)")
         parser.add_argument(
@@ -48,6 +55,7 @@ class Command(BaseCommand):
         runtime: str,
         listen: str | None,
         backend: str | None,
+        backends: str | None,
         max_workers: int,
         supervisor_id: str | None,
         allow_remote: bool,
@@ -61,21 +69,29 @@ class Command(BaseCommand):
             raise CommandError(f"refusing to listen on {listen}: not loopback (pass --allow-remote deliberately)")
         supervisor_id = supervisor_id or f"{runtime}-{listen.rsplit(':', 1)[-1]}"
         backend = backend or settings.PLATFORM_WORKER_BACKEND
-        backends = {
+        extra = settings.PLATFORM_WORKER_BACKENDS if backends is None else [b for b in backends.split(",") if b]
+        if unknown := sorted(set(extra) - {"process", "docker"}):
+            raise CommandError(f"--backends: unknown backend(s) {', '.join(unknown)} (process, docker)")
+        enabled = {
             "process": ProcessBackend(
                 supervisor_id=supervisor_id,
                 socket_root=Path(settings.PLATFORM_SOCKET_ROOT),
                 output_limit=settings.PLATFORM_MAX_LOG_BYTES,
             )
         }
-        if backend == "docker":
-            from platform_core.supervisor.backends.docker import DockerBackend  # only supervisors import docker
+        # Enabled explicitly, never because an engine happens to answer: a plugin asking for the
+        # docker backend gets containers or a clear error, not whatever the machine offers.
+        if "docker" in {backend, *extra}:
+            from platform_core.supervisor.backends.docker import DockerBackend, DockerUnavailable  # supervisors only
 
-            backends["docker"] = DockerBackend.from_settings(supervisor_id=supervisor_id)
+            try:
+                enabled["docker"] = DockerBackend.from_settings(supervisor_id=supervisor_id, max_workers=max_workers)
+            except DockerUnavailable as exc:
+                raise CommandError(f"docker backend: {exc}") from exc
         supervisor = Supervisor(
             runtime=runtime,
             supervisor_id=supervisor_id,
-            backends=backends,
+            backends=enabled,
             default_backend=backend,
             max_workers=max_workers,
             ready_timeout_s=settings.PLATFORM_WORKER_READY_TIMEOUT_S,
@@ -112,7 +128,8 @@ class Command(BaseCommand):
         await server.start()
         self.stdout.write(
             f"supervisor {supervisor.supervisor_id} ({supervisor.runtime}, "
-            f"{supervisor.default_backend} backend) listening on {listen}"
+            f"{supervisor.default_backend} backend; enabled: {', '.join(sorted(supervisor.backends))}) "
+            f"listening on {listen}"
         )
         self.stdout.flush()
         stop = asyncio.Event()
