@@ -7,16 +7,19 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "platform_core.settings")
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 # Django is set up before anything imports models (the consumers do).
 django_application = get_asgi_application()
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from platform_core.gateway.invoke_edge import InvocationEdge  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_application,
+        # The invocation endpoints and /static/ are answered here; everything else by Django.
+        "http": InvocationEdge(ASGIStaticFilesHandler(django_application)),
         # The dashboard's live views; only pages served from an allowed host may connect.
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }

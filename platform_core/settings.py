@@ -35,8 +35,6 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Static files (htmx, Mermaid, the dashboard's CSS/JS) straight from daphne; see docs/DASHBOARD.md.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
     "platform_core.gateway.middleware.ApiJsonErrorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -87,12 +85,11 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
-# WhiteNoise serves static files from the apps' and static/'s own folders (the finders): no
-# collectstatic step, the same files in development, tests and production. A deployment may
-# set STATIC_ROOT and run collectstatic; WhiteNoise then serves that folder too.
+# Static files are served at the ASGI layer (platform_core/asgi.py) from the apps' and
+# static/'s own folders (the finders): no collectstatic step. Not in a middleware: a sync
+# middleware (WhiteNoise's) would push every API request through a thread and serialize them.
+# A deployment behind a reverse proxy may set STATIC_ROOT, run collectstatic and serve it there.
 STATIC_ROOT = env_str("STATIC_ROOT", "") or None
-WHITENOISE_USE_FINDERS = True
-WHITENOISE_AUTOREFRESH = DEBUG
 
 # Request bodies beyond this are refused before they are parsed (413 as JSON).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)

@@ -134,7 +134,7 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
             f"PluginSpec({plugin.runtime}, {plugin.entrypoint}, {plugin.mode})",
         )
         arguments = finish.arguments = _parse_arguments(body)
-        if problems := schema_errors(plugin.input_schema, arguments):
+        if problems := schema_errors(plugin.input_validator, arguments):
             trace.add(P.GATEWAY, P.GATEWAY, "validate_input", 2, f"invalid: {problems[0]['message']}")
             raise errors.InvalidInput(
                 f"arguments do not match the input schema of {plugin.name}: "
@@ -320,7 +320,7 @@ def _validated_output(plugin, output_bytes: bytes, trace: Trace) -> Any:
         output = json.loads(output_bytes)
     except (UnicodeDecodeError, ValueError) as exc:
         raise errors.InvalidOutput(f"the plugin's result is not JSON: {exc}") from None
-    if problems := schema_errors(plugin.output_schema, output):
+    if problems := schema_errors(plugin.output_validator, output):
         trace.add(P.GATEWAY, P.GATEWAY, "validate_output", 5, f"invalid: {problems[0]['message']}")
         raise errors.InvalidOutput(
             f"the plugin's result does not match its output schema: {problems[0]['path']}: {problems[0]['message']}",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
 from typing import Any
 
@@ -15,12 +13,11 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from platform_core.gateway import runtime_client
-from platform_core.gateway.execution import Outcome, invocation_execute
+from platform_core.gateway.invoke_edge import Style, invocation_run, outcome_body, too_large_body
 from platform_core.gateway.openapi import openapi_document
 from platform_core.gateway.serializers import invocation_json, plugin_json
 from platform_core.invocations.models import Status
 from platform_core.invocations.selectors import invocation_with_trace, invocations_query
-from platform_core.invocations.services import Caller
 from platform_core.registry.models import PluginSpec
 from platform_core.registry.selectors import plugins_list
 
@@ -31,41 +28,17 @@ def error_response(http_status: int, code: str, message: str, **extra: Any) -> J
     return JsonResponse({"error": {"code": code, "message": message}, **extra}, status=http_status)
 
 
-def _caller(request: HttpRequest) -> Caller:
-    request_id = request.headers.get("X-Request-ID", "")[:100] or str(uuid.uuid4())
-    return Caller(tenant_id="default", user_id="anonymous", session_id="", request_id=request_id)
-
-
-async def _run(request: HttpRequest, name: str) -> Outcome:
+async def _invocation_view(request: HttpRequest, name: str, style: Style) -> JsonResponse:
     try:
         body = request.body
     except RequestDataTooBig:
-        body = None
-    if body is None:
-        return None
-    line = f"{request.method} {request.path} {body[:200].decode('utf-8', 'replace')}"
-    # Shielded: a client that disconnects does not cut an invocation short; it is still
-    # finished, released and recorded.
-    return await asyncio.shield(
-        asyncio.ensure_future(invocation_execute(name=name, body=body, caller=_caller(request), request_line=line))
+        return JsonResponse(too_large_body(), status=413)
+    outcome = await invocation_run(
+        name=name, body=body, request_id=request.headers.get("X-Request-ID", ""), method="POST", path=request.path
     )
-
-
-def _too_big() -> JsonResponse:
-    return error_response(413, "request_too_large", "request body is larger than API_MAX_BODY_BYTES")
-
-
-def _error_json(outcome: Outcome) -> JsonResponse:
-    response = JsonResponse(
-        {
-            **outcome.error.body(),
-            "invocation_id": outcome.invocation_id,
-            "worker_id": outcome.worker_id or None,
-            "timings_ms": outcome.timings_ms,
-        },
-        status=outcome.http_status,
-    )
-    for header, value in outcome.headers.items():
+    status, payload, headers = outcome_body(outcome, style=style, name=name)
+    response = JsonResponse(payload, status=status)
+    for header, value in headers.items():
         response[header] = value
     return response
 
@@ -74,41 +47,14 @@ def _error_json(outcome: Outcome) -> JsonResponse:
 @require_POST
 async def calculate(request: HttpRequest, operation: str) -> JsonResponse:
     """The seed's API: POST /api/v1/calculate/{operation} {"operand1": .., "operand2": ..}."""
-    outcome = await _run(request, operation)
-    if outcome is None:
-        return _too_big()
-    if outcome.error is not None:
-        return _error_json(outcome)
-    result = outcome.result if isinstance(outcome.result, dict) else {"result": outcome.result}
-    return JsonResponse(
-        {
-            **result,
-            "invocation_id": outcome.invocation_id,
-            "worker_id": outcome.worker_id,
-            "timings_ms": outcome.timings_ms,
-        }
-    )
+    return await _invocation_view(request, operation, "calculate")
 
 
 @csrf_exempt
 @require_POST
 async def plugin_invoke(request: HttpRequest, name: str) -> JsonResponse:
     """POST /api/v1/plugins/{name}/invoke with any JSON arguments."""
-    outcome = await _run(request, name)
-    if outcome is None:
-        return _too_big()
-    if outcome.error is not None:
-        return _error_json(outcome)
-    return JsonResponse(
-        {
-            "invocation_id": outcome.invocation_id,
-            "plugin": name,
-            "status": Status.SUCCEEDED,
-            "result": outcome.result,
-            "worker_id": outcome.worker_id,
-            "timings_ms": outcome.timings_ms,
-        }
-    )
+    return await _invocation_view(request, name, "invoke")
 
 
 @require_GET
@@ -203,6 +149,3 @@ def openapi(request: HttpRequest) -> JsonResponse:
 
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     return error_response(404, "not_found", f"no API endpoint at {request.path}; see /api/v1/openapi.json")
-
-
-__all__ = ["json"]

@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
 from platform_core.invocations.models import Invocation, InvocationEvent, Status
 from platform_core.invocations.timings import phase_timings
 from platform_core.invocations.trace import TraceEvent
+from platform_core.invocations.writer import record_writer
 
 
 @dataclass(frozen=True)
@@ -27,17 +27,19 @@ class Caller:
 
 async def invocation_start(*, invocation_id: str, plugin: Any, caller: Caller, arguments: Any) -> Invocation:
     """Record an accepted invocation as running, before any worker is asked for."""
-    return await Invocation.objects.acreate(
-        id=invocation_id,
-        plugin=plugin,
-        plugin_name=plugin.name,
-        runtime=plugin.runtime,
-        tenant_id=caller.tenant_id,
-        user_id=caller.user_id,
-        session_id=caller.session_id,
-        request_id=caller.request_id,
-        arguments=arguments,
-        status=Status.RUNNING,
+    return await record_writer.write(
+        lambda: Invocation.objects.create(
+            id=invocation_id,
+            plugin=plugin,
+            plugin_name=plugin.name,
+            runtime=plugin.runtime,
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            session_id=caller.session_id,
+            request_id=caller.request_id,
+            arguments=arguments,
+            status=Status.RUNNING,
+        )
     )
 
 
@@ -76,7 +78,7 @@ def _finish(invocation_id: str, caller: Caller, finish: Finish, events: Sequence
         "finished_at": timezone.now(),
         **{f"{phase}_ms": value for phase, value in timings.items()},
     }
-    with transaction.atomic():
+    with transaction.atomic():  # inside the writer's batch: a savepoint
         updated = Invocation.objects.filter(id=invocation_id).update(**fields)
         if not updated:  # rejected before it started (unknown plugin, bad input): first and last write
             Invocation.objects.create(
@@ -111,4 +113,4 @@ async def invocation_finish(
     *, invocation_id: str, caller: Caller, finish: Finish, events: Sequence[TraceEvent]
 ) -> dict[str, float | None]:
     """Store the final state and the whole trace in one transaction; the phase timings."""
-    return await sync_to_async(_finish, thread_sensitive=True)(invocation_id, caller, finish, events)
+    return await record_writer.write(lambda: _finish(invocation_id, caller, finish, events))

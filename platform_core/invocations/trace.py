@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from platform_core.invocations.models import Participant
@@ -28,7 +28,7 @@ def invocation_group(invocation_id: str) -> str:
     return f"invocation.{invocation_id}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TraceEvent:
     seq: int
     source: str
@@ -37,8 +37,22 @@ class TraceEvent:
     phase: int
     detail: str
     offset_ms: float
+
     # Structured facts for live viewers (e.g. a progress event's percent); not stored.
     data: dict[str, Any] | None = None
+
+    def as_message(self) -> dict[str, Any]:
+        # Not dataclasses.asdict: it deep-copies every field, on every event of every invocation.
+        return {
+            "seq": self.seq,
+            "source": self.source,
+            "target": self.target,
+            "kind": self.kind,
+            "phase": self.phase,
+            "detail": self.detail,
+            "offset_ms": self.offset_ms,
+            "data": self.data,
+        }
 
 
 class Trace:
@@ -86,7 +100,7 @@ class Trace:
                     "type": "invocation.event",
                     "invocation_id": self.invocation_id,
                     "context": self.context,
-                    "event": asdict(event),
+                    "event": event.as_message(),
                 }
             )
         return event
@@ -99,8 +113,10 @@ class Trace:
             )
 
     async def _publish(self, layer: Any) -> None:
-        assert self._queue is not None
-        while (message := await self._queue.get()) is not None:
+        # Its own reference: close_soon() drops self._queue while messages are still queued.
+        queue = self._queue
+        assert queue is not None
+        while (message := await queue.get()) is not None:
             try:
                 await layer.group_send(ALL_INVOCATIONS_GROUP, message)
                 await layer.group_send(invocation_group(self.invocation_id), message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -87,6 +89,19 @@ class PluginSpec(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @cached_property
+    def input_validator(self):
+        """Compiled validator of ``input_schema`` (lives as long as this instance, e.g. in the registry cache)."""
+        from platform_core.gateway.schemas import validator_for
+
+        return validator_for(self.input_schema)
+
+    @cached_property
+    def output_validator(self):
+        from platform_core.gateway.schemas import validator_for
+
+        return validator_for(self.output_schema)
 
     @property
     def ppp_primitive(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -137,3 +138,6 @@ def serve(plugin: Plugin, *, unix: str | None = None, listen: str | None = None,
     server.start()
     stopped.wait()
     server.wait_for_termination(timeout=2.0)
+    if unix:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(unix)

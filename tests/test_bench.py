@@ -1,0 +1,31 @@
+"""The benchmark runs in CI in its quick mode, so that it cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.platform import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_quick_prints_the_table(tmp_path):
+    output = tmp_path / "PERFORMANCE.md"
+    output.write_text("# Performance\n\nintro\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\n\nanalysis\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--no-docker", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| python | ephemeral | process |" in result.stdout
+    assert "| python | pooled | process |" in result.stdout
+    assert "every one recorded" in result.stdout
+    text = output.read_text()
+    assert text.startswith("# Performance\n\nintro") and text.rstrip().endswith("analysis")
+    assert "old" not in text and "| clients |" in text
