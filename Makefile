@@ -8,7 +8,7 @@ GENERATED := platform_core/rpc/_gen/.stamp
 
 .PHONY: run test test-fast lint protos check-protos java images setup migrate clean
 
-setup: $(INSTALLED) $(GENERATED) java migrate
+setup: $(INSTALLED) $(GENERATED) java migrate images
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ check-protos: $(INSTALLED)
 # Java workers: javac against Debian's grpc-java jars (installs them with apt when missing).
 java:
 	@if [ -x plugin_workers/java/build.sh ]; then plugin_workers/java/build.sh; fi
+
+# Worker images of the registered plugins for the docker backend (docs/DOCKER.md), when a Docker
+# Engine answers; without one, everything runs on the process backend, which needs no image.
+images: $(INSTALLED) $(GENERATED) java migrate
+	@if scripts/docker-engine.sh available; then $(PY) manage.py buildimages; \
+	else echo "no Docker Engine: workers run on the process backend (scripts/docker-engine.sh ensure starts one)"; fi
 
 migrate: $(INSTALLED) $(GENERATED)
 	$(PY) manage.py migrate --noinput -v0

@@ -18,7 +18,8 @@ CACHE=${PLUGIN_PLATFORM_CACHE:-/var/cache/plugin-platform}
 APT_LOG=/var/log/plugin-platform-apt.log
 PYTHON_IMAGE=plugin-platform/python-base:local
 JAVA_IMAGE=plugin-platform/java-base:local
-JAVA_PACKAGES=openjdk-17-jre-headless,libgrpc-java,libnetty-java,libperfmark-java,libprotobuf-java,libgoogle-gson-java
+# libguava-java: grpc-netty needs Guava at run time, and libgrpc-java does not depend on it.
+JAVA_PACKAGES=openjdk-17-jre-headless,libgrpc-java,libguava-java,libnetty-java,libperfmark-java,libprotobuf-java,libgoogle-gson-java
 # Left out of the image: docs, man pages, translations.
 TAR_EXCLUDES=(--exclude=./usr/share/doc --exclude=./usr/share/man --exclude=./usr/share/locale)
 
@@ -116,7 +117,13 @@ build_python() {
 
 build_java() {
   local image=$JAVA_IMAGE started=$SECONDS rootfs=$TMP/java grpc_java
-  if image_exists "$image"; then log "$image exists ($(image_size "$image")), skipping"; return; fi
+  if image_exists "$image"; then
+    # An image built from another package list (an older version of this script) is rebuilt.
+    if [[ $(docker image inspect -f '{{index .Config.Labels "org.plugin-platform.packages"}}' "$image") == "$JAVA_PACKAGES" ]]; then
+      log "$image exists ($(image_size "$image")), skipping"; return
+    fi
+    log "$image was built from other packages than $JAVA_PACKAGES: rebuilding it"
+  fi
   bootstrap "$rootfs" "$JAVA_PACKAGES"
   # shellcheck disable=SC2016 # ${Version} is dpkg-query's field, not a shell variable
   grpc_java=$(chroot "$rootfs" dpkg-query -W -f '${Version}' libgrpc-java)
@@ -124,7 +131,7 @@ build_java() {
   import_rootfs "$rootfs" "$image" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
-    --change "LABEL org.plugin-platform.grpc-java=$grpc_java" \
+    --change "LABEL org.plugin-platform.grpc-java=$grpc_java org.plugin-platform.packages=$JAVA_PACKAGES" \
     --change 'CMD ["java", "-version"]'
   # Checked in a container, not by chroot: java finds libjli.so through /proc/self/exe.
   docker run --rm --network none "$image" java -version >/dev/null 2>&1 ||

@@ -43,6 +43,20 @@ def _calculator(name: str, operation: str, runtime: str, entrypoint: str, image:
     }
 
 
+SLOW_COUNT_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "steps": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+        "delay_ms": {"type": "integer", "minimum": 0, "maximum": 10000, "default": 600},
+    },
+    "additionalProperties": False,
+}
+SLOW_COUNT_OUTPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {"counted": {"type": "integer"}, "elapsed_ms": {"type": "number"}},
+    "required": ["counted", "elapsed_ms"],
+}
+
 BUILTIN_PLUGINS: list[dict[str, Any]] = [
     _calculator(
         "add_numbers",
@@ -83,19 +97,19 @@ BUILTIN_PLUGINS: list[dict[str, Any]] = [
         "entrypoint": "plugins.slow_count:plugin",
         "image": "python-plugin-worker:latest",
         "description": "Counts to `steps` with a progress message per step: watch it live.",
-        "input_schema": {
-            "type": "object",
-            "properties": {
-                "steps": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
-                "delay_ms": {"type": "integer", "minimum": 0, "maximum": 10000, "default": 600},
-            },
-            "additionalProperties": False,
-        },
-        "output_schema": {
-            "type": "object",
-            "properties": {"counted": {"type": "integer"}, "elapsed_ms": {"type": "number"}},
-            "required": ["counted", "elapsed_ms"],
-        },
+        "input_schema": SLOW_COUNT_INPUT,
+        "output_schema": SLOW_COUNT_OUTPUT,
+        "timeout_s": 120.0,
+    },
+    {
+        "name": "slow_count_java",
+        "operation": None,
+        "runtime": "java",
+        "entrypoint": "platform.workers.SlowCountPluginService",
+        "image": "java-plugin-worker:latest",
+        "description": "The Java twin of slow_count: a progress message per step.",
+        "input_schema": SLOW_COUNT_INPUT,
+        "output_schema": SLOW_COUNT_OUTPUT,
         "timeout_s": 120.0,
     },
 ]

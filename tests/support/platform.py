@@ -151,6 +151,10 @@ class Platform:
         ):
             self.stop_process(name)
 
+    def supervisor_id(self, runtime: str) -> str:
+        """The id runsupervisor gives itself (RUNTIME-PORT); docker workers carry it as a label."""
+        return f"{runtime}-{self.supervisor_ports[runtime]}"
+
     def leftover_workers(self) -> list[int]:
         return pids_using(str(self.socket_root))
 
