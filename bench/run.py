@@ -220,15 +220,15 @@ def measure_backend(
     try:
         for runtime in runtimes:
             base, _ = OPERATIONS[runtime]
-            platform.manage(
-                "shell",
-                "-c",
-                (
-                    "from platform_core.registry.models import PluginSpec as P; "
-                    f"s = P.objects.get(name={base!r}); s.pk = None; s.primitive = s.name; s.name = {base + '_pooled'!r}; "
-                    "s.operation = None; s.mode = 'pooled'; s.min_idle = 2; s.max_workers = 2; s.max_concurrency = 32; "
-                    "s.queue_timeout_s = 5.0; s.max_uses = 0; s.save()"
-                ),
+            platform.add_plugin_variant(
+                base,
+                base + "_pooled",
+                mode="pooled",
+                min_idle=2,
+                max_workers=2,
+                max_concurrency=32,
+                queue_timeout_s=5.0,
+                max_uses=0,
             )
         with platform.client() as client:
             for runtime in runtimes:
@@ -268,7 +268,7 @@ def render(rows: list[Row], loads: list[dict], memory: dict, floors: dict, reque
         "Milliseconds; phases are medians from each invocation's trace.",
         "",
         "| runtime | mode | backend | e2e p50 | e2e p90 | e2e p99 | allocation | init | execution | release "
-        "| floor | × floor | seed | × faster than seed |",
+        "| floor | x floor | seed | x faster than seed |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for row in rows:
@@ -280,14 +280,14 @@ def render(rows: list[Row], loads: list[dict], memory: dict, floors: dict, reque
         else:
             floor_name, floor = "worker spawn", spawn
         seed = SEED_MS[(row.runtime, row.mode)]
-        phases = " | ".join(f"{statistics.median(row.phases[p]):.1f}" if row.phases[p] else "–" for p in PHASES)
+        phases = " | ".join(f"{statistics.median(row.phases[p]):.1f}" if row.phases[p] else "-" for p in PHASES)
         lines.append(
             f"| {row.runtime} | {row.mode} | {row.backend} | {p50:.1f} | {percentile(row.e2e, 90):.1f} | "
             f"{percentile(row.e2e, 99):.1f} | {phases} | {floor_name} {floor:.1f} | {p50 / floor:.1f} | ~{seed} | "
-            f"{seed / p50:.0f}× |"
+            f"{seed / p50:.0f}x |"
             if floor
             else f"| {row.runtime} | {row.mode} | {row.backend} | {p50:.1f} | {percentile(row.e2e, 90):.1f} | "
-            f"{percentile(row.e2e, 99):.1f} | {phases} | – | – | ~{seed} | {seed / p50:.0f}× |"
+            f"{percentile(row.e2e, 99):.1f} | {phases} | - | - | ~{seed} | {seed / p50:.0f}x |"
         )
     if loads:
         lines += [

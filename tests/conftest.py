@@ -42,14 +42,4 @@ def api(platform):
 
 
 def add_plugin_variant(platform: Platform, base: str, name: str, **fields) -> None:
-    """Register a copy of plugin ``base`` under ``name`` (same worker primitive) with other settings."""
-    assignments = "; ".join(f"s.{key} = {value!r}" for key, value in fields.items())
-    platform.manage(
-        "shell",
-        "-c",
-        (
-            f"from platform_core.registry.models import PluginSpec as P; s = P.objects.get(name={base!r}); "
-            f"s.pk = None; s.primitive = s.primitive or s.name; s.name = {name!r}; s.operation = None; {assignments}; "
-            "s.full_clean(); s.save()"
-        ),
-    )
+    platform.add_plugin_variant(base, name, **fields)

@@ -95,6 +95,19 @@ class Platform:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
 
+    def add_plugin_variant(self, base: str, name: str, **fields: object) -> None:
+        """Register a copy of plugin ``base`` as ``name`` (same worker primitive) with other settings."""
+        assignments = "".join(f"s.{key} = {value!r}; " for key, value in fields.items())
+        self.manage(
+            "shell",
+            "-c",
+            (
+                f"from platform_core.registry.models import PluginSpec as P; s = P.objects.get(name={base!r}); "
+                f"s.pk = None; s.primitive = s.primitive or s.name; s.name = {name!r}; s.operation = None; "
+                f"{assignments}s.full_clean(); s.save()"
+            ),
+        )
+
     def start(self) -> Platform:
         self.manage("migrate", "--noinput", "-v0")
         for runtime in self.runtimes:
