@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 GENERATED := platform_core/rpc/_gen/.stamp
 
-.PHONY: run test test-fast lint protos check-protos java images setup migrate clean
+.PHONY: run test test-fast lint protos check-protos java images setup migrate bench clean
 
 setup: $(INSTALLED) $(GENERATED) java migrate images
 
@@ -50,6 +50,10 @@ test: setup
 
 test-fast: $(INSTALLED) $(GENERATED)
 	$(PY) -m pytest -m "not e2e"
+
+# Timings table (docs/PERFORMANCE.md keeps the latest run between its markers).
+bench: setup
+	$(PY) -m bench.run --output docs/PERFORMANCE.md
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

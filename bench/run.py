@@ -92,12 +92,14 @@ def sequential(client: httpx.Client, plugin: str, arguments: dict, requests: int
 # --- throughput ---------------------------------------------------------------------------
 
 
-async def _client(port: int, path: str, body: bytes, until: float, counts: dict[str, int], latencies: list[float]):
+async def _client(
+    port: int, path: str, body: bytes, until: float, counts: dict[str, int], latencies: list[float], api_key: str
+):
     """A minimal HTTP/1.1 keep-alive client: cheap enough not to starve the server of CPU."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {api_key}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     try:
         while time.perf_counter() < until:
@@ -124,7 +126,15 @@ def throughput(platform: Platform, plugin: str, arguments: dict, clients: int, d
         until = time.perf_counter() + duration_s
         await asyncio.gather(
             *(
-                _client(platform.http_port, f"/api/v1/plugins/{plugin}/invoke", body, until, counts, latencies)
+                _client(
+                    platform.http_port,
+                    f"/api/v1/plugins/{plugin}/invoke",
+                    body,
+                    until,
+                    counts,
+                    latencies,
+                    platform.api_key,
+                )
                 for _ in range(clients)
             )
         )

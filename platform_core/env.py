@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -89,3 +91,51 @@ def local_secret_key(path: Path) -> str:
         with os.fdopen(fd, "w") as file:
             file.write(key)
         return key
+
+
+def database_from_url(url: str, *, pool_size: int) -> dict[str, Any]:
+    """A ``DATABASES`` entry for ``postgres://user:password@host:port/name?sslmode=require``.
+
+    Query parameters are libpq options (``sslmode``, ``connect_timeout``...); ``?host=/run/postgresql``
+    reaches a server over its Unix socket. Connections come from a psycopg pool of at most
+    ``pool_size`` per process (0: no pool, a new connection per request): under ASGI each request
+    runs its sync code in a thread of its own, so Django's persistent connections would leak
+    one per thread instead of being reused.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql", "pgsql"}:
+        raise ImproperlyConfigured(f"DATABASE_URL: scheme {parts.scheme!r} is not supported; use postgres://...")
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ImproperlyConfigured("DATABASE_URL names no database: postgres://user@host:port/NAME")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from None
+    options: dict[str, Any] = dict(parse_qsl(parts.query))
+    host = options.pop("host", "") or unquote(parts.hostname or "")
+    if pool_size:
+        # The pool checks a connection before lending it: one that the server dropped (restart,
+        # failover, idle timeout) is replaced instead of failing the next query.
+        options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 10.0}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": host,
+        "PORT": str(port or ""),
+        "CONN_MAX_AGE": 0,
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": options,
+    }
+
+
+def channel_layer_from_url(url: str, *, prefix: str) -> dict[str, Any]:
+    """The Redis channel layer for ``redis://[:password@]host:port/db`` (``rediss://``: TLS),
+    or the in-memory layer (one process only) when ``url`` is empty."""
+    if not url:
+        return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    if urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(f"REDIS_URL={url.split('@')[-1]!r} is not a redis://, rediss:// or unix:// URL")
+    return {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [url], "prefix": prefix}}

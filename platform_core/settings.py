@@ -6,7 +6,18 @@ worker backend, everything on loopback. See README.md, "Configuration".
 
 from pathlib import Path
 
-from platform_core.env import env_bool, env_choice, env_choices, env_float, env_int, env_map, env_str, local_secret_key
+from platform_core.env import (
+    channel_layer_from_url,
+    database_from_url,
+    env_bool,
+    env_choice,
+    env_choices,
+    env_float,
+    env_int,
+    env_map,
+    env_str,
+    local_secret_key,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PLATFORM_VAR_DIR", str(BASE_DIR / "var")))
@@ -30,6 +41,7 @@ INSTALLED_APPS = [
     "platform_core.invocations",
     "platform_core.gateway",
     "platform_core.supervisor",
+    "platform_core.tenancy",
     "dashboard",
 ]
 
@@ -73,11 +85,19 @@ DATABASES = {
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         },
+        # A file, not Django's shared-cache in-memory default: the history is written from its own
+        # thread, and shared-cache SQLite fails ("table is locked") where a file database waits.
+        "TEST": {"NAME": str(VAR_DIR / "test-platform.sqlite3")},
     }
 }
+# Production: PostgreSQL (DATABASE_URL=postgres://..., or DATABASE_URL_FILE); docs/DEPLOYMENT.md.
+# Lower case: not a setting, so that the password is not shown where settings are.
+if _database_url := env_str("DATABASE_URL", ""):
+    DATABASES["default"] = database_from_url(_database_url, pool_size=env_int("DATABASE_POOL_SIZE", 10))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# Live events reach the WebSockets of other gateway processes only through Redis (REDIS_URL).
+CHANNEL_LAYERS = {"default": channel_layer_from_url(env_str("REDIS_URL", ""), prefix=env_str("REDIS_PREFIX", "asgi"))}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -104,8 +124,16 @@ PLATFORM_WORKER_BACKEND = env_choice("WORKER_BACKEND", "process", {"process", "d
 PLATFORM_WORKER_BACKENDS = env_choices("WORKER_BACKENDS", "", {"process", "docker"})
 # How long the gateway waits for a supervisor to answer a call that is not an allocation.
 PLATFORM_SUPERVISOR_CALL_TIMEOUT_S = env_float("SUPERVISOR_CALL_TIMEOUT_S", 5.0)
+# A runtime's supervisor that did not answer is skipped this long while its others are up.
+PLATFORM_SUPERVISOR_DOWN_S = env_float("SUPERVISOR_DOWN_S", 5.0)
+# How old a supervisor's capacity listing may get before the gateway asks again (in the background).
+PLATFORM_SUPERVISOR_LIST_INTERVAL_S = env_float("SUPERVISOR_LIST_INTERVAL_S", 2.0)
 # How long an allocation may take (spawn to ready) before the gateway gives up.
 PLATFORM_ALLOCATION_TIMEOUT_S = env_float("ALLOCATION_TIMEOUT_S", 20.0)
+# REST calls need an API key (Authorization: Bearer ...). 0: keyless calls act as tenant "default".
+PLATFORM_API_REQUIRE_KEY = env_bool("API_REQUIRE_KEY", True)
+# How long another gateway process may accept a key after it was revoked.
+PLATFORM_API_KEY_CACHE_TTL_S = env_float("API_KEY_CACHE_TTL_S", 5.0)
 # How long another gateway process may serve a registry entry after it was edited.
 PLATFORM_REGISTRY_CACHE_TTL_S = env_float("REGISTRY_CACHE_TTL_S", 1.0)
 # Bound on what is kept of a worker's logs and output per invocation.
@@ -123,6 +151,8 @@ LOGGING = {
 }
 
 # --- Supervisors --------------------------------------------------------------------------
+# Shared secret between gateways and supervisors (required for a supervisor bound beyond loopback).
+PLATFORM_SUPERVISOR_SECRET = env_str("SUPERVISOR_SECRET", "")
 PLATFORM_SUPERVISOR_MAX_WORKERS = env_int("SUPERVISOR_MAX_WORKERS", 32, minimum=1)
 # Each worker gets a private directory here for its PPP socket; keep it short (108-byte limit).
 PLATFORM_SOCKET_ROOT = env_str("SUPERVISOR_SOCKET_ROOT", "/tmp/ppp")

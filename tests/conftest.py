@@ -43,3 +43,16 @@ def api(platform):
 
 def add_plugin_variant(platform: Platform, base: str, name: str, **fields) -> None:
     platform.add_plugin_variant(base, name, **fields)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """Per-process caches (registry entries, API keys) must not outlive a test's database."""
+    from platform_core.registry.selectors import registry_cache_clear
+    from platform_core.tenancy.services import api_key_cache_clear
+
+    registry_cache_clear()
+    api_key_cache_clear()
+    yield
+    registry_cache_clear()
+    api_key_cache_clear()

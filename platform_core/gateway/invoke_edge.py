@@ -14,15 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 from typing import Any, Literal
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from platform_core.gateway import auth
 from platform_core.gateway.execution import Outcome, invocation_execute
 from platform_core.invocations.models import Status
 from platform_core.invocations.services import Caller
+from platform_core.tenancy.admission import Refused, admission
 
 Style = Literal["calculate", "invoke"]
 ROUTES = (
@@ -37,15 +38,41 @@ SECURITY_HEADERS = {
 }
 
 
-async def invocation_run(*, name: str, body: bytes, request_id: str, method: str, path: str) -> Outcome:
+async def invocation_run(*, name: str, body: bytes, caller: Caller, method: str, path: str) -> Outcome:
     """Run an invocation for an HTTP request. Shielded: a client that disconnects does not cut
     it short; it is still finished, released and recorded."""
-    caller = Caller(
-        tenant_id="default", user_id="anonymous", session_id="", request_id=request_id[:100] or str(uuid.uuid4())
-    )
     line = f"{method} {path} {body[:200].decode('utf-8', 'replace')}"
     task = asyncio.ensure_future(invocation_execute(name=name, body=body, caller=caller, request_line=line))
     return await asyncio.shield(task)
+
+
+Answer = tuple[int, dict[str, Any], dict[str, str]]
+
+
+async def invocation_answer(
+    *, authorization: str, request_id: str, name: str, body: bytes, style: Style, path: str
+) -> Answer:
+    """Authenticate, admit (tenant rate and concurrency), run, and shape the HTTP answer."""
+    resolved = await auth.caller_async(authorization, request_id)
+    if resolved is None:
+        failure = auth.UNAUTHENTICATED
+        return failure.http_status, failure.body, failure.headers
+    caller, owner = resolved
+    try:
+        admission.enter(
+            owner.tenant, rate_per_s=owner.rate_per_s, burst=owner.burst, max_concurrent=owner.max_concurrent
+        )
+    except Refused as refused:
+        return (
+            429,
+            {"error": {"code": refused.code, "message": refused.message}},
+            {"Retry-After": str(refused.retry_after)},
+        )
+    try:
+        outcome = await invocation_run(name=name, body=body, caller=caller, method="POST", path=path)
+    finally:
+        admission.leave(owner.tenant)
+    return outcome_body(outcome, style=style, name=name)
 
 
 def outcome_body(outcome: Outcome, *, style: Style, name: str) -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -90,10 +117,14 @@ class InvocationEdge:
         body = await _read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         if body is None:
             return await _respond(send, 413, too_large_body(), {})
-        outcome = await invocation_run(
-            name=name, body=body, request_id=headers.get("x-request-id", ""), method="POST", path=scope["path"]
+        status, payload, extra = await invocation_answer(
+            authorization=headers.get("authorization", ""),
+            request_id=headers.get("x-request-id", ""),
+            name=name,
+            body=body,
+            style=style,
+            path=scope["path"],
         )
-        status, payload, extra = outcome_body(outcome, style=style, name=name)
         await _respond(send, status, payload, extra)
 
 

@@ -1,12 +1,15 @@
 """The gateway's client of the runtime supervisors (gRPC ``RuntimeSupervisor``).
 
 Channels are opened once per supervisor address and event loop and kept; calls fail fast
-when a supervisor is down (no waiting for it to come back) so the API can answer 503.
+when a supervisor is down (no waiting for it to come back). With several supervisors for a
+runtime, an allocation goes to the one with the most free slots (``supervisor_choice``) and
+fails over to the others within the same request; with none left the API answers 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from dataclasses import dataclass
 
@@ -14,11 +17,13 @@ import grpc
 from django.conf import settings
 
 from platform_core.gateway import errors
+from platform_core.gateway.supervisor_choice import capacity_view
 from platform_core.invocations.models import Participant as P
 from platform_core.invocations.services import Caller
 from platform_core.invocations.trace import Trace
 from platform_core.registry.refs import plugin_ref_message
 from platform_core.rpc import FAST_CHANNEL_OPTIONS, sup_grpc, sup_pb2
+from platform_core.rpc.secret import client_interceptors
 
 # How each lifecycle state appears in the sequence diagram: (source, target).
 _ARROWS: dict[int, tuple[P, P]] = {
@@ -64,7 +69,11 @@ _stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, sup_grpc.
 def _stub(address: str) -> sup_grpc.RuntimeSupervisorStub:
     per_loop = _stubs.setdefault(asyncio.get_running_loop(), {})
     if (stub := per_loop.get(address)) is None:
-        channel = grpc.aio.insecure_channel(address, options=FAST_CHANNEL_OPTIONS)
+        channel = grpc.aio.insecure_channel(
+            address,
+            options=FAST_CHANNEL_OPTIONS,
+            interceptors=client_interceptors(settings.PLATFORM_SUPERVISOR_SECRET),
+        )
         stub = per_loop[address] = sup_grpc.RuntimeSupervisorStub(channel)
     return stub
 
@@ -97,7 +106,8 @@ def _unavailable(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> error
 
 
 async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: float) -> WorkerLease:
-    """Ask the plugin's runtime supervisor for a ready worker."""
+    """A ready worker from a supervisor of the plugin's runtime: the one with the most free slots,
+    else the next one, within one deadline. A supervisor that is down or full is skipped."""
     addresses = supervisor_addresses(plugin.runtime)
     trace.add(P.GATEWAY, P.RUNTIME_CLIENT, "allocate_request", 3, f"allocateWorker({plugin.name}, context)")
     if not addresses:
@@ -105,7 +115,6 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
         raise errors.SupervisorUnavailable(
             f"no supervisor is configured for runtime {plugin.runtime!r} (set SUPERVISORS)"
         )
-    address = addresses[0]
     request = sup_pb2.AllocateWorkerRequest(
         plugin=plugin_ref_message(plugin),
         context=sup_pb2.Context(
@@ -116,24 +125,95 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
         ),
         timeout_ms=int(timeout_s * 1000),
     )
-    trace.add(P.RUNTIME_CLIENT, P.SUPERVISOR, "allocate_rpc", 3, f"gRPC AllocateWorkerRequest → {address}")
+    default_max = settings.PLATFORM_SUPERVISOR_MAX_WORKERS
+    candidates = capacity_view.order(addresses, default_max_workers=default_max)
+    _refresh_capacity(addresses)
+    # A little longer than the supervisor's own readiness deadline, so that it answers first.
+    deadline = time.monotonic() + timeout_s + 2.0
+    failures: list[errors.GatewayError] = []
+    for address in candidates:
+        trace.add(P.RUNTIME_CLIENT, P.SUPERVISOR, "allocate_rpc", 3, f"gRPC AllocateWorkerRequest → {address}")
+        capacity_view.lease_started(address, default_max_workers=default_max)
+        try:
+            response = await _stub(address).AllocateWorker(request, timeout=max(deadline - time.monotonic(), 0.1))
+        except grpc.aio.AioRpcError as exc:
+            capacity_view.lease_ended(address)
+            code, error = exc.code(), _allocation_error(plugin.runtime, address, exc)
+            failures.append(error)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                capacity_view.mark_down(address, reason=error.message, down_s=settings.PLATFORM_SUPERVISOR_DOWN_S)
+            elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                capacity_view.mark_full(address)
+            if address == candidates[-1] or code not in _TRY_NEXT or time.monotonic() >= deadline:
+                trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, "allocation_failed", 3, f"{code.name}: {exc.details()}")
+                raise _final_error(plugin.runtime, failures) from exc
+            trace.add(
+                P.SUPERVISOR,
+                P.RUNTIME_CLIENT,
+                "allocation_retry",
+                3,
+                f"{code.name} from {address}: {exc.details()}; trying the next {plugin.runtime} supervisor",
+            )
+            continue
+        except BaseException:  # cancelled with the request: no lease was taken
+            capacity_view.lease_ended(address)
+            raise
+        _record_events(trace, list(response.events), 3)
+        handle = response.worker
+        trace.add(
+            P.SUPERVISOR,
+            P.RUNTIME_CLIENT,
+            "allocate_response",
+            3,
+            f"WorkerHandle({handle.worker_id}, {handle.runtime}, {'warm' if handle.warm else 'cold'})",
+        )
+        trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "worker_allocated", 3, handle.worker_id)
+        return WorkerLease(handle.worker_id, handle.address, handle.runtime, handle.backend, handle.warm, address)
+    raise AssertionError("unreachable: the last candidate raises")
+
+
+# Failures that another supervisor of the runtime may not have; the rest (a worker that cannot
+# start, a deadline spent) would be the same anywhere, or leave no time to try.
+_TRY_NEXT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def _final_error(runtime: str, failures: list[errors.GatewayError]) -> errors.GatewayError:
+    """What the caller is told when no supervisor could allocate: "full" wins over "down"
+    (both 503), since capacity is what is short when at least one supervisor answered."""
+    if len(failures) > 1 and all(isinstance(f, errors.SupervisorUnavailable) for f in failures):
+        return errors.SupervisorUnavailable(
+            f"none of the {len(failures)} {runtime} runtime supervisors is reachable: "
+            + "; ".join(f.message for f in failures)
+        )
+    return next((f for f in failures if isinstance(f, errors.NoCapacity)), failures[-1])
+
+
+# Background ListWorkers calls keeping the capacity view fresh (the loop holds tasks weakly).
+_refreshing: set[asyncio.Task[None]] = set()
+
+
+def _refresh_capacity(addresses: list[str]) -> None:
+    """Start a ListWorkers for each supervisor whose listing is stale; never waits for it."""
+    for address in capacity_view.stale(addresses, interval_s=settings.PLATFORM_SUPERVISOR_LIST_INTERVAL_S):
+        task = asyncio.get_running_loop().create_task(_list_capacity(address))
+        _refreshing.add(task)
+        task.add_done_callback(_refreshing.discard)
+
+
+async def _list_capacity(address: str) -> None:
     try:
-        # A little longer than the supervisor's own readiness deadline, so that it answers first.
-        response = await _stub(address).AllocateWorker(request, timeout=timeout_s + 2.0)
+        reply = await _stub(address).ListWorkers(
+            sup_pb2.ListWorkersRequest(), timeout=settings.PLATFORM_SUPERVISOR_CALL_TIMEOUT_S
+        )
     except grpc.aio.AioRpcError as exc:
-        trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, "allocation_failed", 3, f"{exc.code().name}: {exc.details()}")
-        raise _allocation_error(plugin.runtime, address, exc) from exc
-    _record_events(trace, list(response.events), 3)
-    handle = response.worker
-    trace.add(
-        P.SUPERVISOR,
-        P.RUNTIME_CLIENT,
-        "allocate_response",
-        3,
-        f"WorkerHandle({handle.worker_id}, {handle.runtime}, {'warm' if handle.warm else 'cold'})",
-    )
-    trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "worker_allocated", 3, handle.worker_id)
-    return WorkerLease(handle.worker_id, handle.address, handle.runtime, handle.backend, handle.warm, address)
+        capacity_view.listing_failed(address)
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            capacity_view.mark_down(address, reason=exc.details() or "", down_s=settings.PLATFORM_SUPERVISOR_DOWN_S)
+        return
+    except BaseException:
+        capacity_view.listing_failed(address)
+        raise
+    capacity_view.listed(address, max_workers=reply.max_workers, workers=len(reply.workers))
 
 
 def _allocation_error(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> errors.GatewayError:
@@ -156,6 +236,7 @@ async def worker_release(
     kind, call = ("cancel", "CancelAllocation") if force else ("release", "ReleaseWorker")
     trace.add(P.GATEWAY, P.RUNTIME_CLIENT, f"{kind}_request", 6, f"{kind}Worker({lease.worker_id}, {reason!r})")
     trace.add(P.RUNTIME_CLIENT, P.SUPERVISOR, f"{kind}_rpc", 6, f"gRPC {call}Request")
+    # The supervisor that allocated the worker is the only one that knows it.
     stub = _stub(lease.supervisor)
     timeout = settings.PLATFORM_SUPERVISOR_CALL_TIMEOUT_S + settings.PLATFORM_WORKER_STOP_GRACE_S
     try:
@@ -169,7 +250,13 @@ async def worker_release(
             )
     except grpc.aio.AioRpcError as exc:
         trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, "release_failed", 6, f"{exc.code().name}: {exc.details()}")
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            capacity_view.mark_down(
+                lease.supervisor, reason=exc.details() or "", down_s=settings.PLATFORM_SUPERVISOR_DOWN_S
+            )
         return ReleaseReport()
+    finally:
+        capacity_view.lease_ended(lease.supervisor)
     _record_events(trace, list(response.events), 6)
     trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, f"{kind}_response", 6, f"{call}Response(exit code {response.exit_code})")
     trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "cancelled" if force else "released", 6, "Success")
@@ -187,7 +274,10 @@ async def workers_list() -> list[dict]:
                 sup_pb2.ListWorkersRequest(), timeout=settings.PLATFORM_SUPERVISOR_CALL_TIMEOUT_S
             )
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                capacity_view.mark_down(address, reason=exc.details() or "", down_s=settings.PLATFORM_SUPERVISOR_DOWN_S)
             return {**entry, "up": False, "error": f"{exc.code().name}: {exc.details()}", "workers": []}
+        capacity_view.listed(address, max_workers=reply.max_workers, workers=len(reply.workers))
         return {
             **entry,
             "up": True,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -13,7 +15,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from platform_core.gateway import runtime_client
-from platform_core.gateway.invoke_edge import Style, invocation_run, outcome_body, too_large_body
+from platform_core.gateway.auth import UNAUTHENTICATED, caller_async, caller_sync
+from platform_core.gateway.invoke_edge import Style, invocation_answer, too_large_body
 from platform_core.gateway.openapi import openapi_document
 from platform_core.gateway.serializers import invocation_json, plugin_json
 from platform_core.invocations.models import Status
@@ -33,10 +36,14 @@ async def _invocation_view(request: HttpRequest, name: str, style: Style) -> Jso
         body = request.body
     except RequestDataTooBig:
         return JsonResponse(too_large_body(), status=413)
-    outcome = await invocation_run(
-        name=name, body=body, request_id=request.headers.get("X-Request-ID", ""), method="POST", path=request.path
+    status, payload, headers = await invocation_answer(
+        authorization=request.headers.get("Authorization", ""),
+        request_id=request.headers.get("X-Request-ID", ""),
+        name=name,
+        body=body,
+        style=style,
+        path=request.path,
     )
-    status, payload, headers = outcome_body(outcome, style=style, name=name)
     response = JsonResponse(payload, status=status)
     for header, value in headers.items():
         response[header] = value
@@ -57,12 +64,35 @@ async def plugin_invoke(request: HttpRequest, name: str) -> JsonResponse:
     return await _invocation_view(request, name, "invoke")
 
 
+def _unauthenticated() -> JsonResponse:
+    response = JsonResponse(UNAUTHENTICATED.body, status=UNAUTHENTICATED.http_status)
+    for header, value in UNAUTHENTICATED.headers.items():
+        response[header] = value
+    return response
+
+
+def authenticated(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+    """Resolve the API key to ``request.caller`` (sync views), or answer 401."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        caller = caller_sync(request.headers.get("Authorization", ""), request.headers.get("X-Request-ID", ""))
+        if caller is None:
+            return _unauthenticated()
+        request.caller = caller
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 @require_GET
+@authenticated
 def plugins(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"plugins": [plugin_json(p) for p in plugins_list()]})
 
 
 @require_GET
+@authenticated
 def plugin_detail(request: HttpRequest, name: str) -> JsonResponse:
     plugin = PluginSpec.objects.filter(name=name).first()
     if plugin is None:
@@ -78,8 +108,11 @@ def _int_param(request: HttpRequest, name: str, default: int, maximum: int) -> i
 
 
 @require_GET
+@authenticated
 def invocations(request: HttpRequest) -> JsonResponse:
-    """GET /api/v1/invocations?plugin=&status=&tenant=&worker=&page=&page_size="""
+    """GET /api/v1/invocations?plugin=&status=&tenant=&worker=&page=&page_size=
+
+    A tenant sees its own invocations; staff keys see all (and may filter by tenant)."""
     status = request.GET.get("status")
     if status and status not in Status.values:
         return error_response(400, "invalid_parameter", f"status must be one of {', '.join(Status.values)}")
@@ -91,7 +124,7 @@ def invocations(request: HttpRequest) -> JsonResponse:
     query = invocations_query(
         plugin=request.GET.get("plugin"),
         status=status,
-        tenant=request.GET.get("tenant"),
+        tenant=request.GET.get("tenant") if request.caller.is_staff else request.caller.tenant_id,
         worker=request.GET.get("worker"),
     )
     paginator = Paginator(query, page_size)
@@ -111,15 +144,19 @@ def invocations(request: HttpRequest) -> JsonResponse:
 
 
 @require_GET
+@authenticated
 def invocation_detail(request: HttpRequest, invocation_id: uuid.UUID) -> JsonResponse:
     invocation = invocation_with_trace(invocation_id=str(invocation_id))
-    if invocation is None:
+    # Another tenant's invocation does not exist, as far as this caller can tell.
+    if invocation is None or not (request.caller.is_staff or invocation.tenant_id == request.caller.tenant_id):
         return error_response(404, "unknown_invocation", f"no invocation {invocation_id}")
     return JsonResponse(invocation_json(invocation, trace=True))
 
 
 @require_GET
 async def workers(request: HttpRequest) -> JsonResponse:
+    if await caller_async(request.headers.get("Authorization", "")) is None:
+        return _unauthenticated()
     return JsonResponse({"supervisors": await runtime_client.workers_list()})
 
 

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.urls import reverse
 
 from platform_core.invocations.models import Invocation, InvocationEvent
 
@@ -29,3 +30,7 @@ class InvocationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def view_on_site(self, obj: Invocation) -> str:
+        """The "View on site" button opens the dashboard's page: the trace drawn as a sequence diagram."""
+        return reverse("dashboard:invocation", args=[obj.pk])

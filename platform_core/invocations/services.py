@@ -13,6 +13,7 @@ from platform_core.invocations.models import Invocation, InvocationEvent, Status
 from platform_core.invocations.timings import phase_timings
 from platform_core.invocations.trace import TraceEvent
 from platform_core.invocations.writer import record_writer
+from platform_core.registry.models import PluginSpec
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,16 @@ class Caller:
     user_id: str = "anonymous"
     session_id: str = ""
     request_id: str = ""
+    # Sees every tenant's invocations (staff keys, staff users).
+    is_staff: bool = False
+
+
+def _plugin_still_there(plugin: Any) -> Any:
+    """``plugin``, or None if it was deleted since the gateway cached it: history is never lost
+    to a registry edit (it keeps the plugin's name either way)."""
+    if plugin is None or PluginSpec.objects.filter(pk=plugin.pk).exists():
+        return plugin
+    return None
 
 
 async def invocation_start(*, invocation_id: str, plugin: Any, caller: Caller, arguments: Any) -> Invocation:
@@ -30,7 +41,7 @@ async def invocation_start(*, invocation_id: str, plugin: Any, caller: Caller, a
     return await record_writer.write(
         lambda: Invocation.objects.create(
             id=invocation_id,
-            plugin=plugin,
+            plugin=_plugin_still_there(plugin),
             plugin_name=plugin.name,
             runtime=plugin.runtime,
             tenant_id=caller.tenant_id,
@@ -83,7 +94,7 @@ def _finish(invocation_id: str, caller: Caller, finish: Finish, events: Sequence
         if not updated:  # rejected before it started (unknown plugin, bad input): first and last write
             Invocation.objects.create(
                 id=invocation_id,
-                plugin=finish.plugin,
+                plugin=_plugin_still_there(finish.plugin),
                 plugin_name=finish.plugin_name[:100],
                 runtime=getattr(finish.plugin, "runtime", ""),
                 arguments=finish.arguments,

@@ -9,6 +9,16 @@ from platform_core.invocations.models import Invocation, Status
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def client(client):
+    """Django's test client with a staff API key."""
+    from platform_core.tenancy.services import api_key_create
+
+    _, key = api_key_create(tenant_slug="tests", name="views", is_staff=True)
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return client
+
+
 def test_registry_holds_the_seed_plugins(client):
     plugins = {p["name"]: p for p in client.get("/api/v1/plugins").json()["plugins"]}
     assert {"add_numbers", "multiply_numbers", "subtract_numbers", "divide_numbers", "slow_count"} <= set(plugins)

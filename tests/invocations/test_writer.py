@@ -43,3 +43,21 @@ async def test_one_failing_write_does_not_undo_the_others():
     assert isinstance(results[1], IntegrityError)
     names = await asyncio.to_thread(lambda: sorted(Invocation.objects.values_list("plugin_name", flat=True)))
     assert names == ["a", "b", "first"]
+
+
+async def test_history_survives_a_plugin_deleted_while_cached():
+    from platform_core.invocations.services import Caller, Finish, invocation_finish
+    from platform_core.registry.models import PluginSpec
+
+    plugin = await PluginSpec.objects.acreate(name="gone", runtime="python", entrypoint="x:y")
+    await plugin.adelete()
+    plugin.pk = 999_999  # what a gateway's registry cache may still hold
+    finish = Finish(status=Status.REJECTED, http_status=400, plugin=plugin, plugin_name="gone")
+
+    await invocation_finish(
+        invocation_id="6f1c2a55-0000-4000-8000-000000000001", caller=Caller(), finish=finish, events=[]
+    )
+
+    stored = await Invocation.objects.aget(id="6f1c2a55-0000-4000-8000-000000000001")
+    assert stored.plugin_id is None
+    assert stored.plugin_name == "gone"

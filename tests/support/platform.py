@@ -110,6 +110,18 @@ class Platform:
 
     def start(self) -> Platform:
         self.manage("migrate", "--noinput", "-v0")
+        # A staff key of tenant "e2e" for the tests' HTTP client (tenant scoping tests make their own).
+        self.manage(
+            "createapikey",
+            "--tenant",
+            "e2e",
+            "--name",
+            "e2e tests",
+            "--staff",
+            "--output",
+            str(self.workdir / "api_key"),
+        )
+        self.api_key = (self.workdir / "api_key").read_text().strip()
         for runtime in self.runtimes:
             self.start_supervisor(runtime)
         log = open(self.workdir / "gateway.log", "wb")  # noqa: SIM115 — lives as long as the process
@@ -171,8 +183,24 @@ class Platform:
     def leftover_workers(self) -> list[int]:
         return pids_using(str(self.socket_root))
 
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+    def client(self, *, api_key: str | None = None, **kwargs) -> httpx.Client:
+        """An HTTP client of the gateway that sends the platform's staff API key (or ``api_key``)."""
+        headers = {"Authorization": f"Bearer {api_key or self.api_key}", **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.url, timeout=60, headers=headers, **kwargs)
+
+    def create_api_key(self, tenant: str, *, staff: bool = False) -> str:
+        path = self.workdir / f"key-{tenant}-{staff}"
+        self.manage(
+            "createapikey",
+            "--tenant",
+            tenant,
+            "--name",
+            "tests",
+            "--output",
+            str(path),
+            *(["--staff"] if staff else []),
+        )
+        return path.read_text().strip()
 
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")

@@ -43,8 +43,22 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8080)
         parser.add_argument("--backend", choices=["process", "docker"], help="worker backend of the supervisors")
 
+    def _dev_key(self) -> str:
+        """The API key `make run` prints: made once per installation, kept (0600) in var/dev_api_key."""
+        path = Path(settings.VAR_DIR) / "dev_api_key"
+        if not path.exists():
+            from platform_core.tenancy.services import api_key_create
+
+            _, key = api_key_create(tenant_slug="default", name="dev key (make run)", is_staff=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(key + "\n")
+        return path.read_text().strip()
+
     def handle(self, *args, bind: str, port: int, backend: str | None, **options):
         children: list[tuple[str, subprocess.Popen]] = []
+        key_file = Path(settings.VAR_DIR) / "dev_api_key"
+        self._dev_key()
 
         def stop_all(*_: object) -> None:
             for _name, child in reversed(children):
@@ -89,6 +103,11 @@ class Command(BaseCommand):
                 self.style.SUCCESS(
                     f"platform up: http://{bind}:{port}/  (API under /api/v1/, admin under /admin/); Ctrl-C stops it"
                 )
+            )
+            self.stdout.write(
+                f"API key of tenant 'default' in {key_file}; try:\n"
+                f'  curl -s -XPOST {bind}:{port}/api/v1/calculate/subtract -H "Authorization: Bearer $(cat {key_file})"'
+                " -H 'content-type: application/json' -d '{\"operand1\": 10, \"operand2\": 5}'"
             )
             while not stopping and all(child.poll() is None for _, child in children):
                 time.sleep(0.2)

@@ -11,6 +11,7 @@ import grpc
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from platform_core.rpc.secret import SecretCheck
 from platform_core.supervisor import grpc_service
 from platform_core.supervisor.backends.process import ProcessBackend
 from platform_core.supervisor.grpc_service import plugin_ref
@@ -65,8 +66,14 @@ class Command(BaseCommand):
         listen = listen or (addresses[0] if addresses else None)
         if not listen:
             raise CommandError(f"no --listen given and SUPERVISORS has no entry for runtime {runtime!r}")
-        if not _is_loopback(listen) and not allow_remote:
-            raise CommandError(f"refusing to listen on {listen}: not loopback (pass --allow-remote deliberately)")
+        if not _is_loopback(listen):
+            if not allow_remote:
+                raise CommandError(f"refusing to listen on {listen}: not loopback (pass --allow-remote deliberately)")
+            if not settings.PLATFORM_SUPERVISOR_SECRET:
+                raise CommandError(
+                    f"refusing to listen on {listen} without SUPERVISOR_SECRET: every caller "
+                    "could start and stop workers (see docs/SECURITY.md)"
+                )
         supervisor_id = supervisor_id or f"{runtime}-{listen.rsplit(':', 1)[-1]}"
         backend = backend or settings.PLATFORM_WORKER_BACKEND
         extra = settings.PLATFORM_WORKER_BACKENDS if backends is None else [b for b in backends.split(",") if b]
@@ -121,7 +128,9 @@ class Command(BaseCommand):
                 supervisor.prewarm(plugin)
             except Exception as exc:
                 log.warning("cannot pre-warm %s: %s", plugin.name, exc)
-        server = grpc.aio.server()
+        # With a secret configured, every call must carry it (also on loopback).
+        secret = settings.PLATFORM_SUPERVISOR_SECRET
+        server = grpc.aio.server(interceptors=[SecretCheck(secret)] if secret else None)
         grpc_service.add_to_server(server, supervisor)
         if server.add_insecure_port(listen) == 0:
             raise CommandError(f"cannot listen on {listen}")

@@ -1,0 +1,43 @@
+"""Security over HTTP: keys required, tenants isolated, supervisors behind a shared secret."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from platform_core.rpc import sup_grpc, sup_pb2
+from tests.support.platform import Platform
+
+pytestmark = pytest.mark.e2e
+
+
+def test_requests_without_a_valid_key_get_401_at_the_edge(platform):
+    with platform.client(api_key="pp_00000000_forged") as forged:
+        response = forged.post("/api/v1/calculate/subtract", json={"operand1": 1, "operand2": 1})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.json()["error"]["code"] == "unauthenticated"
+
+
+def test_tenants_see_only_their_own_invocations_over_http(platform):
+    acme, globex = platform.create_api_key("acme"), platform.create_api_key("globex")
+    with platform.client(api_key=acme) as a, platform.client(api_key=globex) as g:
+        made = a.post("/api/v1/calculate/subtract", json={"operand1": 3, "operand2": 1}).json()
+        assert made["result"] == 2.0
+        assert a.get(f"/api/v1/invocations/{made['invocation_id']}").json()["tenant_id"] == "acme"
+        assert g.get(f"/api/v1/invocations/{made['invocation_id']}").status_code == 404
+        assert made["invocation_id"] not in g.get("/api/v1/invocations").text
+
+
+def test_supervisor_with_a_secret_serves_the_gateway_and_refuses_others():
+    secured = Platform(extra_env={"SUPERVISOR_SECRET": "e2e-s3cret"}).start()
+    try:
+        with secured.client() as client:
+            response = client.post("/api/v1/calculate/subtract", json={"operand1": 10, "operand2": 5})
+            assert response.status_code == 200, response.text
+        with grpc.insecure_channel(f"127.0.0.1:{secured.supervisor_ports['python']}") as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                sup_grpc.RuntimeSupervisorStub(channel).ListWorkers(sup_pb2.ListWorkersRequest(), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        secured.stop()
