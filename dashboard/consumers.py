@@ -1,0 +1,94 @@
+"""WebSocket consumers of the dashboard: join a group, forward its messages as htmx fragments.
+
+The logic (what to show, which fragments) is in ``live`` and ``workers_relay``; these classes
+only subscribe, call it, and send what it renders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.template.loader import render_to_string
+
+from dashboard import workers_relay
+from dashboard.live import LiveFollower
+from platform_core.invocations.models import FINAL_STATUSES, Invocation
+from platform_core.invocations.selectors import invocation_with_trace
+from platform_core.invocations.trace import ALL_INVOCATIONS_GROUP, invocation_group
+
+
+@database_sync_to_async
+def _finished_invocation(invocation_id: str) -> Invocation | None:
+    """The stored invocation with its trace, once it has finished (None before)."""
+    invocation = invocation_with_trace(invocation_id=invocation_id)
+    if invocation is None or invocation.status not in FINAL_STATUSES:
+        return None
+    list(invocation.events.all())  # fetched here, not in the async caller
+    return invocation
+
+
+class InvocationLiveConsumer(AsyncWebsocketConsumer):
+    """``/ws/live/`` (the latest invocation), ``/ws/live/<session>/`` (a dashboard tab's), and
+    ``/ws/invocations/<id>/`` (one invocation)."""
+
+    async def connect(self) -> None:
+        kwargs = self.scope["url_route"]["kwargs"]
+        invocation_id = str(kwargs.get("invocation_id", ""))
+        self.follower = LiveFollower(session=kwargs.get("session", ""), invocation_id=invocation_id)
+        self.group = invocation_group(invocation_id) if invocation_id else ALL_INVOCATIONS_GROUP
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        # Subscribed first, then looked up: an invocation that finished before we joined is sent whole.
+        if invocation_id and (stored := await _finished_invocation(invocation_id)) is not None:
+            await self.send(text_data=self.follower.on_stored(stored))
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Nothing to receive: the view is read-only."""
+
+    async def invocation_event(self, message: dict[str, Any]) -> None:
+        if html := self.follower.on_event(message):
+            await self.send(text_data=html)
+
+    async def invocation_state(self, message: dict[str, Any]) -> None:
+        html, send_stored = self.follower.on_state(message)
+        if send_stored and (stored := await _finished_invocation(message["invocation_id"])) is not None:
+            html += self.follower.on_stored(stored)
+        if html:
+            await self.send(text_data=html)
+
+
+def board_html(board: dict[str, Any], states: dict[str, int]) -> str:
+    return render_to_string("dashboard/partials/supervisor_board.html", {"board": board}) + render_to_string(
+        "dashboard/partials/state_counts.html", {"states": states}
+    )
+
+
+class WorkersConsumer(AsyncWebsocketConsumer):
+    """``/ws/workers/``: every supervisor's workers, from the relay (started by the first viewer)."""
+
+    async def connect(self) -> None:
+        await self.channel_layer.group_add(workers_relay.WORKERS_GROUP, self.channel_name)
+        await self.accept()
+        relay = await workers_relay.relay_join()
+        self.joined = True
+        snapshot = relay.snapshot()
+        counts = workers_relay.state_counts(snapshot)
+        html = "".join(board_html(board, counts) for board in snapshot if board["up"] is not None)
+        if html:
+            await self.send(text_data=html)
+
+    async def disconnect(self, code: int) -> None:
+        await self.channel_layer.group_discard(workers_relay.WORKERS_GROUP, self.channel_name)
+        if getattr(self, "joined", False):
+            await workers_relay.relay_leave()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Nothing to receive: the board is read-only."""
+
+    async def workers_board(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=board_html(message["board"], message["states"]))

@@ -1,0 +1,157 @@
+"""The dashboard's WebSocket consumers, through the real ASGI application (origin check included)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from platform_core.asgi import application
+from platform_core.invocations.models import Invocation, InvocationEvent
+from platform_core.invocations.models import Participant as P
+from platform_core.invocations.trace import ALL_INVOCATIONS_GROUP, Trace, invocation_group
+from platform_core.supervisor.grpc_service import add_to_server
+from platform_core.supervisor.model import PluginRef
+from tests.supervisor.conftest import make_supervisor
+
+# Committed for real (the consumers read from their own threads); serialized_rollback restores
+# the migrations' data (content types, built-in plugins) for the transactional tests after these.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+ORIGIN = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
+SESSION = "dash-" + "1" * 32
+
+
+async def _connect(path: str) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path, headers=ORIGIN)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def _receive_until(communicator: WebsocketCommunicator, needle: str, seconds: float = 10.0) -> str:
+    """Everything received until a message containing ``needle``."""
+    received = ""
+    async with asyncio.timeout(seconds):
+        while needle not in received:
+            received += await communicator.receive_from(timeout=seconds)
+    return received
+
+
+def _event(invocation_id: str, seq: int, kind: str, session: str = SESSION, **extra) -> dict:
+    return {
+        "type": "invocation.event",
+        "invocation_id": invocation_id,
+        "context": {"session_id": session},
+        "event": {
+            "seq": seq,
+            "source": "gateway",
+            "target": "worker",
+            "kind": kind,
+            "phase": 5,
+            "detail": kind,
+            "offset_ms": seq * 1.5,
+            **extra,
+        },
+    }
+
+
+async def test_a_page_from_another_origin_cannot_subscribe():
+    communicator = WebsocketCommunicator(application, "/ws/live/", headers=[(b"origin", b"http://evil.example")])
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_live_view_draws_the_arrows_of_its_own_session_as_a_trace_publishes_them():
+    communicator = await _connect(f"/ws/live/{SESSION}/")
+    invocation_id = str(uuid.uuid4())
+    other = Trace(str(uuid.uuid4()), context={"session_id": "dash-someone-else"})
+    other.add(P.CLIENT, P.GATEWAY, "request", 1, "POST /elsewhere")
+    trace = Trace(invocation_id, context={"session_id": SESSION})
+    trace.add(P.CLIENT, P.GATEWAY, "request", 1, "POST /run")
+    trace.add(P.WORKER, P.GATEWAY, "progress", 5, "Progress(40%)", data={"percent": 40.0, "message": "Counted 2 of 5"})
+    first = await _receive_until(communicator, 'data-seq="1"')
+    assert f"{invocation_id[:10]}" in first and "POST /run" in first and "POST /elsewhere" not in first
+    progress = first if "Counted 2 of 5" in first else await _receive_until(communicator, "Counted 2 of 5")
+    assert 'data-kind="progress"' in progress and "width: 40.0%" in progress and "Counted 2 of 5" in progress
+    await trace.close()
+    await other.close()
+    assert await communicator.receive_nothing(timeout=0.2)
+    await communicator.disconnect()
+
+
+async def test_a_viewer_that_missed_arrows_gets_the_stored_trace_when_the_invocation_finishes():
+    invocation = await Invocation.objects.acreate(plugin_name="slow_count", status="succeeded", http_status=200)
+    for seq in (1, 2, 3):
+        await InvocationEvent.objects.acreate(
+            invocation=invocation, seq=seq, source="client", target="gateway", kind=f"k{seq}", phase=1, offset_ms=seq
+        )
+    invocation_id = str(invocation.id)
+    communicator = await _connect(f"/ws/live/{SESSION}/")
+    layer = get_channel_layer()
+    await layer.group_send(ALL_INVOCATIONS_GROUP, _event(invocation_id, 3, "k3"))  # 1 and 2 were missed
+    await _receive_until(communicator, 'data-seq="3"')
+    final = {
+        "type": "invocation.state",
+        "invocation_id": invocation_id,
+        "context": {"session_id": SESSION},
+        "status": "succeeded",
+        "http_status": 200,
+        "timings_ms": {"total": 3.0},
+    }
+    await layer.group_send(ALL_INVOCATIONS_GROUP, final)
+    stored = await _receive_until(communicator, 'data-kind="k1"')
+    # The whole list is replaced (not appended to): arrows 1 to 3, in order.
+    assert '<ol id="live-events" class="trace-events">' in stored
+    assert stored.index('data-kind="k1"') < stored.index('data-kind="k2"') < stored.rindex('data-kind="k3"')
+    await communicator.disconnect()
+
+
+async def test_watching_one_invocation_that_has_already_finished_sends_it_whole():
+    invocation = await Invocation.objects.acreate(
+        plugin_name="subtract_numbers",
+        status="failed",
+        http_status=502,
+        error_code="division_by_zero",
+        error_message="cannot divide by 0",
+    )
+    await InvocationEvent.objects.acreate(
+        invocation=invocation, seq=1, source="client", target="gateway", kind="request", phase=1, offset_ms=0.2
+    )
+    communicator = await _connect(f"/ws/invocations/{invocation.id}/")
+    html = await _receive_until(communicator, 'data-kind="request"')
+    assert "division_by_zero" in html and "failed" in html
+    # Live messages of that invocation go to its own group as well.
+    await get_channel_layer().group_send(invocation_group(str(invocation.id)), _event(str(invocation.id), 2, "late"))
+    assert 'data-kind="late"' in await communicator.receive_from()
+    await communicator.disconnect()
+
+
+async def test_workers_board_follows_the_supervisors_and_shows_one_that_is_down(socket_root, settings):
+    supervisor = make_supervisor(socket_root)
+    server = grpc.aio.server()
+    add_to_server(server, supervisor)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    settings.PLATFORM_SUPERVISORS = {"python": [f"127.0.0.1:{port}"], "java": ["127.0.0.1:9"]}
+    communicator = None
+    try:
+        communicator = await _connect("/ws/workers/")
+        boards = await _receive_until(communicator, 'id="sup-127-0-0-1-9"')
+        boards += await _receive_until(communicator, f'id="sup-127-0-0-1-{port}"') if str(port) not in boards else ""
+        assert ">down<" in boards and "retrying in" in boards
+        plugin = PluginRef(name="subtract_numbers", runtime="python", entrypoint="plugins.subtract_numbers:plugin")
+        worker, _, _ = await supervisor.allocate(plugin)
+        executing = await _receive_until(communicator, 'data-state="executing"')
+        assert worker.worker_id in executing and "state-counts-data" in executing and "executing \u00d7 1" in executing
+        await supervisor.release(worker.worker_id, reason="done")
+        removed = await _receive_until(communicator, "Recently removed")
+        assert 'data-state="removed"' in removed
+    finally:
+        if communicator is not None:
+            await communicator.disconnect()
+        await supervisor.shutdown()
+        await server.stop(0)

@@ -1,0 +1,192 @@
+"""Plain parts of the dashboard: schema forms, trace rows, the live follower, the workers board."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from dashboard.live import LiveFollower
+from dashboard.schema_forms import WHOLE_DOCUMENT, arguments_from_post, errors_by_field, form_fields
+from dashboard.traces import event_hints, progress_percent, timing_segments, trace_row
+from dashboard.workers_relay import SupervisorBoard, board_key, state_counts
+from platform_core.registry.builtin import BINARY_INPUT
+from platform_core.rpc import sup_pb2
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "count": {"type": "integer", "minimum": 1, "default": 5},
+        "ratio": {"type": "number"},
+        "name": {"type": "string", "description": "Who"},
+        "loud": {"type": "boolean", "default": False},
+        "mode": {"enum": ["fast", "slow", 3]},
+        "tags": {"type": "array", "items": {"type": "string"}, "default": ["a"]},
+    },
+    "required": ["count", "name"],
+}
+
+
+def test_form_fields_follow_the_schema_with_defaults():
+    fields = {f.name: f for f in form_fields(SCHEMA)}
+    assert [f.kind for f in fields.values()] == ["integer", "number", "string", "boolean", "enum", "json"]
+    assert fields["count"].value == "5" and fields["count"].required and fields["count"].minimum == 1
+    assert fields["loud"].value == "false"
+    assert fields["mode"].choices == [('"fast"', "fast"), ('"slow"', "slow"), ("3", "3")]
+    assert fields["tags"].value.replace("\n", "").replace(" ", "") == '["a"]'
+    assert fields["name"].description == "Who"
+
+
+def test_a_schema_without_properties_is_one_json_field():
+    (only,) = form_fields({"type": "array"})
+    assert (only.name, only.kind) == (WHOLE_DOCUMENT, "json")
+    arguments, problems = arguments_from_post([only], {WHOLE_DOCUMENT: "[1, 2]"})
+    assert arguments == [1, 2] and not problems
+
+
+def test_posted_values_are_typed_and_bad_ones_passed_on_for_the_schema_to_judge():
+    fields = form_fields(SCHEMA)
+    data = {"count": "3", "ratio": "abc", "name": "", "loud": "true", "mode": '"slow"', "tags": '["x", "y"]'}
+    arguments, problems = arguments_from_post(fields, data)
+    assert arguments == {"count": 3, "ratio": "abc", "name": "", "loud": True, "mode": "slow", "tags": ["x", "y"]}
+    assert not problems
+    arguments, problems = arguments_from_post(fields, {"count": "2.0", "ratio": "", "tags": "[oops"})
+    assert arguments["count"] == 2 and "ratio" not in arguments
+    assert problems["tags"].startswith("not valid JSON")
+    assert fields[0].value == "2.0"  # the form shows again what was typed
+
+
+def test_number_fields_refuse_nan_and_keep_integers_exact():
+    (first, _) = form_fields(BINARY_INPUT)
+    arguments, _ = arguments_from_post(form_fields(BINARY_INPUT), {"operand1": "nan", "operand2": "10"})
+    assert arguments == {"operand1": "nan", "operand2": 10}
+    assert first.kind == "number"
+
+
+def test_api_errors_are_placed_next_to_their_fields():
+    details = [
+        {"path": "(root)", "message": "'operand2' is a required property"},
+        {"path": "operand1", "message": "'x' is not of type 'number'"},
+        {"path": "other.deep", "message": "nope"},
+    ]
+    by_field, general = errors_by_field(details, ["operand1", "operand2"])
+    assert by_field == {"operand2": "'operand2' is a required property", "operand1": "'x' is not of type 'number'"}
+    assert general == ["other.deep: nope"]
+
+
+def test_event_hints_name_the_participants():
+    assert event_hints("worker_allocated", "worker-20001") == {"worker": "worker-20001"}
+    assert event_hints("worker_allocating", "worker-20001 allocating: docker backend, slot 1/32") == {
+        "backend": "docker"
+    }
+    assert event_hints("lookup_result", "PluginSpec(python, plugins.x:plugin, ephemeral)") == {"runtime": "python"}
+    assert event_hints("lookup", 'getPlugin("subtract")') == {"plugin": "subtract"}
+    assert event_hints("progress", "Progress(50%)") == {}
+
+
+def test_trace_rows_from_stored_and_live_events_are_the_same():
+    live = {
+        "seq": 1,
+        "source": "client",
+        "target": "gateway",
+        "kind": "request",
+        "phase": 1,
+        "detail": "POST",
+        "offset_ms": 0.5,
+    }
+    stored = SimpleNamespace(**live)
+    assert trace_row(live) == trace_row(stored)
+    assert trace_row(live)["source_label"] == "Client"
+
+
+def test_progress_percent_is_read_from_structured_data():
+    assert progress_percent({"kind": "progress", "data": {"percent": 40.0, "message": "x"}}) == 40.0
+    assert progress_percent({"kind": "progress", "data": {"percent": 140}}) == 100.0
+    assert progress_percent({"kind": "progress", "detail": "Progress(50%)"}) is None
+    assert progress_percent({"kind": "log", "data": {"percent": 1}}) is None
+
+
+def test_timing_segments_are_shares_of_the_total_with_the_rest_apart():
+    segments = timing_segments({"allocation": 50, "init": 5, "execution": 25, "release": 10, "total": 100})
+    assert [(s["phase"], s["percent"]) for s in segments] == [
+        ("allocation", 50.0),
+        ("init", 5.0),
+        ("execution", 25.0),
+        ("release", 10.0),
+        ("other", 10.0),
+    ]
+    assert timing_segments({"allocation": 1, "total": None}) == []
+
+
+A = "00000000-0000-4000-8000-00000000000a"
+B = "00000000-0000-4000-8000-00000000000b"
+C = "00000000-0000-4000-8000-00000000000c"
+
+
+def _event(invocation: str, seq: int, kind: str = "request", session: str = "s1", **extra) -> dict:
+    return {
+        "type": "invocation.event",
+        "invocation_id": invocation,
+        "context": {"session_id": session},
+        "event": {
+            "seq": seq,
+            "source": "client",
+            "target": "gateway",
+            "kind": kind,
+            "phase": 1,
+            "detail": "",
+            "offset_ms": float(seq),
+            **extra,
+        },
+    }
+
+
+def test_follower_picks_its_sessions_invocations_and_resets_for_a_new_one():
+    follower = LiveFollower(session="s1")
+    assert follower.on_event(_event(A, 1, session="other")) == ""
+    first = follower.on_event(_event(A, 1))
+    assert 'id="live-events"' in first and 'hx-swap-oob="beforeend"' in first and 'data-seq="1"' in first
+    assert 'id="live-header"' in first  # reset: the panel now shows invocation a
+    second = follower.on_event(_event(A, 2))
+    assert 'id="live-header"' not in second and 'data-seq="2"' in second
+    assert 'id="live-header"' in follower.on_event(_event(B, 1))
+    assert follower.live.invocation_id == B
+
+
+def test_follower_moves_the_progress_bar_and_asks_for_the_stored_trace_only_when_it_missed_arrows():
+    follower = LiveFollower(session="s1")
+    follower.on_event(_event(A, 1))
+    html = follower.on_event(_event(A, 2, kind="progress", data={"percent": 60.0, "message": "Counted 3 of 5"}))
+    assert 'id="live-progress"' in html and "width: 60.0%" in html and "Counted 3 of 5" in html
+    final = {
+        "type": "invocation.state",
+        "invocation_id": A,
+        "context": {"session_id": "s1"},
+        "status": "succeeded",
+        "http_status": 200,
+        "timings_ms": {"allocation": 1, "init": 1, "execution": 1, "release": 1, "total": 5},
+    }
+    html, wants_stored = follower.on_state(final)
+    assert not wants_stored and "succeeded" in html and "width: 100.0%" in html
+
+    late = LiveFollower(invocation_id=C)
+    late.on_event(_event(C, 7))  # joined after arrows 1-6
+    _, wants_stored = late.on_state({**final, "invocation_id": C})
+    assert wants_stored
+
+
+def test_board_applies_lifecycle_events_and_keeps_removed_workers_apart():
+    board = SupervisorBoard("python", "127.0.0.1:9092")
+    reply = sup_pb2.ListWorkersResponse(
+        supervisor_id="python-9092",
+        max_workers=4,
+        workers=[sup_pb2.WorkerInfo(worker_id="worker-20001", plugin="p", state=sup_pb2.IDLE, backend="process")],
+    )
+    board.connected(reply)
+    board.apply(worker_id="worker-20002", state="spawning", at_ns=1, detail="", plugin="q", backend="process")
+    board.apply(worker_id="worker-20001", state="removed", at_ns=2, detail="exit code 0", plugin="", backend="")
+    data = board.as_dict()
+    assert data["up"] and data["key"] == board_key("127.0.0.1:9092") == "sup-127-0-0-1-9092"
+    assert [(w["worker_id"], w["state"]) for w in data["workers"]] == [("worker-20002", "spawning")]
+    assert [(w["worker_id"], w["plugin"]) for w in data["recent"]] == [("worker-20001", "p")]
+    assert state_counts([data]) == {"spawning": 1}
+    board.down("UNAVAILABLE", retry_in_s=2.0)
+    assert board.as_dict()["up"] is False and board.as_dict()["workers"] == []

@@ -1,0 +1,195 @@
+"""The dashboard's pages with pytest-django's client (htmx requests carry HTTP_HX_REQUEST)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from dashboard import services
+from platform_core.gateway import errors
+from platform_core.gateway.execution import Outcome
+from platform_core.invocations.models import Invocation, InvocationEvent, Status
+
+pytestmark = pytest.mark.django_db
+HX = {"HTTP_HX_REQUEST": "true"}
+SESSION = "dash-" + "0" * 32
+
+
+@pytest.fixture
+def executed(monkeypatch):
+    """Replaces the gateway's execution service; answers what ``executed.outcome`` says."""
+
+    class Fake:
+        calls: list[dict] = []
+        outcome = Outcome(
+            str(uuid.uuid4()),
+            200,
+            result={"result": 5.0},
+            worker_id="worker-20001",
+            timings_ms={"allocation": 50.0, "init": 5.0, "execution": 20.0, "release": 15.0, "total": 100.0},
+        )
+
+    async def fake_execute(**kwargs):
+        Fake.calls.append(kwargs)
+        return Fake.outcome
+
+    monkeypatch.setattr(services, "invocation_execute", fake_execute)
+    Fake.calls = []
+    return Fake
+
+
+def _invocation(**fields) -> Invocation:
+    defaults = {
+        "plugin_name": "subtract_numbers",
+        "runtime": "python",
+        "backend": "process",
+        "tenant_id": "default",
+        "status": Status.SUCCEEDED,
+        "http_status": 200,
+        "allocation_ms": 60.0,
+        "init_ms": 5.0,
+        "execution_ms": 10.0,
+        "release_ms": 20.0,
+        "total_ms": 100.0,
+    }
+    return Invocation.objects.create(**{**defaults, **fields})
+
+
+def test_calculator_page_has_the_operations_and_a_live_panel(client):
+    page = client.get("/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert '<option value="subtract" selected>' in html and 'value="add"' in html
+    assert 'ws-connect="/ws/live/dash-' in html and 'hx-ext="ws"' in html
+    assert "htmx-2.min.js" in html and "hx-ws-2.min.js" in html and "mermaid-11.17.2.min.js" in html
+    assert 'href="/admin/"' in html
+
+
+def test_calculator_run_answers_the_result_fragment_in_place(client, executed):
+    response = client.post(
+        "/run", {"operation": "subtract", "operand1": "10", "operand2": "5", "session": SESSION}, **HX
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "<html" not in html and 'id="calculator"' in html
+    assert "HTTP 200" in html and "&quot;result&quot;: 5.0" in html
+    assert f'value="{SESSION}"' in html
+    (call,) = executed.calls
+    assert call["name"] == "subtract" and json.loads(call["body"]) == {"operand1": 10, "operand2": 5}
+    caller = call["caller"]
+    assert (caller.tenant_id, caller.session_id) == ("default", SESSION)
+
+
+def test_calculator_without_htmx_renders_the_whole_page(client, executed):
+    response = client.post("/run", {"operation": "subtract", "operand1": "10", "operand2": "5"})
+    assert b"<html" in response.content and b"HTTP 200" in response.content
+    assert executed.calls[0]["caller"].session_id.startswith("dash-")  # a fresh one, the posted one was missing
+
+
+def test_schema_errors_are_shown_next_to_their_field(client, executed):
+    details = [{"path": "(root)", "message": "'operand2' is a required property"}]
+    error = errors.InvalidInput("arguments do not match the input schema", details=details)
+    executed.outcome = Outcome(str(uuid.uuid4()), 400, error=error)
+    html = client.post("/run", {"operation": "subtract", "operand1": "10", "operand2": ""}, **HX).content.decode()
+    assert 'id="field-operand2-error"' in html and "&#x27;operand2&#x27; is a required property" in html
+    assert "HTTP 400" in html and "invalid_input" in html
+    assert json.loads(executed.calls[0]["body"]) == {"operand1": 10}
+
+
+def test_unknown_operation_is_reported_at_the_operation(client, executed):
+    executed.outcome = Outcome(str(uuid.uuid4()), 404, error=errors.UnknownPlugin("no enabled plugin is called 'pow'"))
+    html = client.post("/run", {"operation": "pow", "operand1": "1", "operand2": "2"}, **HX).content.decode()
+    assert 'id="field-operation-error"' in html and "no enabled plugin" in html
+
+
+def test_plugin_catalogue_and_its_generated_form(client, executed):
+    listing = client.get("/plugins").content.decode()
+    assert "slow_count" in listing and "Input schema" in listing
+    page = client.get("/plugins/slow_count").content.decode()
+    assert 'name="steps" type="number" step="1" value="5"' in page
+    assert 'name="delay_ms" type="number" step="1" value="600"' in page
+    html = client.post("/plugins/slow_count/run", {"steps": "2", "delay_ms": "10"}, **HX).content.decode()
+    assert 'id="plugin-run"' in html and "HTTP 200" in html
+    assert json.loads(executed.calls[0]["body"]) == {"steps": 2, "delay_ms": 10}
+    assert client.get("/plugins/nope").status_code == 404
+
+
+def test_history_filters_paginates_and_answers_htmx_with_the_table(client):
+    old = _invocation(plugin_name="divide_numbers", status=Status.FAILED, http_status=502)
+    Invocation.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    for _ in range(30):
+        _invocation()
+    page = client.get("/invocations").content.decode()
+    assert "page 1 of 2" in page and "31 invocations" in page and 'class="phase-bar"' in page
+    fragment = client.get("/invocations", {"plugin": "divide_numbers"}, **HX).content.decode()
+    assert "<html" not in fragment and "divide_numbers" in fragment and "1 invocation" in fragment
+    since = (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    recent = client.get("/invocations", {"since": since, "status": "failed"}, **HX).content.decode()
+    assert "No invocation matches" in recent
+    bad = client.get("/invocations", {"since": "yesterday"}, **HX).content.decode()
+    assert "Ignored: since" in bad and "31 invocations" in bad
+
+
+def test_invocation_page_replays_the_stored_trace(client):
+    invocation = _invocation(worker_id="worker-20001", arguments={"operand1": 10, "operand2": 5}, result={"result": 5})
+    for seq, (kind, source, target) in enumerate(
+        [
+            ("request", "client", "gateway"),
+            ("worker_allocated", "runtime_client", "gateway"),
+            ("response", "gateway", "client"),
+        ],
+        start=1,
+    ):
+        InvocationEvent.objects.create(
+            invocation=invocation,
+            seq=seq,
+            source=source,
+            target=target,
+            kind=kind,
+            phase=seq,
+            detail=f"d{seq}",
+            offset_ms=seq * 10.5,
+        )
+    html = client.get(f"/invocations/{invocation.id}").content.decode()
+    assert "data-replay" in html and 'data-sequence data-backend="process"' in html
+    assert html.count('class="trace-event"') == 3 and 'data-offset="21.0"' in html and "31.5 ms" in html
+    assert "worker-20001" in html and "ws-connect" not in html
+    assert client.get(f"/invocations/{uuid.uuid4()}").status_code == 404
+
+
+def test_a_running_invocation_is_watched_live(client):
+    invocation = _invocation(status=Status.RUNNING, http_status=None, total_ms=None)
+    html = client.get(f"/invocations/{invocation.id}").content.decode()
+    assert f'ws-connect="/ws/invocations/{invocation.id}/"' in html
+
+
+def test_timings_shows_medians_beside_the_seed(client):
+    for total in (100.0, 300.0, 200.0):
+        _invocation(total_ms=total)
+    _invocation(status=Status.FAILED, total_ms=9999.0)
+    html = client.get("/timings").content.decode()
+    assert "<strong>200.0</strong>" in html and "9999" not in html
+    assert "28.0\u00d7 faster" in html  # 5600 / 200
+    assert "Worker Spawn" in html and "~5.6 s" in html and "~5.7 s" in html and "400 ms" in html
+
+
+def test_workers_page_shows_a_supervisor_that_is_down(client, settings):
+    settings.PLATFORM_SUPERVISORS = {"python": ["127.0.0.1:9"]}
+    html = client.get("/workers").content.decode()
+    assert 'id="sup-127-0-0-1-9"' in html and ">down<" in html and 'ws-connect="/ws/workers/"' in html
+
+
+def test_admin_shows_the_trace_inline_and_links_to_the_diagram(admin_client):
+    invocation = _invocation()
+    InvocationEvent.objects.create(
+        invocation=invocation, seq=1, source="client", target="gateway", kind="request", phase=1, offset_ms=0.1
+    )
+    page = admin_client.get(f"/admin/invocations/invocation/{invocation.id}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200 and "request" in html
+    assert f'href="/invocations/{invocation.id}"' in html  # "View on site": the diagram
+    assert admin_client.get("/admin/invocations/invocation/?status__exact=succeeded&q=subtract").status_code == 200
