@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 GENERATED := platform_core/rpc/_gen/.stamp
 
-.PHONY: run test test-fast lint protos check-protos java images setup migrate bench clean
+.PHONY: run test test-fast test-postgres lint protos check-protos java images setup migrate bench clean
 
 setup: $(INSTALLED) $(GENERATED) java migrate images
 
@@ -50,6 +50,12 @@ test: setup
 
 test-fast: $(INSTALLED) $(GENERATED)
 	$(PY) -m pytest -m "not e2e"
+
+# The production topology (PostgreSQL, Redis, two gateways, two supervisors; `make test` runs it
+# too): starts the machine's PostgreSQL and Redis when they are not running.
+test-postgres: setup
+	scripts/services.sh ensure
+	$(PY) -m pytest -m postgres
 
 # Timings table (docs/PERFORMANCE.md keeps the latest run between its markers).
 bench: setup

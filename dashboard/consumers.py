@@ -17,6 +17,7 @@ from dashboard.live import LiveFollower
 from platform_core.invocations.models import FINAL_STATUSES, Invocation
 from platform_core.invocations.selectors import invocation_with_trace
 from platform_core.invocations.trace import ALL_INVOCATIONS_GROUP, invocation_group
+from platform_core.tenancy.services import Viewer, viewer_for
 
 
 @database_sync_to_async
@@ -29,13 +30,37 @@ def _finished_invocation(invocation_id: str) -> Invocation | None:
     return invocation
 
 
+@database_sync_to_async
+def _viewer(user) -> Viewer | None:
+    return viewer_for(user)
+
+
+@database_sync_to_async
+def _tenant_of(invocation_id: str) -> str | None:
+    return Invocation.objects.filter(id=invocation_id).values_list("tenant_id", flat=True).first()
+
+
+# Close codes: 4401 not logged in, 4403 another tenant's invocation (or none).
+NOT_LOGGED_IN, FORBIDDEN = 4401, 4403
+
+
 class InvocationLiveConsumer(AsyncWebsocketConsumer):
     """``/ws/live/`` (the latest invocation), ``/ws/live/<session>/`` (a dashboard tab's), and
-    ``/ws/invocations/<id>/`` (one invocation)."""
+    ``/ws/invocations/<id>/`` (one invocation). Anonymous connections are refused; a viewer only
+    receives the events of invocations of their own tenant (staff: all)."""
 
     async def connect(self) -> None:
+        self.viewer = await _viewer(self.scope.get("user"))
+        if self.viewer is None:
+            await self.close(code=NOT_LOGGED_IN)
+            return
         kwargs = self.scope["url_route"]["kwargs"]
         invocation_id = str(kwargs.get("invocation_id", ""))
+        if invocation_id:
+            tenant = await _tenant_of(invocation_id)
+            if tenant is None or not self.viewer.may_see(tenant):
+                await self.close(code=FORBIDDEN)
+                return
         self.follower = LiveFollower(session=kwargs.get("session", ""), invocation_id=invocation_id)
         self.group = invocation_group(invocation_id) if invocation_id else ALL_INVOCATIONS_GROUP
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -45,16 +70,25 @@ class InvocationLiveConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=self.follower.on_stored(stored))
 
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(self.group, self.channel_name)
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Nothing to receive: the view is read-only."""
 
+    def _visible(self, message: dict[str, Any]) -> bool:
+        tenant = (message.get("context") or {}).get("tenant_id", "")
+        return self.viewer.may_see(tenant)
+
     async def invocation_event(self, message: dict[str, Any]) -> None:
+        if not self._visible(message):
+            return
         if html := self.follower.on_event(message):
             await self.send(text_data=html)
 
     async def invocation_state(self, message: dict[str, Any]) -> None:
+        if not self._visible(message):
+            return
         html, send_stored = self.follower.on_state(message)
         if send_stored and (stored := await _finished_invocation(message["invocation_id"])) is not None:
             html += self.follower.on_stored(stored)
@@ -72,6 +106,9 @@ class WorkersConsumer(AsyncWebsocketConsumer):
     """``/ws/workers/``: every supervisor's workers, from the relay (started by the first viewer)."""
 
     async def connect(self) -> None:
+        if await _viewer(self.scope.get("user")) is None:
+            await self.close(code=NOT_LOGGED_IN)
+            return
         await self.channel_layer.group_add(workers_relay.WORKERS_GROUP, self.channel_name)
         await self.accept()
         relay = await workers_relay.relay_join()
@@ -83,6 +120,8 @@ class WorkersConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:
+        if not getattr(self, "joined", False):
+            return
         await self.channel_layer.group_discard(workers_relay.WORKERS_GROUP, self.channel_name)
         if getattr(self, "joined", False):
             await workers_relay.relay_leave()

@@ -76,11 +76,13 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 1) if values else None
 
 
-def timing_medians() -> list[TimingRow]:
-    """Median phase timings per plugin and backend, over recent successful invocations."""
+def timing_medians(*, tenant: str | None = None) -> list[TimingRow]:
+    """Median phase timings per plugin and backend, over recent successful invocations (of ``tenant``)."""
     fields = ["plugin_name", "runtime", "backend", *(f"{p}_ms" for p in (*TIMING_PHASES, "total"))]
     rows = (
-        Invocation.objects.filter(status=Status.SUCCEEDED, total_ms__isnull=False)
+        Invocation.objects.filter(
+            status=Status.SUCCEEDED, total_ms__isnull=False, **({"tenant_id": tenant} if tenant else {})
+        )
         .order_by("-created_at")
         .values(*fields)[:TIMINGS_WINDOW]
     )

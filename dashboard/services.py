@@ -17,8 +17,7 @@ from dashboard.schema_forms import errors_by_field
 from dashboard.traces import timing_segments
 from platform_core.gateway.execution import Outcome, invocation_execute
 from platform_core.invocations.services import Caller
-
-DASHBOARD_TENANT = "default"
+from platform_core.tenancy.services import Viewer
 
 
 @dataclass
@@ -59,16 +58,17 @@ def run_result(outcome: Outcome, *, field_names: list[str], plugin_field: str = 
     return run
 
 
-async def plugin_run(*, name: str, arguments: Any, session_id: str, user_id: str, path: str) -> Outcome:
-    """Run plugin ``name`` (name or operation alias) for the dashboard's tenant.
+async def plugin_run(*, name: str, arguments: Any, session_id: str, viewer: Viewer, path: str) -> Outcome:
+    """Run plugin ``name`` (name or operation alias) as the logged-in user, for their tenant.
 
     ``session_id`` is the browser tab's: its live view follows the invocations that carry it.
     Shielded like the API: a browser that goes away does not cut the invocation short.
     """
     body = json.dumps(arguments).encode()
     caller = Caller(
-        tenant_id=DASHBOARD_TENANT,
-        user_id=user_id[:100] or "anonymous",
+        tenant_id=viewer.tenant,
+        user_id=viewer.user[:100],
+        is_staff=viewer.is_staff,
         session_id=session_id[:100],
         request_id=str(uuid.uuid4()),
     )

@@ -6,9 +6,12 @@ A page renders its fragments in place; the same fragment alone answers an htmx r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
+from asgiref.sync import sync_to_async
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
@@ -23,6 +26,7 @@ from dashboard.workers_relay import STATES, board_from_listing, state_counts
 from platform_core.gateway import runtime_client
 from platform_core.invocations.models import Status
 from platform_core.registry.models import PluginSpec
+from platform_core.tenancy.services import Viewer, viewer_for
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -41,9 +45,19 @@ def _calculator_fields() -> list[FormField]:
     ]
 
 
-async def _user_id(request: HttpRequest) -> str:
-    user = await request.auser()
-    return user.get_username() if user.is_authenticated else "anonymous"
+async def _viewer(request: HttpRequest) -> Viewer:
+    """The logged-in user's tenant view (every dashboard URL requires a login, see urls.py)."""
+    viewer = await sync_to_async(viewer_for)(await request.auser())
+    if viewer is None:  # login_required let it through: cannot happen, but never run as nobody
+        raise PermissionDenied("log in first")
+    return viewer
+
+
+def _viewer_sync(request: HttpRequest) -> Viewer:
+    viewer = viewer_for(request.user)
+    if viewer is None:
+        raise PermissionDenied("log in first")
+    return viewer
 
 
 def _session(request: HttpRequest) -> str:
@@ -71,7 +85,7 @@ async def calculator_run(request: HtmxHttpRequest) -> HttpResponse:
     arguments, _ = arguments_from_post(fields, request.POST)
     session = _session(request)
     outcome = await services.plugin_run(
-        name=operation, arguments=arguments, session_id=session, user_id=await _user_id(request), path="/run"
+        name=operation, arguments=arguments, session_id=session, viewer=await _viewer(request), path="/run"
     )
     run = services.run_result(outcome, field_names=["operation", *(f.name for f in fields)], plugin_field="operation")
     for form_field in fields:
@@ -104,6 +118,9 @@ async def workers(request: HttpRequest) -> HttpResponse:
 def history(request: HtmxHttpRequest) -> HttpResponse:
     form = HistoryFilterForm(request.GET or None)
     filters = form.filters() if form.is_bound else selectors.HistoryFilters()
+    viewer = _viewer_sync(request)
+    if not viewer.is_staff:  # a tenant's user sees only its tenant, whatever the filter says
+        filters = dataclasses.replace(filters, tenant=viewer.tenant)
     page = selectors.history_page(filters=filters, page=request.GET.get("page"))
     rows = [{"invocation": i, "segments": timing_segments(invocation_timings(i))} for i in page]
     query = request.GET.copy()
@@ -123,7 +140,7 @@ def history(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def invocation(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
     found = selectors.invocation_detail(invocation_id=str(invocation_id))
-    if found is None:
+    if found is None or not _viewer_sync(request).may_see(found.tenant_id):
         raise Http404("no such invocation")
     timings = invocation_timings(found)
     context = {
@@ -143,7 +160,7 @@ def invocation(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
 @require_GET
 def timings(request: HttpRequest) -> HttpResponse:
     context = {
-        "rows": selectors.timing_medians(),
+        "rows": selectors.timing_medians(tenant=None if (v := _viewer_sync(request)).is_staff else v.tenant),
         "window": selectors.TIMINGS_WINDOW,
         "seed": selectors.SEED_TIMINGS,
         "seed_totals": selectors.SEED_TOTALS,
@@ -191,7 +208,7 @@ async def plugin_run(request: HtmxHttpRequest, name: str) -> HttpResponse:
             name=spec.name,
             arguments=arguments,
             session_id=session,
-            user_id=await _user_id(request),
+            viewer=await _viewer(request),
             path=f"/plugins/{spec.name}/run",
         )
         run = services.run_result(outcome, field_names=[f.name for f in fields])

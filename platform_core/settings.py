@@ -4,6 +4,7 @@ Embedded defaults run on a laptop: SQLite, the in-memory channel layer, the ``pr
 worker backend, everything on loopback. See README.md, "Configuration".
 """
 
+import os
 from pathlib import Path
 
 from platform_core.env import (
@@ -73,6 +74,9 @@ TEMPLATES = [
     },
 ]
 ASGI_APPLICATION = "platform_core.asgi.application"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
 WSGI_APPLICATION = None
 
 DATABASES = {
@@ -87,7 +91,8 @@ DATABASES = {
         },
         # A file, not Django's shared-cache in-memory default: the history is written from its own
         # thread, and shared-cache SQLite fails ("table is locked") where a file database waits.
-        "TEST": {"NAME": str(VAR_DIR / "test-platform.sqlite3")},
+        # Per process: test runs side by side must not share (and destroy) one test database.
+        "TEST": {"NAME": str(VAR_DIR / f"test-platform-{os.getpid()}.sqlite3")},
     }
 }
 # Production: PostgreSQL (DATABASE_URL=postgres://..., or DATABASE_URL_FILE); docs/DEPLOYMENT.md.
@@ -140,6 +145,11 @@ PLATFORM_REGISTRY_CACHE_TTL_S = env_float("REGISTRY_CACHE_TTL_S", 1.0)
 PLATFORM_MAX_LOG_BYTES = env_int("MAX_LOG_BYTES", 64 * 1024, minimum=1024)
 # Bound on a plugin's result (bytes of JSON).
 PLATFORM_MAX_RESULT_BYTES = env_int("MAX_RESULT_BYTES", 8 * 1024 * 1024, minimum=1024)
+# Deepest JSON nesting accepted in a request body (arrays and objects); deeper: 400.
+PLATFORM_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 64, minimum=1)
+# Which gateway this process is, across restarts (default: the host name; `manage.py rungateway`
+# sets HOST:PORT): at start it marks what its earlier life left running as interrupted.
+PLATFORM_GATEWAY_INSTANCE = env_str("GATEWAY_INSTANCE_ID", "")
 
 LOGGING = {
     "version": 1,
@@ -158,3 +168,5 @@ PLATFORM_SUPERVISOR_MAX_WORKERS = env_int("SUPERVISOR_MAX_WORKERS", 32, minimum=
 PLATFORM_SOCKET_ROOT = env_str("SUPERVISOR_SOCKET_ROOT", "/tmp/ppp")
 PLATFORM_WORKER_READY_TIMEOUT_S = env_float("WORKER_READY_TIMEOUT_S", 15.0)
 PLATFORM_WORKER_STOP_GRACE_S = env_float("WORKER_STOP_GRACE_S", 2.0)
+# Fork Python workers from a pre-imported template process (saves interpreter start + import grpc).
+PLATFORM_PYTHON_WORKER_ZYGOTE = env_bool("PYTHON_WORKER_ZYGOTE", True)

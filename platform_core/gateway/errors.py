@@ -73,6 +73,18 @@ class WorkerLost(GatewayError):
     http_status, code, status = 502, "worker_lost", Status.FAILED
 
 
+class MemoryLimitExceeded(GatewayError):
+    """502: the worker ran out of its memory limit (killed by the OOM killer, or MemoryError)."""
+
+    http_status, code, status = 502, "memory_limit_exceeded", Status.FAILED
+
+
+class CpuLimitExceeded(GatewayError):
+    """502: the worker used up its CPU time limit and was stopped (SIGXCPU)."""
+
+    http_status, code, status = 502, "cpu_limit_exceeded", Status.FAILED
+
+
 class InvalidOutput(GatewayError):
     """502: the plugin's result is not JSON, too large, or breaks its output schema."""
 

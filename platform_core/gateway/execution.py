@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from django.conf import settings
 
-from platform_core.gateway import errors
+from platform_core.gateway import errors, instance
 from platform_core.gateway.runtime_client import ReleaseReport, WorkerLease, worker_allocate, worker_release
 from platform_core.gateway.schemas import schema_errors
 from platform_core.invocations.models import Participant as P
@@ -100,10 +100,39 @@ worker_channels = _WorkerChannels()
 def _parse_arguments(body: bytes) -> Any:
     if not body.strip():
         raise errors.InvalidInput("request body is empty; send a JSON object")
+    limit = settings.PLATFORM_MAX_JSON_DEPTH
+    too_deep = errors.InvalidInput(f"request body is nested deeper than {limit} levels (API_MAX_JSON_DEPTH)")
     try:
-        return json.loads(body)
+        document = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise errors.InvalidInput(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # deeper than the parser's own recursion limit (~1000)
+        raise too_deep from None
+    # Fewer brackets than the limit cannot nest deeper than it: most bodies skip the walk.
+    if body.count(b"[") + body.count(b"{") > limit and json_depth(document, limit) > limit:
+        raise too_deep
+    return document
+
+
+def json_depth(document: Any, limit: int) -> int:
+    """How deep arrays and objects nest in ``document`` (a scalar: 0), counted up to ``limit`` + 1.
+
+    Iterative, so that a document nested deeper than Python's recursion limit cannot break it.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, list):
+            continue
+        depth += 1
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((item, depth) for item in value)
+    return deepest
 
 
 async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_line: str) -> Outcome:
@@ -151,7 +180,13 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
         )
         # Written while the worker is allocated; awaited before the final write.
         started = asyncio.ensure_future(
-            invocation_start(invocation_id=invocation_id, plugin=plugin, caller=caller, arguments=arguments)
+            invocation_start(
+                invocation_id=invocation_id,
+                plugin=plugin,
+                caller=caller,
+                arguments=arguments,
+                gateway_instance=instance.INSTANCE_ID,
+            )
         )
         trace.publish_state({"status": Status.RUNNING, "plugin": plugin.name})
 
@@ -166,10 +201,10 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
             report = await worker_release(lease=lease, reason="timeout", trace=trace, force=True)
             raise
         except errors.GatewayError as exc:
-            # A plugin that reported a failure is healthy; a lost or garbled worker is not reused.
-            suspect = isinstance(exc, errors.WorkerLost | errors.InvalidOutput)
+            # A plugin that reported a failure is healthy; a lost, garbled or starved worker is not reused.
+            suspect = isinstance(exc, errors.WorkerLost | errors.InvalidOutput) or exc.code == OUT_OF_MEMORY
             report = await worker_release(lease=lease, reason=exc.code, trace=trace, retire=suspect)
-            raise
+            raise _explained(exc, report, plugin) from None
         except BaseException:  # cancelled or a bug: the worker must not outlive the request
             report = await worker_release(lease=lease, reason="aborted", trace=trace, force=True)
             raise
@@ -221,6 +256,34 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
     return outcome
 
 
+# PPP Failed code of the Python SDK for a MemoryError (a worker at its address-space rlimit).
+OUT_OF_MEMORY = "out_of_memory"
+
+
+def _explained(exc: errors.GatewayError, report: ReleaseReport, plugin) -> errors.GatewayError:
+    """The error the client gets, once the supervisor has said how the worker ended.
+
+    A lost worker says little by itself (its connection broke); the supervisor knows whether it
+    was killed at its memory limit, ran out of CPU time, crashed, or went away with its
+    supervisor. A plugin that ran out of memory (MemoryError) is named the same way.
+    """
+    memory = f"worker exceeded its memory limit ({plugin.memory_mb} MB)"
+    if exc.code == OUT_OF_MEMORY or report.exit_cause == "memory_limit":
+        return errors.MemoryLimitExceeded(f"{memory}: {exc.message}" if exc.code == OUT_OF_MEMORY else memory)
+    if not isinstance(exc, errors.WorkerLost):
+        return exc
+    if report.exit_cause == "cpu_time_limit":
+        return errors.CpuLimitExceeded(report.exit_detail)
+    if report.exit_cause:
+        return errors.WorkerLost(f"{exc.message}: {report.exit_detail}")
+    if report.supervisor_lost:
+        return errors.SupervisorUnavailable(
+            f"{exc.message}; its {plugin.runtime} runtime supervisor went away too (the worker died with it): "
+            "retry once it is back"
+        )
+    return exc
+
+
 async def _ppp_session(
     lease: WorkerLease, plugin, arguments: Any, caller: Caller, trace: Trace, worker_log: _WorkerLog
 ) -> Any:
@@ -261,6 +324,8 @@ async def _ppp_session(
         raise errors.InvocationTimeout(f"{plugin.name} did not finish within {plugin.timeout_s:g} s") from None
     except grpc.aio.AioRpcError as exc:
         trace.add(P.WORKER, P.GATEWAY, "worker_lost", 5, f"{exc.code().name}: {exc.details()}")
+        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # one message over the channel's 16 MiB limit
+            raise errors.InvalidOutput(f"the worker sent a message larger than gRPC allows ({exc.details()})") from None
         raise errors.WorkerLost(
             f"connection to worker {lease.worker_id} lost: {exc.code().name.lower()} ({exc.details()})"
         ) from None
@@ -297,7 +362,7 @@ async def _invoke_stream(stub, plugin, arguments, context, caller: Caller, trace
         elif kind == "result_chunk":
             size += len(message.result_chunk.data)
             if size > settings.PLATFORM_MAX_RESULT_BYTES:
-                raise errors.InvalidOutput(f"result exceeds {settings.PLATFORM_MAX_RESULT_BYTES} bytes")
+                raise _result_too_large()
             chunks.append(message.result_chunk.data)
         elif kind == "completed":
             output_bytes = b"".join(chunks) + message.completed.output
@@ -313,9 +378,14 @@ async def _invoke_stream(stub, plugin, arguments, context, caller: Caller, trace
     raise errors.WorkerLost("the worker ended its stream without a result")
 
 
+def _result_too_large() -> errors.InvalidOutput:
+    limit = settings.PLATFORM_MAX_RESULT_BYTES
+    return errors.InvalidOutput(f"the plugin's result is larger than {limit} bytes (MAX_RESULT_BYTES); it was dropped")
+
+
 def _validated_output(plugin, output_bytes: bytes, trace: Trace) -> Any:
     if len(output_bytes) > settings.PLATFORM_MAX_RESULT_BYTES:
-        raise errors.InvalidOutput(f"result exceeds {settings.PLATFORM_MAX_RESULT_BYTES} bytes")
+        raise _result_too_large()
     try:
         output = json.loads(output_bytes)
     except (UnicodeDecodeError, ValueError) as exc:

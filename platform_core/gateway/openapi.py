@@ -18,10 +18,16 @@ def _error(description: str, retry: bool = False) -> dict[str, Any]:
     return response
 
 
+UNAUTHENTICATED = {"401": _error("Missing, unknown or revoked API key (Authorization: Bearer ...)")}
+
 INVOKE_ERRORS = {
-    "400": _error("Malformed JSON, or arguments that break the plugin's input schema"),
+    "400": _error(
+        "Malformed JSON (or nested deeper than API_MAX_JSON_DEPTH), or arguments that break the input schema"
+    ),
+    **UNAUTHENTICATED,
     "404": _error("No such plugin or operation"),
     "413": _error("Request body too large"),
+    "429": _error("The caller's tenant is over its rate or concurrency limit", retry=True),
     "502": _error("The plugin failed, its worker crashed or could not start, or its result was invalid"),
     "503": _error("No supervisor for the plugin's runtime, or no free worker", retry=True),
     "504": _error("The plugin or its worker's start-up took too long"),
@@ -93,7 +99,8 @@ def openapi_document() -> dict[str, Any]:
                                     }
                                 }
                             },
-                        }
+                        },
+                        **UNAUTHENTICATED,
                     },
                 }
             },
@@ -108,6 +115,7 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Plugin"}}},
                         },
                         "404": _error("No such plugin"),
+                        **UNAUTHENTICATED,
                     },
                 }
             },
@@ -135,7 +143,7 @@ def openapi_document() -> dict[str, Any]:
                         {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(Status.values)}},
                         {"name": "tenant", "in": "query", "schema": {"type": "string"}},
                         {"name": "worker", "in": "query", "schema": {"type": "string"}},
-                        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10**9}},
                         {
                             "name": "page_size",
                             "in": "query",
@@ -150,6 +158,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                         "400": _error("Bad filter or page parameter"),
+                        **UNAUTHENTICATED,
                     },
                 }
             },
@@ -166,6 +175,7 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Invocation"}}},
                         },
                         "404": _error("No such invocation"),
+                        **UNAUTHENTICATED,
                     },
                 }
             },
@@ -177,7 +187,8 @@ def openapi_document() -> dict[str, Any]:
                         "200": {
                             "description": "Supervisors and their workers",
                             "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
+                        },
+                        **UNAUTHENTICATED,
                     },
                 }
             },

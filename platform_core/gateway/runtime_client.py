@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import grpc
 from django.conf import settings
 
-from platform_core.gateway import errors
+from platform_core.gateway import errors, instance
 from platform_core.gateway.supervisor_choice import capacity_view
 from platform_core.invocations.models import Participant as P
 from platform_core.invocations.services import Caller
@@ -59,6 +59,16 @@ class ReleaseReport:
     exit_code: int = 0
     # The worker is gone (ephemeral, retired, or the supervisor could not be asked).
     removed: bool = True
+    # Why the worker ended on its own, if it did (ExitCause: "memory_limit", ...; a sentence).
+    exit_cause: str = ""
+    exit_detail: str = ""
+    # The supervisor did not answer (UNAVAILABLE): it went away, and its workers with it.
+    supervisor_lost: bool = False
+
+
+def _owner() -> sup_pb2.LeaseOwner:
+    """This gateway process, as the holder of the workers it allocates (ReclaimLeases)."""
+    return sup_pb2.LeaseOwner(instance_id=instance.INSTANCE_ID, started_at_unix_nanos=instance.STARTED_NS)
 
 
 _stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, sup_grpc.RuntimeSupervisorStub]] = (
@@ -124,6 +134,7 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
             request_id=caller.request_id,
         ),
         timeout_ms=int(timeout_s * 1000),
+        owner=_owner(),
     )
     default_max = settings.PLATFORM_SUPERVISOR_MAX_WORKERS
     candidates = capacity_view.order(addresses, default_max_workers=default_max)
@@ -242,11 +253,13 @@ async def worker_release(
     try:
         if force:
             response = await stub.CancelAllocation(
-                sup_pb2.CancelAllocationRequest(worker_id=lease.worker_id, reason=reason), timeout=timeout
+                sup_pb2.CancelAllocationRequest(worker_id=lease.worker_id, reason=reason, owner=_owner()),
+                timeout=timeout,
             )
         else:
             response = await stub.ReleaseWorker(
-                sup_pb2.ReleaseWorkerRequest(worker_id=lease.worker_id, reason=reason, retire=retire), timeout=timeout
+                sup_pb2.ReleaseWorkerRequest(worker_id=lease.worker_id, reason=reason, retire=retire, owner=_owner()),
+                timeout=timeout,
             )
     except grpc.aio.AioRpcError as exc:
         trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, "release_failed", 6, f"{exc.code().name}: {exc.details()}")
@@ -254,14 +267,37 @@ async def worker_release(
             capacity_view.mark_down(
                 lease.supervisor, reason=exc.details() or "", down_s=settings.PLATFORM_SUPERVISOR_DOWN_S
             )
-        return ReleaseReport()
+        return ReleaseReport(supervisor_lost=exc.code() == grpc.StatusCode.UNAVAILABLE)
     finally:
         capacity_view.lease_ended(lease.supervisor)
     _record_events(trace, list(response.events), 6)
     trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, f"{kind}_response", 6, f"{call}Response(exit code {response.exit_code})")
     trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "cancelled" if force else "released", 6, "Success")
     removed = any(event.state == sup_pb2.REMOVED for event in response.events)
-    return ReleaseReport(response.output, response.output_truncated, response.exit_code, removed)
+    cause = response.exit_cause
+    return ReleaseReport(
+        response.output, response.output_truncated, response.exit_code, removed, cause.kind, cause.detail
+    )
+
+
+async def leases_reclaim(*, instance_id: str, started_before_ns: int, reason: str) -> dict[str, list[str] | str]:
+    """Ask every configured supervisor to take back the workers that earlier lives of gateway
+    ``instance_id`` still hold; per supervisor address, the reclaimed worker ids or why not."""
+
+    async def ask(address: str) -> list[str] | str:
+        try:
+            reply = await _stub(address).ReclaimLeases(
+                sup_pb2.ReclaimLeasesRequest(
+                    instance_id=instance_id, started_before_unix_nanos=started_before_ns, reason=reason
+                ),
+                timeout=settings.PLATFORM_SUPERVISOR_CALL_TIMEOUT_S + settings.PLATFORM_WORKER_STOP_GRACE_S,
+            )
+        except grpc.aio.AioRpcError as exc:
+            return f"{exc.code().name}: {exc.details()}"
+        return list(reply.worker_ids)
+
+    addresses = [address for addresses in settings.PLATFORM_SUPERVISORS.values() for address in addresses]
+    return dict(zip(addresses, await asyncio.gather(*(ask(a) for a in addresses)), strict=True))
 
 
 async def workers_list() -> list[dict]:

@@ -51,6 +51,9 @@ class Invocation(models.Model):
     worker_log_truncated = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The gateway instance that ran it: a gateway that restarts marks what it left running as
+    # interrupted, and only that (other gateway processes may still be running theirs).
+    gateway_instance = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

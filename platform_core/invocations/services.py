@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from platform_core.invocations.models import Invocation, InvocationEvent, Status
+from platform_core.invocations.models import Invocation, InvocationEvent, Participant, Status
 from platform_core.invocations.timings import phase_timings
 from platform_core.invocations.trace import TraceEvent
 from platform_core.invocations.writer import record_writer
@@ -36,11 +37,14 @@ def _plugin_still_there(plugin: Any) -> Any:
     return None
 
 
-async def invocation_start(*, invocation_id: str, plugin: Any, caller: Caller, arguments: Any) -> Invocation:
+async def invocation_start(
+    *, invocation_id: str, plugin: Any, caller: Caller, arguments: Any, gateway_instance: str = ""
+) -> Invocation:
     """Record an accepted invocation as running, before any worker is asked for."""
     return await record_writer.write(
         lambda: Invocation.objects.create(
             id=invocation_id,
+            gateway_instance=gateway_instance,
             plugin=_plugin_still_there(plugin),
             plugin_name=plugin.name,
             runtime=plugin.runtime,
@@ -125,3 +129,36 @@ async def invocation_finish(
 ) -> dict[str, float | None]:
     """Store the final state and the whole trace in one transaction; the phase timings."""
     return await record_writer.write(lambda: _finish(invocation_id, caller, finish, events))
+
+
+def invocations_interrupt(*, gateway_instance: str, started_before: datetime) -> list[str]:
+    """Mark what an earlier life of ``gateway_instance`` left running as interrupted; their ids.
+
+    Only rows of that instance created before ``started_before`` (the start of the life that
+    recovers them): another gateway process's invocations may well still be running.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        left = list(
+            Invocation.objects.select_for_update()
+            .filter(status=Status.RUNNING, gateway_instance=gateway_instance, created_at__lt=started_before)
+            .values_list("id", "created_at")
+        )
+        message = f"the gateway ({gateway_instance}) stopped before this invocation finished"
+        Invocation.objects.filter(id__in=[i for i, _ in left]).update(
+            status=Status.INTERRUPTED, error_code="interrupted", error_message=message, finished_at=now
+        )
+        InvocationEvent.objects.bulk_create(
+            InvocationEvent(
+                invocation_id=invocation_id,
+                seq=1,
+                source=Participant.GATEWAY,
+                target=Participant.CLIENT,
+                kind="interrupted",
+                phase=7,
+                detail=f"{message}; marked when it started again",
+                offset_ms=(now - created_at).total_seconds() * 1000,
+            )
+            for invocation_id, created_at in left
+        )
+    return [str(i) for i, _ in left]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Q
 
+from platform_core.db import reconnecting
 from platform_core.registry.models import PluginSpec
 
 # Registry lookups are on every request's path, so they are cached per process. An edit in
@@ -19,13 +21,18 @@ def registry_cache_clear() -> None:
     _cache.clear()
 
 
+@reconnecting  # runs on the invocation edge's sync thread (platform_core/db.py)
+def _enabled_plugin(name: str) -> PluginSpec | None:
+    return PluginSpec.objects.filter(Q(name=name) | Q(operation=name), enabled=True).first()
+
+
 async def plugin_get(*, name: str) -> PluginSpec | None:
     """The enabled plugin called ``name`` (primitive name or operation alias), or None."""
     now = time.monotonic()
     hit = _cache.get(name)
     if hit is not None and hit[0] > now:
         return hit[1]
-    plugin = await PluginSpec.objects.filter(Q(name=name) | Q(operation=name), enabled=True).afirst()
+    plugin = await sync_to_async(_enabled_plugin)(name)
     if len(_cache) > 1000:  # unknown names must not grow it without bound
         _cache.clear()
     _cache[name] = (now + settings.PLATFORM_REGISTRY_CACHE_TTL_S, plugin)

@@ -8,7 +8,7 @@ import grpc
 
 from platform_core.rpc import sup_grpc, sup_pb2
 from platform_core.supervisor import service
-from platform_core.supervisor.model import Event, Limits, PluginRef, PoolSpec, Worker
+from platform_core.supervisor.model import Event, ExitCause, LeaseOwner, Limits, PluginRef, PoolSpec, Worker
 
 _STATUS = {
     service.CapacityExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -53,6 +53,17 @@ def plugin_ref(message: sup_pb2.PluginRef) -> PluginRef:
     )
 
 
+def lease_owner(request) -> LeaseOwner | None:
+    """The ``owner`` of a request, if it names one."""
+    if not request.HasField("owner") or not request.owner.instance_id:
+        return None
+    return (request.owner.instance_id, request.owner.started_at_unix_nanos)
+
+
+def _cause(cause: ExitCause | None) -> sup_pb2.ExitCause | None:
+    return None if cause is None else sup_pb2.ExitCause(kind=cause.kind, detail=cause.detail)
+
+
 def event_message(event: Event, supervisor: service.Supervisor) -> sup_pb2.WorkerEvent:
     return sup_pb2.WorkerEvent(
         worker_id=event.worker_id,
@@ -89,7 +100,9 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
     async def AllocateWorker(self, request, context):
         try:
             worker, events, warm = await self.supervisor.allocate(
-                plugin_ref(request.plugin), timeout_s=request.timeout_ms / 1000 if request.timeout_ms else None
+                plugin_ref(request.plugin),
+                timeout_s=request.timeout_ms / 1000 if request.timeout_ms else None,
+                owner=lease_owner(request),
             )
         except service.SupervisorError as exc:
             await self._abort(context, exc)
@@ -97,7 +110,9 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
 
     async def ReleaseWorker(self, request, context):
         try:
-            outcome = await self.supervisor.release(request.worker_id, reason=request.reason, retire=request.retire)
+            outcome = await self.supervisor.release(
+                request.worker_id, reason=request.reason, retire=request.retire, owner=lease_owner(request)
+            )
         except service.SupervisorError as exc:
             await self._abort(context, exc)
         return sup_pb2.ReleaseWorkerResponse(
@@ -105,11 +120,12 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             output=outcome.output,
             output_truncated=outcome.output_truncated,
             exit_code=outcome.exit_code,
+            exit_cause=_cause(outcome.exit_cause),
         )
 
     async def CancelAllocation(self, request, context):
         try:
-            outcome = await self.supervisor.cancel(request.worker_id, reason=request.reason)
+            outcome = await self.supervisor.cancel(request.worker_id, reason=request.reason, owner=lease_owner(request))
         except service.SupervisorError as exc:
             await self._abort(context, exc)
         return sup_pb2.CancelAllocationResponse(
@@ -117,7 +133,14 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             output=outcome.output,
             output_truncated=outcome.output_truncated,
             exit_code=outcome.exit_code,
+            exit_cause=_cause(outcome.exit_cause),
         )
+
+    async def ReclaimLeases(self, request, context):
+        worker_ids, events = await self.supervisor.reclaim(
+            request.instance_id, started_before_ns=request.started_before_unix_nanos, reason=request.reason
+        )
+        return sup_pb2.ReclaimLeasesResponse(worker_ids=worker_ids, events=self._events(events))
 
     async def ListWorkers(self, request, context):
         supervisor = self.supervisor

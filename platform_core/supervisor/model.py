@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,20 @@ class PluginRef:
 
 
 @dataclass(frozen=True)
+class ExitCause:
+    """Why a worker ended on its own, before the supervisor stopped it."""
+
+    # memory_limit, cpu_time_limit, killed (a signal nobody on the platform sent), crashed, exited
+    kind: str
+    # For people: "worker exceeded its memory limit (256 MB) and was killed".
+    detail: str
+
+
+# (gateway instance id, start of that gateway's life in Unix nanoseconds): who holds a lease.
+LeaseOwner = tuple[str, int]
+
+
+@dataclass(frozen=True)
 class Event:
     worker_id: str
     state: State
@@ -119,6 +134,10 @@ class Worker:
     idle_since: float = 0.0
     retiring: bool = False
     output_mark: int = 0
+    # Who holds the worker now: one count per allocation not yet given back (ReclaimLeases).
+    leases: Counter[LeaseOwner] = field(default_factory=Counter)
+    # It exited before anyone asked it to (crash, kill at a limit): its exit code is its own.
+    exited_unasked: bool = False
 
     @property
     def alive(self) -> bool:

@@ -16,7 +16,16 @@ import grpc
 
 from platform_core.rpc import FAST_CHANNEL_OPTIONS, ppp_grpc, ppp_pb2
 from platform_core.supervisor.backends import WorkerBackend, WorkerStartError
-from platform_core.supervisor.model import BoundedOutput, Event, PluginRef, PoolSpec, State, Worker
+from platform_core.supervisor.model import (
+    BoundedOutput,
+    Event,
+    ExitCause,
+    LeaseOwner,
+    PluginRef,
+    PoolSpec,
+    State,
+    Worker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,8 @@ class Outcome:
     output: str = ""
     output_truncated: bool = False
     exit_code: int = 0
+    # Set when the worker ended on its own (killed at a limit, crashed) before it was stopped.
+    exit_cause: ExitCause | None = None
 
 
 @dataclass
@@ -173,7 +184,9 @@ class Supervisor:
     def _free_slots(self) -> int:
         return self.max_workers - len(self.workers)
 
-    async def allocate(self, plugin: PluginRef, *, timeout_s: float | None = None) -> tuple[Worker, list[Event], bool]:
+    async def allocate(
+        self, plugin: PluginRef, *, timeout_s: float | None = None, owner: LeaseOwner | None = None
+    ) -> tuple[Worker, list[Event], bool]:
         """A ready worker for ``plugin``: (worker, lifecycle events of this allocation, warm).
 
         Ephemeral plugins get a fresh worker. Pooled plugins get an idle warm worker, else a new
@@ -182,13 +195,18 @@ class Supervisor:
         """
         backend_name, backend = self._backend_for(plugin)
         if plugin.pool is not None:
-            return await self._allocate_pooled(plugin, backend_name, backend, timeout_s)
+            worker, events, warm = await self._allocate_pooled(plugin, backend_name, backend, timeout_s)
+            if owner is not None:
+                worker.leases[owner] += 1
+            return worker, events, warm
         if self._free_slots() <= 0:
             raise CapacityExhausted(
                 f"all {self.max_workers} worker slots of supervisor {self.supervisor_id} are in use"
             )
         collector = _Collector()
         worker = await self._start_worker(plugin, backend_name, backend, collector, timeout_s)
+        if owner is not None:
+            worker.leases[owner] += 1
         self._emit(worker, State.EXECUTING, "handed to gateway", collector)
         return worker, collector.events, False
 
@@ -395,8 +413,24 @@ class Supervisor:
         """Notice a worker that dies on its own (crash, OOM kill) while in use."""
         code = await backend.wait(worker)
         worker.exit_code = code
-        if worker.state not in {State.RELEASING, State.STOPPING, State.REMOVED, State.FAILED}:
-            self._emit(worker, State.FAILED, f"worker exited unexpectedly with code {code}", None)
+        settled = {State.RELEASING, State.STOPPING, State.REMOVED, State.FAILED}
+        if worker.state not in settled:
+            worker.exited_unasked = True
+            cause = await self._exit_cause(worker, backend, code)
+            if worker.state not in settled:  # a release may have begun while the cause was looked up
+                detail = f"worker exited unexpectedly with code {code}" + (f": {cause.detail}" if cause else "")
+                self._emit(worker, State.FAILED, detail, None)
+
+    @staticmethod
+    async def _exit_cause(worker: Worker, backend: WorkerBackend, code: int) -> ExitCause | None:
+        """Why the worker ended on its own, if it did (backends without the method cannot tell)."""
+        if (exit_cause := getattr(backend, "exit_cause", None)) is None:
+            return None
+        try:
+            return await exit_cause(worker, code)
+        except Exception:
+            log.exception("cannot tell why %s exited", worker.worker_id)
+            return None
 
     # --- release --------------------------------------------------------------------------
 
@@ -406,13 +440,16 @@ class Supervisor:
         except KeyError:
             raise UnknownWorker(f"no worker {worker_id!r} on supervisor {self.supervisor_id}") from None
 
-    async def release(self, worker_id: str, *, reason: str = "", retire: bool = False) -> Outcome:
+    async def release(
+        self, worker_id: str, *, reason: str = "", retire: bool = False, owner: LeaseOwner | None = None
+    ) -> Outcome:
         """The gateway is done with the worker.
 
         Ephemeral: stop it gracefully and remove it. Pooled: back to its pool (or straight to
         the next caller in line), unless ``retire``, it died, or it reached ``max_uses``.
         """
         worker = self._get(worker_id)
+        self._drop_lease(worker, owner)
         collector = _Collector()
         if worker.pooled and (pool := self.pools.get(worker.plugin.pool_key)) is not None:
             return await self._release_pooled(pool, worker, reason, retire, collector)
@@ -436,16 +473,17 @@ class Supervisor:
             if worker.in_use == 0:
                 why = "caller saw it fail" if retire else f"used {worker.uses} times" if worker.retiring else "died"
                 outcome = await self._retire(pool, worker, why, collector)
-                return Outcome(outcome.events, output, cut, outcome.exit_code)
+                return Outcome(outcome.events, output, cut, outcome.exit_code, outcome.exit_cause)
             return Outcome(collector.events, output, cut, 0)  # the last user retires it
         if not self._hand_over(pool, worker) and worker.in_use == 0:
             worker.idle_since = time.monotonic()
             self._emit(worker, State.IDLE, f"back in pool after {worker.uses} use(s)", collector)
         return Outcome(collector.events, output, cut, 0)
 
-    async def cancel(self, worker_id: str, *, reason: str = "") -> Outcome:
+    async def cancel(self, worker_id: str, *, reason: str = "", owner: LeaseOwner | None = None) -> Outcome:
         """Abort: force-stop the worker now (timeouts, cancelled requests); never reused."""
         worker = self._get(worker_id)
+        self._drop_lease(worker, owner)
         collector = _Collector()
         if worker.pooled and (pool := self.pools.get(worker.plugin.pool_key)) is not None:
             with contextlib.suppress(ValueError):
@@ -474,8 +512,50 @@ class Supervisor:
         self.workers.pop(worker.worker_id, None)
         if monitor := worker.runtime_state.get("monitor"):
             monitor.cancel()
-        self._emit(worker, State.REMOVED, f"exit code {code}", collector)
-        return Outcome(collector.events, worker.output.text(), worker.output.truncated, code)
+        cause = await self._exit_cause(worker, backend, code) if code != -1 else None
+        self._emit(worker, State.REMOVED, f"exit code {code}" + (f" ({cause.detail})" if cause else ""), collector)
+        return Outcome(collector.events, worker.output.text(), worker.output.truncated, code, cause)
+
+    # --- leases of gateways that died -----------------------------------------------------
+
+    @staticmethod
+    def _drop_lease(worker: Worker, owner: LeaseOwner | None) -> None:
+        if owner is not None and worker.leases.get(owner, 0) > 0:
+            worker.leases[owner] -= 1
+            if not worker.leases[owner]:
+                del worker.leases[owner]
+
+    async def reclaim(
+        self, instance_id: str, *, started_before_ns: int, reason: str = ""
+    ) -> tuple[list[str], list[Event]]:
+        """Take back every worker that earlier lives of gateway ``instance_id`` still hold;
+        (their ids, lifecycle events).
+
+        That gateway died mid-invocation and will never release them. Ephemeral workers are
+        stopped at once; pooled ones are retired (their dead lease may have left them
+        mid-invocation), now if nobody else uses them, else by their last live user.
+        """
+        why = reason or f"gateway {instance_id} restarted"
+        collector = _Collector()
+        reclaimed: list[Worker] = []
+        for worker in list(self.workers.values()):
+            dead = [o for o in worker.leases if o[0] == instance_id and o[1] < started_before_ns]
+            if not dead:
+                continue
+            held = sum(worker.leases.pop(owner) for owner in dead)
+            reclaimed.append(worker)
+            pool = self.pools.get(worker.plugin.pool_key) if worker.pooled else None
+            if pool is None:
+                outcome = await self.cancel(worker.worker_id, reason=f"lease reclaimed: {why}")
+                collector.events += outcome.events
+                continue
+            worker.in_use = max(0, worker.in_use - held)
+            worker.retiring = True
+            if worker.in_use == 0:
+                await self._retire(pool, worker, f"lease reclaimed: {why}", collector)
+        if reclaimed:
+            log.warning("reclaimed %d worker(s) from dead gateway %s", len(reclaimed), instance_id)
+        return [w.worker_id for w in reclaimed], collector.events
 
     # --- life of the supervisor -----------------------------------------------------------
 
@@ -486,6 +566,11 @@ class Supervisor:
             reaped += await backend.reap_orphans()
         if reaped:
             log.warning("removed %d orphan worker(s) of an earlier life of %s", reaped, self.supervisor_id)
+        # After reaping: what a backend starts for itself (the process backend's Python zygote)
+        # would otherwise be taken for an orphan.
+        for backend in self.backends.values():
+            if (prepare := getattr(backend, "prepare", None)) is not None:
+                prepare(self.runtime)
         return reaped
 
     async def shutdown(self) -> None:
@@ -503,6 +588,12 @@ class Supervisor:
             ),
             return_exceptions=True,
         )
+        for backend in self.backends.values():
+            if (close := getattr(backend, "close", None)) is not None:
+                try:
+                    await close()
+                except Exception:
+                    log.exception("closing the %s backend failed", backend.name)
         for queue in list(self._watchers):
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)

@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 
-from platform_core.tenancy.models import ApiKey, Tenant
+from platform_core.tenancy.models import ApiKey, Tenant, TenantMember
 from platform_core.tenancy.services import api_key_create
 
 
@@ -38,3 +40,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # use the tenant action or `manage.py createapikey`: the key is shown once
+
+
+class TenantMemberInline(admin.StackedInline):
+    model = TenantMember
+    can_delete = True
+    verbose_name = "tenant (what this user runs and sees on the dashboard)"
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class PlatformUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, TenantMemberInline]

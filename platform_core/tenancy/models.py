@@ -43,3 +43,13 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant}: {self.name} (pp_{self.prefix}_…)"
+
+
+class TenantMember(models.Model):
+    """A dashboard user's tenant: what they run is that tenant's, and they see only its history."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, related_name="tenant_member", on_delete=models.CASCADE)
+    tenant = models.ForeignKey(Tenant, related_name="members", on_delete=models.CASCADE)
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.tenant}"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import transaction
 
+from platform_core.db import reconnecting
 from platform_core.tenancy.models import ApiKey, Tenant
 
 
@@ -48,6 +49,7 @@ def api_key_cache_clear() -> None:
     _cache.clear()
 
 
+@reconnecting  # runs on the invocation edge's sync thread (platform_core/db.py)
 def _load(prefix: str) -> tuple[KeyOwner | None, str]:
     row = ApiKey.objects.select_related("tenant", "user").filter(prefix=prefix, revoked=False).first()
     if row is None:
@@ -99,3 +101,26 @@ def api_key_owner(presented: str) -> KeyOwner | None:
     if owner is None or not hmac.compare_digest(key_hash, _hash(presented)):
         return None
     return owner
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """A logged-in dashboard user: the tenant they act for, and whether they see every tenant."""
+
+    tenant: str
+    user: str
+    is_staff: bool
+
+    def may_see(self, tenant: str) -> bool:
+        return self.is_staff or tenant == self.tenant
+
+
+def viewer_for(user) -> Viewer | None:
+    """The dashboard viewer of ``user`` (None when not logged in). Users without a tenant act for
+    tenant ``default``; staff users see every tenant."""
+    if user is None or not user.is_authenticated:
+        return None
+    from platform_core.tenancy.models import TenantMember
+
+    member = TenantMember.objects.select_related("tenant").filter(user=user).first()
+    return Viewer(member.tenant.slug if member else "default", user.get_username(), bool(user.is_staff))

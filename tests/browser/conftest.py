@@ -48,12 +48,24 @@ class ConsoleWatch:
         page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
 
 
+@pytest.fixture(scope="session")
+def dashboard_login(platform) -> tuple[str, str]:
+    platform.create_user("operator", "operator-password", staff=True)
+    return "operator", "operator-password"
+
+
 @pytest.fixture
-def page(browser, platform) -> Iterator:
+def page(browser, platform, dashboard_login) -> Iterator:
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=platform.url)
     page = context.new_page()
     page.set_default_timeout(20_000)
     watch = ConsoleWatch(page)
+    # Every dashboard page needs a login: through the real login form, as a person would.
+    page.goto("/accounts/login/")
+    page.fill("input[name=username]", dashboard_login[0])
+    page.fill("input[name=password]", dashboard_login[1])
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
     yield page
     context.close()
     assert not watch.problems, watch.problems

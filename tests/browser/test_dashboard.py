@@ -71,7 +71,7 @@ RECORD_STATES = """() => {
 
 
 def test_slow_count_moves_the_progress_bar_while_the_diagram_grows(page, browser, platform, screenshot):
-    board = browser.new_page(viewport={"width": 1400, "height": 1000})
+    board = page.context.new_page()  # the same logged-in session
     board.goto(platform.url + "/workers")
     board.wait_for_selector(LIVE)
     page.goto("/plugins/slow_count")

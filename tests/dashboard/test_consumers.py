@@ -7,6 +7,7 @@ import uuid
 
 import grpc
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
@@ -16,6 +17,7 @@ from platform_core.invocations.models import Participant as P
 from platform_core.invocations.trace import ALL_INVOCATIONS_GROUP, Trace, invocation_group
 from platform_core.supervisor.grpc_service import add_to_server
 from platform_core.supervisor.model import PluginRef
+from tests.dashboard.conftest import login_cookie
 from tests.supervisor.conftest import make_supervisor
 
 # Committed for real (the consumers read from their own threads); serialized_rollback restores
@@ -25,8 +27,10 @@ ORIGIN = [(b"origin", b"http://testserver"), (b"host", b"testserver")]
 SESSION = "dash-" + "1" * 32
 
 
-async def _connect(path: str) -> WebsocketCommunicator:
-    communicator = WebsocketCommunicator(application, path, headers=ORIGIN)
+async def _connect(path: str, cookie: bytes | None = None) -> WebsocketCommunicator:
+    """A logged-in connection (a staff user unless ``cookie`` says otherwise)."""
+    cookie = cookie or await database_sync_to_async(login_cookie)()
+    communicator = WebsocketCommunicator(application, path, headers=[*ORIGIN, (b"cookie", cookie)])
     connected, _ = await communicator.connect()
     assert connected
     return communicator
@@ -155,3 +159,37 @@ async def test_workers_board_follows_the_supervisors_and_shows_one_that_is_down(
             await communicator.disconnect()
         await supervisor.shutdown()
         await server.stop(0)
+
+
+async def test_anonymous_connections_are_refused():
+    communicator = WebsocketCommunicator(application, "/ws/live/", headers=ORIGIN)
+    connected, code = await communicator.connect()
+    assert not connected
+    assert code == 4401
+    workers = WebsocketCommunicator(application, "/ws/workers/", headers=ORIGIN)
+    assert (await workers.connect())[0] is False
+
+
+async def test_a_tenants_user_gets_only_its_tenants_events_and_invocations():
+    cookie = await database_sync_to_async(login_cookie)("alice", staff=False, tenant="acme")
+    theirs = await database_sync_to_async(Invocation.objects.create)(plugin_name="subtract_numbers", tenant_id="globex")
+    refused = WebsocketCommunicator(
+        application, f"/ws/invocations/{theirs.id}/", headers=[*ORIGIN, (b"cookie", cookie)]
+    )
+    connected, code = await refused.connect()
+    assert not connected
+    assert code == 4403
+
+    communicator = await _connect(f"/ws/live/{SESSION}/", cookie)
+    layer = get_channel_layer()
+    other = _event(str(uuid.uuid4()), 1, "request")
+    other["context"]["tenant_id"] = "globex"
+    mine = _event(str(uuid.uuid4()), 1, "request")
+    mine["context"]["tenant_id"] = "acme"
+    await layer.group_send(ALL_INVOCATIONS_GROUP, other)
+    await layer.group_send(ALL_INVOCATIONS_GROUP, mine)
+    received = await communicator.receive_from(timeout=5)
+    assert mine["invocation_id"][:8] in received
+    assert other["invocation_id"][:8] not in received
+    assert await communicator.receive_nothing(timeout=0.3)
+    await communicator.disconnect()

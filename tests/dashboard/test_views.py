@@ -193,3 +193,40 @@ def test_admin_shows_the_trace_inline_and_links_to_the_diagram(admin_client):
     assert page.status_code == 200 and "request" in html
     assert f'href="/invocations/{invocation.id}"' in html  # "View on site": the diagram
     assert admin_client.get("/admin/invocations/invocation/?status__exact=succeeded&q=subtract").status_code == 200
+
+
+def test_pages_need_a_login():
+    from django.test import Client
+
+    anonymous = Client()
+    for path in ("/", "/live", "/workers", "/invocations", "/timings", "/plugins"):
+        response = anonymous.get(path)
+        assert response.status_code == 302, path
+        assert response["Location"].startswith("/accounts/login/")
+    assert anonymous.get("/accounts/login/").status_code == 200
+
+
+def test_a_tenants_user_sees_only_its_tenant(client, django_user_model):
+    from platform_core.tenancy.models import Tenant, TenantMember
+
+    user = django_user_model.objects.create_user("alice", password="x")
+    TenantMember.objects.create(user=user, tenant=Tenant.objects.create(slug="acme"))
+    mine = _invocation(tenant_id="acme")
+    theirs = _invocation(tenant_id="globex")
+    client.force_login(user)
+    listing = client.get("/invocations", {"tenant": "globex"}).content.decode()
+    assert str(mine.id)[:8] in listing
+    assert str(theirs.id)[:8] not in listing
+    assert client.get(f"/invocations/{theirs.id}").status_code == 404
+    assert client.get(f"/invocations/{mine.id}").status_code == 200
+
+
+def test_runs_act_for_the_users_tenant(client, django_user_model, executed):
+    from platform_core.tenancy.models import Tenant, TenantMember
+
+    user = django_user_model.objects.create_user("bob", password="x")
+    TenantMember.objects.create(user=user, tenant=Tenant.objects.create(slug="acme"))
+    client.force_login(user)
+    client.post("/run", {"operation": "subtract", "operand1": "10", "operand2": "5", "session": SESSION}, **HX)
+    caller = executed.calls[-1]["caller"]
+    assert (caller.tenant_id, caller.user_id, caller.is_staff) == ("acme", "bob", False)

@@ -77,6 +77,7 @@ async def test_bad_entrypoint_fails_with_the_workers_own_error(socket_root):
     assert "exited with code" in str(caught.value)
     assert "No module named 'plugins.no_such_module'" in str(caught.value)
     assert supervisor.workers == {}
+    await supervisor.shutdown()  # stops the zygote the allocation started
 
 
 async def test_a_worker_that_never_gets_ready_is_removed_after_the_deadline(socket_root):

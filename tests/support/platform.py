@@ -78,6 +78,8 @@ class Platform:
             "SUPERVISOR_SOCKET_ROOT": str(self.socket_root),
             "WORKER_BACKEND": self.backend,
             "DJANGO_SECRET_KEY": "e2e-tests",
+            # Kept by a gateway restarted with `manage.py rungateway`, which recovers its earlier life.
+            "GATEWAY_INSTANCE_ID": f"e2e-gateway-{self.http_port}",
             "LOG_LEVEL": "WARNING",
             **self.extra_env,
         }
@@ -187,6 +189,18 @@ class Platform:
         """An HTTP client of the gateway that sends the platform's staff API key (or ``api_key``)."""
         headers = {"Authorization": f"Bearer {api_key or self.api_key}", **kwargs.pop("headers", {})}
         return httpx.Client(base_url=self.url, timeout=60, headers=headers, **kwargs)
+
+    def create_user(self, username: str, password: str, *, staff: bool = True) -> None:
+        """A dashboard login (idempotent)."""
+        self.manage(
+            "shell",
+            "-c",
+            (
+                "from django.contrib.auth import get_user_model; U = get_user_model(); "
+                f"u, _ = U.objects.get_or_create(username={username!r}); u.is_staff = {staff!r}; "
+                f"u.set_password({password!r}); u.save()"
+            ),
+        )
 
     def create_api_key(self, tenant: str, *, staff: bool = False) -> str:
         path = self.workdir / f"key-{tenant}-{staff}"

@@ -12,6 +12,13 @@ Emit = Callable[[Worker, State, str], None]
 
 
 class WorkerBackend(Protocol):
+    """How a supervisor starts and stops workers.
+
+    Optional, looked up by the supervisor: ``prepare(runtime: str) -> None`` (called once orphans
+    are reaped: start what makes later starts fast, in the background) and ``async close()``
+    (called at shutdown, after every worker is stopped).
+    """
+
     name: str
 
     async def start(self, worker: Worker, emit: Emit) -> Path:

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -36,8 +37,9 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import LogConfig, Ulimit
 
+from platform_core.supervisor import exits
 from platform_core.supervisor.backends import Emit, WorkerStartError
-from platform_core.supervisor.model import PluginRef, State, Worker
+from platform_core.supervisor.model import ExitCause, PluginRef, State, Worker
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,10 @@ REMOVAL_TIMEOUT_S = 10.0
 EXIT_UNKNOWN = -1
 # Errors of an engine that is gone or misbehaving: requests' errors are not DockerExceptions.
 ENGINE_ERRORS = (DockerException, requests.RequestException)
+# How long a container's exit may precede the engine's OOM event in our event stream.
+OOM_EVENT_WAIT_S = 0.5
+# Containers killed by the memory cgroup's OOM killer that we still remember (most recent).
+OOM_MEMORY = 1024
 
 
 class DockerUnavailable(Exception):
@@ -117,6 +123,11 @@ class DockerBackend:
         # directory would not help with that, and would let any local user in.
         self._as_root = os.geteuid() == 0
         self.user = f"{CONTAINER_UID}:{CONTAINER_UID}" if self._as_root else f"{os.getuid()}:{os.getgid()}"
+        # Ids of our containers the kernel's OOM killer hit (the engine's "oom" events): a 137
+        # exit code alone cannot tell an OOM kill from `docker kill`, and with auto_remove the
+        # container's State.OOMKilled is gone by the time its exit is known.
+        self._oom_killed: dict[str, None] = {}
+        self._oom_watch: threading.Thread | None = None
 
     @classmethod
     def from_settings(cls, *, supervisor_id: str, max_workers: int | None = None) -> DockerBackend:
@@ -132,6 +143,7 @@ class DockerBackend:
     # --- start ----------------------------------------------------------------------------
 
     async def start(self, worker: Worker, emit: Emit) -> Path:
+        self._watch_ooms()
         plugin = worker.plugin
         if not plugin.entrypoint:
             raise WorkerStartError(f"plugin {plugin.name!r} has no entrypoint")
@@ -174,7 +186,9 @@ class DockerBackend:
         limits = worker.plugin.limits
         ulimits = [Ulimit(name="nofile", soft=1024, hard=1024), Ulimit(name="core", soft=0, hard=0)]
         if limits.cpu_seconds:
-            ulimits.append(Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds))
+            # A hard limit above the soft one: at the soft limit the kernel sends SIGXCPU (exit
+            # 152, named as the CPU time limit), where an equal hard limit would SIGKILL (137).
+            ulimits.append(Ulimit(name="cpu", soft=limits.cpu_seconds, hard=limits.cpu_seconds + 1))
         options: dict[str, Any] = {
             "name": f"{self.supervisor_id}-{worker.worker_id}",
             "network_mode": "none",
@@ -302,6 +316,7 @@ class DockerBackend:
         return await self._remove(worker, container)
 
     async def kill(self, worker: Worker) -> int:
+        worker.runtime_state["killed"] = True
         container = await self._launched(worker)
         if container is not None:
             await self._call(self._remove_quietly, container.id)  # SIGKILL and remove in one call
@@ -355,6 +370,52 @@ class DockerBackend:
                 return False
             self._remove_quietly(container_id)
             time.sleep(0.05)
+
+    # --- why a container ended -----------------------------------------------------------
+
+    def _watch_ooms(self) -> None:
+        """Follow the engine's OOM events of this supervisor's containers (one daemon thread)."""
+        if self._oom_watch is not None and self._oom_watch.is_alive():
+            return
+        self._oom_watch = threading.Thread(
+            target=self._follow_ooms, name=f"docker-oom-{self.supervisor_id}", daemon=True
+        )
+        self._oom_watch.start()
+
+    def _follow_ooms(self) -> None:
+        filters = {"type": "container", "event": "oom", "label": f"{LABEL_SUPERVISOR}={self.supervisor_id}"}
+        while True:
+            try:
+                for event in self.client.api.events(decode=True, filters=filters):
+                    if container_id := event.get("id"):
+                        self._oom_killed[container_id] = None
+                        while len(self._oom_killed) > OOM_MEMORY:
+                            self._oom_killed.pop(next(iter(self._oom_killed)))
+            except ENGINE_ERRORS as exc:
+                log.warning("following OOM events failed (%s); again in 1 s", _explain(exc))
+            time.sleep(1.0)  # the stream ended (engine restarted): follow it again
+
+    async def exit_cause(self, worker: Worker, code: int) -> ExitCause | None:
+        """Why the container ended on its own: its memory limit (OOM event), CPU time, a crash."""
+        container: Container | None = worker.runtime_state.get("container")
+        if container is None or code == EXIT_UNKNOWN:
+            return None
+        limits = worker.plugin.limits
+        if code == 128 + signal.SIGKILL and not worker.runtime_state.get("killed"):
+            # The event is sent before the exit, but our stream may lag behind the exit wait.
+            for _ in range(int(OOM_EVENT_WAIT_S / 0.02)):
+                if container.id in self._oom_killed:
+                    break
+                await asyncio.sleep(0.02)
+        if container.id in self._oom_killed:
+            return exits.memory_limit(limits)
+        if code == 128 + signal.SIGXCPU:
+            return exits.from_signal(signal.SIGXCPU, limits)
+        if worker.exited_unasked and code > 128:
+            return exits.from_signal(code - 128, limits)
+        if worker.exited_unasked and code > 0:
+            return exits.from_status(code)
+        return None
 
     # --- crash recovery -------------------------------------------------------------------
 

@@ -5,27 +5,45 @@ process it started), a private socket directory (mode 0700) that is also its HOM
 TMPDIR, a scrubbed environment (no secrets of the supervisor leak into plugins), rlimits
 (address space, CPU seconds, open files, file size, no core dumps) applied by ``prlimit``
 before the worker's program runs, and death with its parent (PR_SET_PDEATHSIG, set by the
-worker SDK when PPP_PARENT_PID is given). Network isolation and pids limits need the docker
-backend.
+worker SDK when PPP_PARENT_PID is given). Run by root, a pids cgroup per worker bounds its
+processes and threads and catches what escaped its process group (``backends/cgroups.py``).
+Network and file-system isolation need the docker backend (docs/RELIABILITY.md).
+
+Python workers are forked from a zygote (``backends/zygote.py``), a template process that has
+already imported grpc and the SDK; the forked worker isolates itself the same way (setsid,
+setrlimit, chdir, umask, a replaced environment, PR_SET_PDEATHSIG). Without a zygote (disabled,
+failed to start, died) workers are spawned as above.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from platform_core.supervisor import exits
 from platform_core.supervisor.backends import Emit, WorkerStartError
-from platform_core.supervisor.model import PluginRef, State, Worker
+from platform_core.supervisor.backends import zygote as zygotes
+from platform_core.supervisor.backends.cgroups import PidsCgroups
+from platform_core.supervisor.model import ExitCause, PluginRef, State, Worker
+
+log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[3]
 SOCKET_NAME = "worker.sock"
+# A zygote that died (or never started) is started again at most this often; meanwhile, spawn.
+ZYGOTE_RESTART_INTERVAL_S = 10.0
+# How long an allocation waits for a zygote that is still starting before it spawns instead.
+ZYGOTE_WAIT_S = 5.0
 
 
 @dataclass
@@ -37,33 +55,37 @@ class Launcher:
     env: dict[str, str] = field(default_factory=dict)
     # Address-space rlimits break runtimes that reserve large virtual ranges (the JVM).
     limit_address_space: bool = True
+    # Python: the command of a template process that forks workers (``python -m ppp_sdk.zygote``),
+    # and the arguments a forked worker gets (those of ``python -m ppp_sdk``). None: always spawn.
+    zygote_argv: list[str] | None = None
+    zygote_args: list[str] = field(default_factory=list)
 
     def command(self, plugin: PluginRef, socket: Path) -> list[str]:
+        return self._format(self.argv, plugin, socket)
+
+    def fork_args(self, plugin: PluginRef, socket: Path) -> list[str]:
+        return self._format(self.zygote_args, plugin, socket)
+
+    @staticmethod
+    def _format(template: list[str], plugin: PluginRef, socket: Path) -> list[str]:
         values = {
             "concurrency": str(plugin.pool.max_concurrency if plugin.pool else 1),
             "entrypoint": plugin.entrypoint,
             "socket": str(socket),
             "heap_mb": str(max(plugin.limits.memory_bytes // (2 * 1024 * 1024), 32)),
         }
-        return [part.format(**values) for part in self.argv]
+        return [part.format(**values) for part in template]
 
 
 def default_launchers() -> dict[str, Launcher]:
     python_root = REPO / "plugin_workers" / "python"
     java_jar = REPO / "plugin_workers" / "java" / "build" / "ppp-java-worker.jar"
+    python_args = ["{entrypoint}", "--unix", "{socket}", "--max-concurrency", "{concurrency}"]
     return {
         "python": Launcher(
-            argv=[
-                sys.executable,
-                "-s",
-                "-m",
-                "ppp_sdk",
-                "{entrypoint}",
-                "--unix",
-                "{socket}",
-                "--max-concurrency",
-                "{concurrency}",
-            ],
+            argv=[sys.executable, "-s", "-m", "ppp_sdk", *python_args],
+            zygote_argv=[sys.executable, "-s", "-m", "ppp_sdk.zygote"],
+            zygote_args=python_args,
             cwd=python_root,
             env={
                 "PYTHONPATH": str(python_root),
@@ -105,12 +127,21 @@ class ProcessBackend:
         socket_root: Path,
         launchers: dict[str, Launcher] | None = None,
         output_limit: int = 64 * 1024,
+        zygote: bool = True,
+        zygote_preload: Sequence[str] = (),
     ) -> None:
         self.supervisor_id = supervisor_id
         self.socket_root = Path(socket_root) / supervisor_id
         self.launchers = launchers if launchers is not None else default_launchers()
         self.output_limit = output_limit
         self._prlimit = shutil.which("prlimit")
+        # None without root or a pids hierarchy: forks of workers are then not bounded.
+        self._cgroups = PidsCgroups.detect(supervisor_id, scope=str(self.socket_root))
+        self.use_zygote = zygote and zygotes.supported()
+        # Modules the zygote imports besides the SDK (plugin modules, to save their import too).
+        self.zygote_preload = list(zygote_preload)
+        self._zygotes: dict[str, asyncio.Task[zygotes.Zygote | None]] = {}
+        self._zygote_started: dict[str, float] = {}
 
     async def start(self, worker: Worker, emit: Emit) -> Path:
         launcher = self.launchers.get(worker.plugin.runtime)
@@ -122,7 +153,6 @@ class ProcessBackend:
         directory = Path(tempfile.mkdtemp(prefix=f"{worker.worker_id}-", dir=self.socket_root))
         worker.runtime_state["directory"] = directory
         socket = directory / SOCKET_NAME
-        argv = self._limits(worker, launcher) + launcher.command(worker.plugin, socket)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(directory),
@@ -132,6 +162,12 @@ class ProcessBackend:
             "PPP_WORKER_ID": worker.worker_id,
             **launcher.env,
         }
+        zygote = await self._zygote_for(worker.plugin.runtime, launcher)
+        if zygote is not None:
+            process = await self._fork(zygote, worker, launcher, socket, env, emit)
+            if process is not None:
+                return self._started(worker, process, socket, emit, f"forked from zygote {zygote.pid}")
+        argv = self._limits(worker, launcher) + launcher.command(worker.plugin, socket)
         emit(worker, State.SPAWNING, f"spawn process: {' '.join(argv[-5:])}")
         try:
             process = await asyncio.create_subprocess_exec(
@@ -146,27 +182,135 @@ class ProcessBackend:
         except OSError as exc:
             shutil.rmtree(directory, ignore_errors=True)
             raise WorkerStartError(f"cannot start {argv[0]}: {exc}") from exc
+        return self._started(worker, process, socket, emit, "process started")
+
+    def _started(
+        self,
+        worker: Worker,
+        process: asyncio.subprocess.Process | zygotes.ForkedProcess,
+        socket: Path,
+        emit: Emit,
+        how: str,
+    ) -> Path:
         worker.pid = process.pid
+        self._confine(worker)
         # Remembered so that a restarted supervisor can find workers a crash left behind.
-        (directory / "worker.pid").write_text(f"{process.pid} {_start_time(process.pid)}\n")
+        (socket.parent / "worker.pid").write_text(f"{process.pid} {_start_time(process.pid)}\n")
         worker.address = f"unix://{socket}"
         worker.runtime_state["process"] = process
         worker.runtime_state["pump"] = asyncio.create_task(self._pump(process, worker))
-        emit(worker, State.STARTING, f"process started, pid {process.pid}")
+        emit(worker, State.STARTING, f"{how}, pid {process.pid}")
         return socket
+
+    def _rlimits(self, worker: Worker, launcher: Launcher) -> dict[str, int]:
+        """rlimit name (as prlimit spells it) → value, for soft and hard limit alike."""
+        limits = worker.plugin.limits
+        values = {"core": 0, "nofile": 1024, "fsize": 256 * 1024 * 1024}
+        if launcher.limit_address_space and limits.memory_bytes:
+            values["as"] = limits.memory_bytes
+        if limits.cpu_seconds:
+            values["cpu"] = limits.cpu_seconds
+        return values
 
     def _limits(self, worker: Worker, launcher: Launcher) -> list[str]:
         if not self._prlimit:
             return []
-        limits = worker.plugin.limits
-        args = [self._prlimit, "--core=0", "--nofile=1024", f"--fsize={256 * 1024 * 1024}"]
-        if launcher.limit_address_space and limits.memory_bytes:
-            args.append(f"--as={limits.memory_bytes}")
-        if limits.cpu_seconds:
-            args.append(f"--cpu={limits.cpu_seconds}")
-        return [*args, "--"]
+        return [self._prlimit, *(f"--{name}={value}" for name, value in self._rlimits(worker, launcher).items()), "--"]
 
-    async def _pump(self, process: asyncio.subprocess.Process, worker: Worker) -> None:
+    # --- the zygote (Python) ------------------------------------------------------------------
+
+    async def _fork(
+        self,
+        zygote: zygotes.Zygote,
+        worker: Worker,
+        launcher: Launcher,
+        socket: Path,
+        env: dict[str, str],
+        emit: Emit,
+    ) -> zygotes.ForkedProcess | None:
+        """Fork the worker from the zygote; None (and a warning) when that fails: spawn instead."""
+        args = launcher.fork_args(worker.plugin, socket)
+        emit(worker, State.SPAWNING, f"fork from zygote: {' '.join(args)}")
+        try:
+            return await zygote.fork(args=args, cwd=launcher.cwd, env=env, rlimits=self._rlimits(worker, launcher))
+        except Exception as exc:  # an optimisation never fails an allocation
+            log.warning("%s: %s; spawning the worker instead", worker.worker_id, exc)
+            return None
+
+    async def _zygote_for(self, runtime: str, launcher: Launcher) -> zygotes.Zygote | None:
+        """The runtime's running zygote, (re)starting it if need be; None: spawn this worker."""
+        if not self.use_zygote or launcher.zygote_argv is None:
+            return None
+        task = self._zygotes.get(runtime)
+        if task is not None and task.done():
+            zygote = task.result()
+            if zygote is not None and zygote.alive:
+                return zygote
+            if time.monotonic() - self._zygote_started[runtime] < ZYGOTE_RESTART_INTERVAL_S:
+                return None
+            task = None
+        if task is None:
+            task = self._start_zygote(runtime, launcher)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), ZYGOTE_WAIT_S)
+        except TimeoutError:
+            log.warning("the %s zygote is slow to start; spawning meanwhile", runtime)
+            return None
+
+    def _start_zygote(self, runtime: str, launcher: Launcher) -> asyncio.Task[zygotes.Zygote | None]:
+        assert launcher.zygote_argv is not None
+        self._zygote_started[runtime] = time.monotonic()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **launcher.env}
+        # gRPC must not install fork handlers in the template; it never initialises gRPC core.
+        env["GRPC_ENABLE_FORK_SUPPORT"] = "0"
+        pid_file = self._zygote_pid_file(runtime)
+
+        async def start() -> zygotes.Zygote | None:
+            try:
+                zygote = await zygotes.Zygote.start(
+                    launcher.zygote_argv or [],
+                    cwd=launcher.cwd,
+                    env=env,
+                    root=self.socket_root,
+                    preload=self.zygote_preload,
+                )
+            except Exception as exc:  # an optimisation never fails an allocation
+                log.warning("cannot start the %s zygote (%s); spawning workers instead", runtime, exc)
+                return None
+            # Remembered like a worker's pid: a restarted supervisor kills a zygote its crash left.
+            with contextlib.suppress(OSError):
+                self.socket_root.parent.mkdir(parents=True, exist_ok=True)
+                pid_file.write_text(f"{zygote.pid} {_start_time(zygote.pid)}\n")
+            return zygote
+
+        task = self._zygotes[runtime] = asyncio.create_task(start())
+        return task
+
+    def _zygote_pid_file(self, runtime: str) -> Path:
+        # Beside the workers' directories, not among them: reap_orphans counts those as workers.
+        return self.socket_root.parent / f"{self.supervisor_id}.{runtime}-zygote.pid"
+
+    def prepare(self, runtime: str) -> None:
+        """Start the runtime's zygote now (in the background), so the first allocation finds it."""
+        launcher = self.launchers.get(runtime)
+        if self.use_zygote and launcher is not None and launcher.zygote_argv and runtime not in self._zygotes:
+            self._start_zygote(runtime, launcher)
+
+    async def close(self) -> None:
+        """Stop the zygotes (they kill any worker of theirs still running)."""
+        for runtime, task in list(self._zygotes.items()):
+            del self._zygotes[runtime]
+            zygote = await task
+            if zygote is not None:
+                await zygote.close()
+            with contextlib.suppress(FileNotFoundError):
+                self._zygote_pid_file(runtime).unlink()
+        if self._cgroups is not None:
+            await self._cgroups.close()
+
+    # --- a worker's life ----------------------------------------------------------------------
+
+    async def _pump(self, process: asyncio.subprocess.Process | zygotes.ForkedProcess, worker: Worker) -> None:
         assert process.stdout is not None
         while chunk := await process.stdout.read(65536):
             worker.output.feed(chunk)
@@ -193,21 +337,53 @@ class ProcessBackend:
 
     async def stop(self, worker: Worker, *, grace_s: float) -> int:
         if self.exit_code(worker) is None:
-            self._signal(worker, signal.SIGTERM)
+            self._sent(worker, signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(self.wait(worker)), grace_s)
             except TimeoutError:
-                self._signal(worker, signal.SIGKILL)
+                self._sent(worker, signal.SIGKILL)
         return await self._remove(worker)
 
     async def kill(self, worker: Worker) -> int:
-        self._signal(worker, signal.SIGKILL)
+        self._sent(worker, signal.SIGKILL)
         return await self._remove(worker)
+
+    def _sent(self, worker: Worker, signum: int) -> None:
+        """Signal the worker's group, remembering it: an exit by a signal we did not send is news."""
+        worker.runtime_state.setdefault("signals_sent", set()).add(signum)
+        self._signal(worker, signum)
+
+    async def exit_cause(self, worker: Worker, code: int) -> ExitCause | None:
+        """Why the worker ended on its own (a limit, a crash, a kill from outside), if it did."""
+        sent: set[int] = worker.runtime_state.get("signals_sent", set())
+        if code < 0 and (worker.exited_unasked or -code not in sent):
+            return exits.from_signal(-code, worker.plugin.limits)
+        if code > 0 and (worker.exited_unasked or not sent):
+            return exits.from_status(code)
+        return None
+
+    def _confine(self, worker: Worker) -> None:
+        """Put the new worker into a pids cgroup of its own (threads count: docker's --pids-limit).
+
+        Done by the supervisor right after the start, for spawned and forked workers alike: the
+        worker runs no plugin code before it has imported its plugin, long after this.
+        """
+        if self._cgroups is None:
+            return
+        try:
+            group = self._cgroups.create(worker.worker_id, worker.plugin.limits.pids)
+            self._cgroups.adopt(group, worker.pid)
+        except OSError as exc:
+            log.warning("%s runs without a pids limit: %s", worker.worker_id, exc)
+            return
+        worker.runtime_state["cgroup"] = group
 
     async def _remove(self, worker: Worker) -> int:
         code = await self.wait(worker)
         # Whatever the worker left running in its group goes too.
         self._signal(worker, signal.SIGKILL)
+        if self._cgroups is not None and (group := worker.runtime_state.get("cgroup")):
+            await self._cgroups.remove(group)  # and what left the group with setsid()
         if directory := worker.runtime_state.get("directory"):
             shutil.rmtree(directory, ignore_errors=True)
         return code
@@ -216,8 +392,17 @@ class ProcessBackend:
         """Kill the workers an earlier life of this supervisor left behind; remove their directories.
 
         Workers normally die with their supervisor (PR_SET_PDEATHSIG); this catches the rest.
-        A pid is only killed if its start time still matches: pids are reused.
+        A pid is only killed if its start time still matches: pids are reused. A zygote left
+        behind is killed too (not counted: it is no worker).
         """
+        for pid_file in self.socket_root.parent.glob(f"{self.supervisor_id}.*-zygote.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pid, started = pid_file.read_text().split()
+                if _start_time(int(pid)) == started:
+                    os.killpg(int(pid), signal.SIGKILL)
+            pid_file.unlink(missing_ok=True)
+        if self._cgroups is not None:
+            await self._cgroups.reap()
         if not self.socket_root.is_dir():
             return 0
         killed = 0

@@ -77,12 +77,14 @@ class Plugin:
             args = json.loads(arguments or b"{}")
         except (UnicodeDecodeError, ValueError) as exc:
             raise PluginError(f"arguments are not valid JSON: {exc}", code="invalid_input") from exc
+        except RecursionError:  # nested deeper than the interpreter's recursion limit
+            raise PluginError("arguments are nested too deeply", code="invalid_input") from None
         if not isinstance(args, dict):
             raise PluginError("arguments must be a JSON object", code="invalid_input")
         result = self._handler(args, ctx)
         try:
             return json.dumps(result, allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise PluginError(f"result is not JSON-encodable: {exc}", code="invalid_output") from exc
 
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import queue
+import resource
 import signal
 import threading
 from collections.abc import Iterator
@@ -62,22 +63,43 @@ class PluginServicer(pb_grpc.PluginWorkerServicer):
                 messages.put(pb.PluginMessage(log=pb.Log(level=_LOG_LEVELS.get(level, pb.Log.INFO), message=text)))
 
         def work() -> None:
-            ctx = InvocationContext(_context(request.context), emit)
+            outcome: list[pb.PluginMessage] = []
             try:
-                output = self.plugin.run(request.arguments, ctx)
-            except PluginError as exc:
-                messages.put(_failed(exc.code, exc.message))
-            except Exception as exc:  # a bug in the plugin: report it, keep the worker up
-                log.exception("plugin %s raised", self.plugin.primitive)
-                messages.put(_failed("internal", f"{type(exc).__name__}: {exc}"))
-            else:
-                for message in _completed(output):
+                outcome = self._run(request, emit)
+            except BaseException as exc:  # sys.exit() in the handler, or a failure while reporting one
+                outcome = [_failed("internal", f"the handler ended without a result: {type(exc).__name__}")]
+            finally:
+                # Whatever happened, the stream ends: the caller must never wait for nothing.
+                for message in outcome:
                     messages.put(message)
-            messages.put(_DONE)
+                messages.put(_DONE)
 
         self.handlers.submit(work)
         while (message := messages.get()) is not _DONE:
             yield message
+
+    def _run(self, request: pb.InvokeRequest, emit: Any) -> list[pb.PluginMessage]:
+        """The messages that end one invocation: its result, or why there is none."""
+        ctx = InvocationContext(_context(request.context), emit)
+        try:
+            return list(_completed(self.plugin.run(request.arguments, ctx)))
+        except PluginError as exc:
+            return [_failed(exc.code, exc.message)]
+        except MemoryError:
+            # Out of address space (the supervisor's RLIMIT_AS). What the handler allocated is
+            # freed as this frame lets go of the exception; say so without allocating much.
+            pass
+        except Exception as exc:  # a bug in the plugin: report it, keep the worker up
+            log.exception("plugin %s raised", self.plugin.primitive)
+            return [_failed("internal", f"{type(exc).__name__}: {exc}")]
+        return [_failed("out_of_memory", _out_of_memory_message())]
+
+
+def _out_of_memory_message() -> str:
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if limit == resource.RLIM_INFINITY:
+        return "the plugin ran out of memory (MemoryError)"
+    return f"the plugin ran out of memory (MemoryError at its address-space limit of {limit // (1024 * 1024)} MB)"
 
 
 def _failed(code: str, message: str) -> pb.PluginMessage:
@@ -127,16 +149,23 @@ def serve(plugin: Plugin, *, unix: str | None = None, listen: str | None = None,
         target = listen
     if server.add_insecure_port(target) == 0 and not unix:
         raise SystemExit(f"cannot listen on {target}")
-    stopped = threading.Event()
+    # The kernel hands SIGTERM to any thread, often one of gRPC core's; that does not wake a main
+    # thread blocked in a wait (Python runs handlers only in the main thread), and the worker
+    # then ignored SIGTERM until SIGKILL, now and then. The wakeup fd is written by whichever
+    # thread gets the signal, so the main thread waits on it.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
 
-    def stop(signum: int, frame: object) -> None:
-        server.stop(grace=1.0)
-        stopped.set()
+    def on_signal(signum: int, frame: object) -> None:
+        """Nothing to do here: a Python handler makes the signal reach the wakeup fd."""
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.set_wakeup_fd(wake_w)
     server.start()
-    stopped.wait()
+    while os.read(wake_r, 1)[0] not in (signal.SIGTERM, signal.SIGINT):
+        pass  # another signal a plugin handles
+    server.stop(grace=1.0)
     server.wait_for_termination(timeout=2.0)
     if unix:
         with contextlib.suppress(FileNotFoundError):

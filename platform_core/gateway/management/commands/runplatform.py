@@ -94,7 +94,8 @@ class Command(BaseCommand):
                     children.append((f"supervisor {runtime}", child))
                     _wait_for_port(address, child)
             gateway = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", bind, "-p", str(port), "platform_core.asgi:application"],
+                # rungateway: first what an earlier life left running is marked interrupted, then daphne.
+                [sys.executable, "manage.py", "rungateway", "--bind", bind, "--port", str(port)],
                 cwd=REPO,
             )
             children.append(("gateway", gateway))

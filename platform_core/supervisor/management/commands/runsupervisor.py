@@ -84,6 +84,7 @@ class Command(BaseCommand):
                 supervisor_id=supervisor_id,
                 socket_root=Path(settings.PLATFORM_SOCKET_ROOT),
                 output_limit=settings.PLATFORM_MAX_LOG_BYTES,
+                zygote=settings.PLATFORM_PYTHON_WORKER_ZYGOTE,
             )
         }
         # Enabled explicitly, never because an engine happens to answer: a plugin asking for the

@@ -1,0 +1,290 @@
+"""``python -m ppp_sdk.zygote --control-fd N --parent-pid P``: a template process that forks workers.
+
+Starting a Python worker costs ~200 ms of interpreter start and ``import grpc``; forking a
+process that has already done both costs a few milliseconds. This process imports grpc, the
+generated PPP code and the SDK once (never a gRPC server or channel: gRPC core must not be
+initialised, nor any thread running, when we fork), then waits for its supervisor's requests.
+
+Control channel: the ``SOCK_SEQPACKET`` Unix socket on ``--control-fd``, one JSON object per
+packet (packets keep their boundaries, so no length prefix is needed, and a file descriptor
+passed with ``SCM_RIGHTS`` arrives with the packet it belongs to).
+
+supervisor → zygote: ``{"id", "op": "fork", "args", "cwd", "env", "rlimits"}`` with one
+descriptor attached, the worker's stdout/stderr.
+zygote → supervisor: ``{"ready": pid}`` once imported; ``{"id", "pid"}`` or ``{"id", "error"}``
+per request; ``{"exited": pid, "code": code}`` when a worker exits (code as asyncio reports
+it: the exit status, or minus the signal number).
+
+A forked worker isolates itself as the process backend's spawned workers are isolated: its own
+session, rlimits, working directory, umask and a replaced environment, death with its parent
+(this process, which itself dies with the supervisor and takes its workers with it), stdout
+and stderr on the given descriptor, no other descriptor of ours. Then it runs
+``ppp_sdk.__main__.main(args)``, exactly what ``python -m ppp_sdk ARGS`` runs.
+
+Imports nothing of the platform: a worker is only the SDK and its plugin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import atexit
+import concurrent.futures.thread
+import contextlib
+import ctypes
+import gc
+import importlib
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import traceback
+from typing import Any
+
+import grpc
+import grpc._interceptor
+import grpc._server
+
+import ppp_sdk.__main__ as worker_main
+import ppp_sdk.server
+
+# What every worker imports anyway, imported once here and shared copy-on-write by every fork
+# (grpc.server() imports grpc._server, grpc._interceptor and the thread pool lazily).
+PRELOADED = (grpc, grpc._server, grpc._interceptor, concurrent.futures.thread, ppp_sdk.server)
+
+PR_SET_PDEATHSIG = 1
+MAX_PACKET = 64 * 1024  # requests are a few hundred bytes; SEQPACKET never splits one
+RLIMITS = {
+    "as": resource.RLIMIT_AS,
+    "cpu": resource.RLIMIT_CPU,
+    "nofile": resource.RLIMIT_NOFILE,
+    "fsize": resource.RLIMIT_FSIZE,
+    "core": resource.RLIMIT_CORE,
+}
+# Held while forking, so a worker is always in ``children`` before a signal asks us to kill them.
+HANDLED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP}
+
+
+def _set_pdeathsig(signum: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signum) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+class Zygote:
+    def __init__(self, control: socket.socket, parent_pid: int) -> None:
+        self.control = control
+        self.parent_pid = parent_pid
+        self.children: set[int] = set()
+        self.stopping = False
+        # Signals are turned into bytes on this pipe (set_wakeup_fd), so one poll() waits for both.
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # --- the template's own life --------------------------------------------------------------
+
+    def run(self) -> int:
+        # Die with the supervisor; SIGTERM rather than SIGKILL so that we take our workers along
+        # (they also die with us, by their own PR_SET_PDEATHSIG, but their process groups do not).
+        _set_pdeathsig(signal.SIGTERM)
+        if os.getppid() != self.parent_pid:  # the supervisor died before prctl took effect
+            return 1
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the supervisor
+        for signum in HANDLED:
+            signal.signal(signum, self._on_signal)
+        signal.set_wakeup_fd(self.wake_w)
+        self._send({"ready": os.getpid()})
+        poller = select.poll()
+        poller.register(self.control, select.POLLIN)
+        poller.register(self.wake_r, select.POLLIN)
+        while not self.stopping:
+            for fd, _ in poller.poll():
+                if fd == self.wake_r:
+                    self._drain_wakeups()
+                elif not self._serve_one():
+                    self.stopping = True  # the supervisor closed the channel (or died)
+            self._reap()
+        self._kill_children()
+        return 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum in (signal.SIGTERM, signal.SIGHUP):
+            self.stopping = True
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self._send({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    def _kill_children(self) -> None:
+        """Kill every worker's whole process group (what it started goes too) and reap them."""
+        for pid in list(self.children):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        self.children.clear()
+
+    # --- the control channel ------------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            self.control.send(json.dumps(message).encode())
+        except OSError:
+            self.stopping = True  # nobody listens any more: the supervisor is gone
+
+    def _serve_one(self) -> bool:
+        """Read and answer one request; False when the channel is closed."""
+        fds = array.array("i")
+        try:
+            data, ancillary, _flags, _address = self.control.recvmsg(MAX_PACKET, socket.CMSG_SPACE(4 * fds.itemsize))
+        except InterruptedError:
+            return True
+        except OSError:
+            return False
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            return False
+        request: dict[str, Any] = {}
+        try:
+            request = json.loads(data)
+            if request.get("op") != "fork" or len(fds) != 1:
+                raise ValueError(f"unknown request or wrong number of descriptors: {request.get('op')!r}")
+            pid = self._fork(request, fds[0])
+            reply: dict[str, Any] = {"id": request.get("id"), "pid": pid}
+        except Exception as exc:
+            reply = {"id": request.get("id"), "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self._send(reply)
+        return True
+
+    # --- forking a worker ---------------------------------------------------------------------
+
+    def _fork(self, request: dict[str, Any], output: int) -> int:
+        # A thread (ours, or one a native library started) would be lost in the child with
+        # whatever locks it held; gRPC's threads start only in the worker, after the fork.
+        threads = len(os.listdir("/proc/self/task"))
+        if threads != 1 or threading.active_count() != 1:
+            raise RuntimeError(f"refusing to fork with {threads} threads running")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        zygote_pid = os.getpid()
+        # Out of the collector's sight: a worker's collections would otherwise write to (and so
+        # copy) every page of objects it shares with us.
+        gc.freeze()
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self._become_worker(request, output, zygote_pid)  # never returns
+            self.children.add(pid)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+        return pid
+
+    def _become_worker(self, request: dict[str, Any], output: int, zygote_pid: int) -> None:
+        code = 127
+        try:
+            self._isolate(request, output, zygote_pid)
+            code = 1
+            sys.argv = ["ppp_sdk", *request["args"]]
+            worker_main.main(list(request["args"]))
+            code = 0
+        except SystemExit as exc:
+            # As the interpreter reports an uncaught SystemExit ("plugin: not a ppp_sdk.Plugin").
+            if exc.code is None:
+                code = 0
+            elif isinstance(exc.code, int):
+                code = exc.code
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            # Not a normal interpreter exit, which would unwind into the zygote's own frames:
+            # the atexit handlers (the plugin's, logging's), then out. Unlike a spawned worker,
+            # it does not wait for handler threads still running after the server stopped.
+            try:
+                atexit._run_exitfuncs()
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def _isolate(self, request: dict[str, Any], output: int, zygote_pid: int) -> None:
+        """What the spawn path gets from setsid, prlimit, cwd= and env= before exec."""
+        _set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != zygote_pid:  # the zygote died before prctl took effect
+            os._exit(1)
+        for signum in (*HANDLED, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+        os.setsid()
+        # stdin from /dev/null, stdout and stderr to the supervisor; nothing else of ours stays open.
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
+        self.control.close()
+        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        for name, value in request["rlimits"].items():
+            resource.setrlimit(RLIMITS[name], (int(value), int(value)))
+        os.chdir(request["cwd"])
+        os.umask(0o077)
+        env = {str(key): str(value) for key, value in request["env"].items()}
+        # Our PR_SET_PDEATHSIG is about the zygote; the SDK checks it against this.
+        env["PPP_PARENT_PID"] = str(zygote_pid)
+        os.environ.clear()
+        os.environ.update(env)
+        tempfile.tempdir = None  # TMPDIR changed: let tempfile look again
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ppp_sdk.zygote", description=__doc__.splitlines()[0])
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    # Unused here; in the command line so that tools (and tests) that look for processes by their
+    # socket directory find this process and every worker forked from it.
+    parser.add_argument("--root", default="")
+    parser.add_argument("--preload", action="append", default=[], help="also import this module (repeatable)")
+    options = parser.parse_args(argv)
+    for module in options.preload:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a plugin that cannot be imported fails in its worker, with its error
+            print(f"zygote: cannot preload {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    control = socket.socket(fileno=options.control_fd)
+    raise SystemExit(Zygote(control, options.parent_pid).run())
+
+
+if __name__ == "__main__":
+    main()
