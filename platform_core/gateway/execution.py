@@ -237,11 +237,21 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
             f"HTTP {outcome.http_status}" + (f" {outcome.error.code}" if outcome.error else ""),
         )
         finish.worker_log, finish.worker_log_truncated = worker_log.text(), worker_log.truncated
-        if started is not None:
-            await started
-        outcome.timings_ms = await invocation_finish(
-            invocation_id=invocation_id, caller=caller, finish=finish, events=trace.events
-        )
+        try:
+            if started is not None:
+                await started
+            outcome.timings_ms = await invocation_finish(
+                invocation_id=invocation_id, caller=caller, finish=finish, events=trace.events
+            )
+        except Exception:
+            # Nothing is acknowledged that is not stored (e.g. a database locked past its busy
+            # timeout): the client is told, in the error contract's shape, not with a bare 500.
+            log.exception("invocation %s could not be recorded", invocation_id)
+            outcome.http_status, outcome.result = 500, None
+            outcome.error = errors.GatewayError(
+                "the invocation could not be recorded (database unavailable); its outcome is unknown",
+                code="record_failed",
+            )
         trace.publish_state(
             {
                 "status": finish.status,

@@ -64,3 +64,19 @@ def test_other_causes_and_a_lost_supervisor():
     assert _explained(lost, ReleaseReport(), PLUGIN) is lost
     plugin_failure = errors.PluginFailed("division by zero", code="division_by_zero")
     assert _explained(plugin_failure, ReleaseReport(supervisor_lost=True), PLUGIN) is plugin_failure
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_invocation_that_cannot_be_recorded_is_a_json_500(monkeypatch):
+    from django.db import OperationalError
+
+    from platform_core.gateway import execution
+    from platform_core.invocations.services import Caller
+
+    async def locked(**kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(execution, "invocation_finish", locked)
+    outcome = await execution.invocation_execute(name="nope", body=b"{}", caller=Caller(), request_line="POST /")
+    assert (outcome.http_status, outcome.error.code) == (500, "record_failed")
+    assert "could not be recorded" in outcome.error.message
