@@ -567,10 +567,10 @@ class Supervisor:
         if reaped:
             log.warning("removed %d orphan worker(s) of an earlier life of %s", reaped, self.supervisor_id)
         # After reaping: what a backend starts for itself (the process backend's Python zygote)
-        # would otherwise be taken for an orphan.
-        for backend in self.backends.values():
-            if (prepare := getattr(backend, "prepare", None)) is not None:
-                prepare(self.runtime)
+        # would otherwise be taken for an orphan. Only the default backend: the others may never
+        # be asked for a worker, and start what they need on first use.
+        if (prepare := getattr(self.backends[self.default_backend], "prepare", None)) is not None:
+            prepare(self.runtime)
         return reaped
 
     async def shutdown(self) -> None:

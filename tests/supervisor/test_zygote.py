@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from platform_core.rpc import ppp_grpc, ppp_pb2
+from platform_core.supervisor.backends import cgroups
 from platform_core.supervisor.backends import process as process_backend
 from platform_core.supervisor.backends.process import Launcher, ProcessBackend, default_launchers
 from platform_core.supervisor.model import Limits, PluginRef, State, Worker
@@ -47,6 +48,11 @@ def run(args, ctx):
         return {"pid": subprocess.Popen(["sleep", "60"]).pid}
     return {}
 """
+CGROUP_SOURCE = (
+    "from ppp_sdk import Plugin\n"
+    "print('import-time cgroup', open('/proc/self/cgroup').read().replace(chr(10), ' '), flush=True)\n"
+    "plugin = Plugin(primitive='zyg_cgroup')\n"
+)
 THREADS_SOURCE = "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
 
 
@@ -54,6 +60,7 @@ THREADS_SOURCE = "import threading, time\nthreading.Thread(target=time.sleep, ar
 def probe_dir(tmp_path: Path) -> Path:
     (tmp_path / "zyg_probe.py").write_text(PROBE_SOURCE)
     (tmp_path / "zyg_threads.py").write_text(THREADS_SOURCE)
+    (tmp_path / "zyg_cgroup.py").write_text(CGROUP_SOURCE)
     return tmp_path
 
 
@@ -230,6 +237,17 @@ async def test_a_zygote_that_cannot_start_or_fork_never_fails_an_allocation(sock
     assert parent_of(worker.pid) == os.getpid()
     assert any("refusing to fork" in record.message for record in caplog.records)
     await threaded.shutdown()
+
+
+@pytest.mark.skipif(not cgroups.available(), reason="no pids cgroups here (needs root)")
+async def test_a_forked_worker_is_in_its_pids_cgroup_before_its_plugin_runs(socket_root, probe_dir):
+    supervisor = make(socket_root, launchers=probe_launchers(probe_dir))
+    plugin = dataclasses.replace(PROBE, name="zyg_cgroup", entrypoint="zyg_cgroup:plugin")
+    for _ in range(3):  # the plugin's import ran a millisecond after the fork, every time
+        worker, _, _ = await supervisor.allocate(plugin)
+        outcome = await supervisor.release(worker.worker_id)
+        assert "/plugin-platform/python-test-" in outcome.output and f"/{worker.worker_id} " in outcome.output
+    await supervisor.shutdown()
 
 
 async def test_the_zygote_can_be_turned_off(socket_root):

@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parents[3]
 SOCKET_NAME = "worker.sock"
 # A zygote that died (or never started) is started again at most this often; meanwhile, spawn.
 ZYGOTE_RESTART_INTERVAL_S = 10.0
-# How long an allocation waits for a zygote that is still starting before it spawns instead.
-ZYGOTE_WAIT_S = 5.0
+# How long an allocation waits for a zygote that is still starting (~0.2 s) before it spawns instead.
+ZYGOTE_WAIT_S = 2.0
 
 
 @dataclass
@@ -231,8 +231,17 @@ class ProcessBackend:
         """Fork the worker from the zygote; None (and a warning) when that fails: spawn instead."""
         args = launcher.fork_args(worker.plugin, socket)
         emit(worker, State.SPAWNING, f"fork from zygote: {' '.join(args)}")
+        # A forked worker imports its plugin within a millisecond, before _confine() could move
+        # it: it joins its pids cgroup itself, before it runs any plugin code.
+        group = self._cgroup(worker)
         try:
-            return await zygote.fork(args=args, cwd=launcher.cwd, env=env, rlimits=self._rlimits(worker, launcher))
+            return await zygote.fork(
+                args=args,
+                cwd=launcher.cwd,
+                env=env,
+                rlimits=self._rlimits(worker, launcher),
+                cgroup_procs=str(group / "cgroup.procs") if group else "",
+            )
         except Exception as exc:  # an optimisation never fails an allocation
             log.warning("%s: %s; spawning the worker instead", worker.worker_id, exc)
             return None
@@ -365,18 +374,32 @@ class ProcessBackend:
     def _confine(self, worker: Worker) -> None:
         """Put the new worker into a pids cgroup of its own (threads count: docker's --pids-limit).
 
-        Done by the supervisor right after the start, for spawned and forked workers alike: the
-        worker runs no plugin code before it has imported its plugin, long after this.
+        Done by the supervisor right after the start: a spawned worker runs no plugin code before
+        it has imported its plugin, long after this. A forked worker has joined the cgroup itself
+        before that (see _fork); moving it again changes nothing.
         """
         if self._cgroups is None:
             return
         try:
-            group = self._cgroups.create(worker.worker_id, worker.plugin.limits.pids)
-            self._cgroups.adopt(group, worker.pid)
+            group = self._cgroup(worker, quiet=False)
+            if group is not None:
+                self._cgroups.adopt(group, worker.pid)
         except OSError as exc:
             log.warning("%s runs without a pids limit: %s", worker.worker_id, exc)
-            return
-        worker.runtime_state["cgroup"] = group
+
+    def _cgroup(self, worker: Worker, *, quiet: bool = True) -> Path | None:
+        """The worker's pids cgroup, created on first call; None without cgroups (or, if quiet, on failure)."""
+        if self._cgroups is None:
+            return None
+        if (group := worker.runtime_state.get("cgroup")) is None:
+            try:
+                group = self._cgroups.create(worker.worker_id, worker.plugin.limits.pids)
+            except OSError:
+                if quiet:
+                    return None
+                raise
+            worker.runtime_state["cgroup"] = group
+        return group
 
     async def _remove(self, worker: Worker) -> int:
         code = await self.wait(worker)

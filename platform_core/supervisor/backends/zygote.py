@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 # Requests and reports are a few hundred bytes; a packet is never split.
 MAX_PACKET = 64 * 1024
-READY_TIMEOUT_S = 30.0
+# Imports take ~0.2 s; a zygote far slower than that is not worth waiting for.
+READY_TIMEOUT_S = 10.0
 # How long the exit code may lag behind the pidfd saying the worker is gone.
 EXIT_REPORT_TIMEOUT_S = 5.0
 # What a worker whose exit the zygote could not report most likely died of: its PR_SET_PDEATHSIG.
@@ -232,8 +233,14 @@ class Zygote:
 
     # --- forking ------------------------------------------------------------------------------
 
-    async def fork(self, *, args: list[str], cwd: Path, env: dict[str, str], rlimits: dict[str, int]) -> ForkedProcess:
-        """A new worker running ``python -m ppp_sdk ARGS``, its stdout and stderr on a pipe of ours."""
+    async def fork(
+        self, *, args: list[str], cwd: Path, env: dict[str, str], rlimits: dict[str, int], cgroup_procs: str = ""
+    ) -> ForkedProcess:
+        """A new worker running ``python -m ppp_sdk ARGS``, its stdout and stderr on a pipe of ours.
+
+        ``cgroup_procs``: the ``cgroup.procs`` file of a cgroup the worker joins before it runs
+        any plugin code.
+        """
         if not self.alive:
             raise ZygoteError(f"zygote {self.pid} is gone")
         loop = self._loop
@@ -241,7 +248,15 @@ class Zygote:
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[request_id] = future
-        request = {"id": request_id, "op": "fork", "args": args, "cwd": str(cwd), "env": env, "rlimits": rlimits}
+        request = {
+            "id": request_id,
+            "op": "fork",
+            "args": args,
+            "cwd": str(cwd),
+            "env": env,
+            "rlimits": rlimits,
+            "cgroup_procs": cgroup_procs,
+        }
         try:
             await self._send(json.dumps(request).encode(), write_end)
         except BaseException as exc:

@@ -19,7 +19,20 @@ and runs it: ``python -m ppp_sdk plugins.subtract_numbers:plugin --unix /path/wo
 A worker imports this SDK and its plugin, nothing of the platform.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from ppp_sdk.plugin import InvocationContext, Plugin, PluginError
-from ppp_sdk.server import serve
 
 __all__ = ["InvocationContext", "Plugin", "PluginError", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    # serve() needs grpc, ~200 ms to import: imported on first use, so that ``import ppp_sdk``
+    # stays light (the zygote must arrange to die with its supervisor before it imports grpc).
+    if name == "serve":
+        from ppp_sdk.server import serve
+
+        return serve
+    raise AttributeError(f"module 'ppp_sdk' has no attribute {name!r}")

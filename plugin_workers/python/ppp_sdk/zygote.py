@@ -9,17 +9,18 @@ Control channel: the ``SOCK_SEQPACKET`` Unix socket on ``--control-fd``, one JSO
 packet (packets keep their boundaries, so no length prefix is needed, and a file descriptor
 passed with ``SCM_RIGHTS`` arrives with the packet it belongs to).
 
-supervisor → zygote: ``{"id", "op": "fork", "args", "cwd", "env", "rlimits"}`` with one
-descriptor attached, the worker's stdout/stderr.
+supervisor → zygote: ``{"id", "op": "fork", "args", "cwd", "env", "rlimits", "cgroup_procs"}``
+with one descriptor attached, the worker's stdout/stderr.
 zygote → supervisor: ``{"ready": pid}`` once imported; ``{"id", "pid"}`` or ``{"id", "error"}``
 per request; ``{"exited": pid, "code": code}`` when a worker exits (code as asyncio reports
 it: the exit status, or minus the signal number).
 
-A forked worker isolates itself as the process backend's spawned workers are isolated: its own
-session, rlimits, working directory, umask and a replaced environment, death with its parent
-(this process, which itself dies with the supervisor and takes its workers with it), stdout
-and stderr on the given descriptor, no other descriptor of ours. Then it runs
-``ppp_sdk.__main__.main(args)``, exactly what ``python -m ppp_sdk ARGS`` runs.
+A forked worker isolates itself as the process backend's spawned workers are isolated: its
+pids cgroup (if given) first, its own session, rlimits, working directory, umask and a
+replaced environment, death with its parent (this process, which itself dies with the
+supervisor and takes its workers with it), stdout and stderr on the given descriptor, no other
+descriptor of ours. Then it runs ``ppp_sdk.__main__.main(args)``, exactly what
+``python -m ppp_sdk ARGS`` runs.
 
 Imports nothing of the platform: a worker is only the SDK and its plugin.
 """
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import array
 import atexit
-import concurrent.futures.thread
 import contextlib
 import ctypes
 import gc
@@ -46,16 +46,17 @@ import threading
 import traceback
 from typing import Any
 
-import grpc
-import grpc._interceptor
-import grpc._server
-
-import ppp_sdk.__main__ as worker_main
-import ppp_sdk.server
-
 # What every worker imports anyway, imported once here and shared copy-on-write by every fork
-# (grpc.server() imports grpc._server, grpc._interceptor and the thread pool lazily).
-PRELOADED = (grpc, grpc._server, grpc._interceptor, concurrent.futures.thread, ppp_sdk.server)
+# (grpc.server() imports grpc._server, grpc._interceptor and the thread pool lazily). Imported
+# by main(), once this process is sure to die with its supervisor: they take ~200 ms.
+PRELOAD = (
+    "grpc",
+    "grpc._server",
+    "grpc._interceptor",
+    "concurrent.futures.thread",
+    "ppp_sdk.server",
+    "ppp_sdk.__main__",
+)
 
 PR_SET_PDEATHSIG = 1
 MAX_PACKET = 64 * 1024  # requests are a few hundred bytes; SEQPACKET never splits one
@@ -77,9 +78,8 @@ def _set_pdeathsig(signum: int) -> None:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, parent_pid: int) -> None:
+    def __init__(self, control: socket.socket) -> None:
         self.control = control
-        self.parent_pid = parent_pid
         self.children: set[int] = set()
         self.stopping = False
         # Signals are turned into bytes on this pipe (set_wakeup_fd), so one poll() waits for both.
@@ -88,11 +88,6 @@ class Zygote:
     # --- the template's own life --------------------------------------------------------------
 
     def run(self) -> int:
-        # Die with the supervisor; SIGTERM rather than SIGKILL so that we take our workers along
-        # (they also die with us, by their own PR_SET_PDEATHSIG, but their process groups do not).
-        _set_pdeathsig(signal.SIGTERM)
-        if os.getppid() != self.parent_pid:  # the supervisor died before prctl took effect
-            return 1
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the supervisor
         for signum in HANDLED:
             signal.signal(signum, self._on_signal)
@@ -214,8 +209,10 @@ class Zygote:
         try:
             self._isolate(request, output, zygote_pid)
             code = 1
+            from ppp_sdk.__main__ import main as worker_main  # preloaded: no import cost
+
             sys.argv = ["ppp_sdk", *request["args"]]
-            worker_main.main(list(request["args"]))
+            worker_main(list(request["args"]))
             code = 0
         except SystemExit as exc:
             # As the interpreter reports an uncaught SystemExit ("plugin: not a ppp_sdk.Plugin").
@@ -244,6 +241,13 @@ class Zygote:
         _set_pdeathsig(signal.SIGKILL)
         if os.getppid() != zygote_pid:  # the zygote died before prctl took effect
             os._exit(1)
+        if cgroup_procs := request.get("cgroup_procs"):
+            # First: whatever this process and its plugin start is counted against its pids limit.
+            try:
+                with open(cgroup_procs, "w") as procs:
+                    procs.write(str(os.getpid()))
+            except OSError as exc:  # the supervisor moves us too, a moment later; it says if it fails
+                print(f"ppp_sdk.zygote: cannot join {cgroup_procs}: {exc}", file=sys.stderr)
         for signum in (*HANDLED, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
@@ -277,13 +281,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", default="")
     parser.add_argument("--preload", action="append", default=[], help="also import this module (repeatable)")
     options = parser.parse_args(argv)
+    # Die with the supervisor, from before the long imports on. SIGTERM rather than SIGKILL:
+    # once running we handle it and take our workers along (they die with us by their own
+    # PR_SET_PDEATHSIG, but what they started in their process groups would not).
+    _set_pdeathsig(signal.SIGTERM)
+    if os.getppid() != options.parent_pid:  # the supervisor died before prctl took effect
+        raise SystemExit(1)
+    for module in PRELOAD:
+        importlib.import_module(module)
     for module in options.preload:
         try:
             importlib.import_module(module)
         except Exception as exc:  # a plugin that cannot be imported fails in its worker, with its error
             print(f"zygote: cannot preload {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
     control = socket.socket(fileno=options.control_fd)
-    raise SystemExit(Zygote(control, options.parent_pid).run())
+    raise SystemExit(Zygote(control).run())
 
 
 if __name__ == "__main__":

@@ -123,6 +123,12 @@ class Command(BaseCommand):
         return [plugin_ref(plugin_ref_message(spec)) for spec in specs]
 
     async def _serve(self, supervisor: Supervisor, listen: str, pooled: list[PluginRef]) -> None:
+        # Handled from the start: a SIGTERM that comes as soon as the port is open (or earlier)
+        # still gets an orderly shutdown, not the default death that skips it.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
         await supervisor.start()
         for plugin in pooled:
             try:
@@ -142,10 +148,6 @@ class Command(BaseCommand):
             f"listening on {listen}"
         )
         self.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         log.info("supervisor %s stopping: %d worker(s) to stop", supervisor.supervisor_id, len(supervisor.workers))
         # Refuse new allocations, stop every worker, then let in-flight calls finish.
