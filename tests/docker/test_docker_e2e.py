@@ -17,7 +17,7 @@ from tests.docker.conftest import (
     unavailable,
     wait_until_gone,
 )
-from tests.support.platform import Platform
+from tests.support.platform import Platform, running_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -28,17 +28,6 @@ def _invocation(api, invocation_id: str) -> dict:
     response = api.get(f"/api/v1/invocations/{invocation_id}")
     assert response.status_code == 200
     return response.json()
-
-
-def _running_worker(api, plugin: str, timeout_s: float = 15.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for supervisor in api.get("/api/v1/workers").json()["supervisors"]:
-            for worker in supervisor["workers"]:
-                if worker["plugin"] == plugin and worker["state"] == "executing":
-                    return worker
-        time.sleep(0.02)
-    raise AssertionError(f"no executing {plugin} worker appeared")
 
 
 def _container_of(client, platform, worker_id: str) -> dict:
@@ -92,7 +81,7 @@ def test_a_plugin_failure_is_a_502_on_docker_too(docker_api):
 
 def test_worker_containers_are_locked_down(docker_platform, docker_api, docker_client):
     call = _Background(docker_platform, "/api/v1/plugins/slow_count/invoke", {"steps": 20, "delay_ms": 100})
-    worker = _running_worker(docker_api, "slow_count")
+    worker = running_worker(docker_api, "slow_count", timeout_s=15.0)
     container = _container_of(docker_client, docker_platform, worker["worker_id"])
     plugin = docker_api.get("/api/v1/plugins/slow_count").json()
     network = docker_client.containers.get(container["Id"]).exec_run(["cat", "/proc/net/dev"]).output.decode()
@@ -121,7 +110,7 @@ def test_worker_containers_are_locked_down(docker_platform, docker_api, docker_c
 
 def test_worker_container_killed_mid_invocation_is_502_and_gone(docker_platform, docker_api, docker_client):
     call = _Background(docker_platform, "/api/v1/plugins/slow_count/invoke", {"steps": 50, "delay_ms": 100})
-    worker = _running_worker(docker_api, "slow_count")
+    worker = running_worker(docker_api, "slow_count", timeout_s=15.0)
     container = _container_of(docker_client, docker_platform, worker["worker_id"])
 
     docker_client.api.kill(container["Id"])
@@ -203,7 +192,7 @@ def test_a_process_supervisor_with_docker_enabled_follows_the_registry_backend(d
 def test_a_restarted_supervisor_reaps_what_a_killed_one_left(docker_platform, docker_api, docker_client):
     supervisor_id = docker_platform.supervisor_id("python")
     call = _Background(docker_platform, "/api/v1/plugins/slow_count/invoke", {"steps": 100, "delay_ms": 100})
-    worker = _running_worker(docker_api, "slow_count")
+    worker = running_worker(docker_api, "slow_count", timeout_s=15.0)
 
     docker_platform.stop_process("supervisor-python", signal.SIGKILL)
     time.sleep(0.5)

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.support.platform import running_worker
+
 pytestmark = pytest.mark.e2e
 
 
@@ -136,17 +138,6 @@ def test_java_plugin_without_java_supervisor_is_503_naming_it(api):
     assert _invocation(api, response.json()["invocation_id"])["status"] == "unavailable"
 
 
-def _running_worker(api, plugin: str, timeout_s: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for supervisor in api.get("/api/v1/workers").json()["supervisors"]:
-            for worker in supervisor["workers"]:
-                if worker["plugin"] == plugin and worker["state"] == "executing":
-                    return worker
-        time.sleep(0.02)
-    raise AssertionError(f"no executing {plugin} worker appeared")
-
-
 def test_worker_killed_mid_invocation_is_502_recorded_and_gone(platform, api):
     result: dict = {}
 
@@ -156,7 +147,7 @@ def test_worker_killed_mid_invocation_is_502_recorded_and_gone(platform, api):
 
     caller = threading.Thread(target=call)
     caller.start()
-    worker = _running_worker(api, "slow_count")
+    worker = running_worker(api, "slow_count")
     os.kill(worker["pid"], signal.SIGKILL)
     caller.join(timeout=30)
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.conftest import add_plugin_variant
-from tests.support.platform import REPO, Platform
+from tests.support.platform import REPO, Platform, running_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.java]
 
@@ -75,16 +75,7 @@ def test_java_worker_killed_mid_invocation_is_502_and_gone(java_platform, japi):
 
     caller = threading.Thread(target=call)
     caller.start()
-    deadline = time.monotonic() + 30
-    worker = None
-    while worker is None and time.monotonic() < deadline:
-        for supervisor in japi.get("/api/v1/workers").json()["supervisors"]:
-            worker = next(
-                (w for w in supervisor["workers"] if w["plugin"] == "slow_count_java" and w["state"] == "executing"),
-                worker,
-            )
-        time.sleep(0.05)
-    assert worker is not None, "no executing java worker appeared"
+    worker = running_worker(japi, "slow_count_java", timeout_s=30)
     time.sleep(0.3)  # let it get into its counting
     os.kill(worker["pid"], signal.SIGKILL)
     caller.join(timeout=30)

@@ -40,6 +40,18 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
+def running_worker(api: httpx.Client, plugin: str, timeout_s: float = 10.0) -> dict:
+    """The first worker of ``plugin`` that the API lists as executing (polled until ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for supervisor in api.get("/api/v1/workers").json()["supervisors"]:
+            for worker in supervisor["workers"]:
+                if worker["plugin"] == plugin and worker["state"] == "executing":
+                    return worker
+        time.sleep(0.02)
+    raise AssertionError(f"no executing {plugin} worker appeared")
+
+
 def pids_using(path_fragment: str) -> list[int]:
     """Processes whose command line mentions ``path_fragment`` (our workers' socket paths)."""
     found = []
