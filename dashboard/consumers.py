@@ -26,7 +26,6 @@ def _finished_invocation(invocation_id: str) -> Invocation | None:
     invocation = invocation_with_trace(invocation_id=invocation_id)
     if invocation is None or invocation.status not in FINAL_STATUSES:
         return None
-    list(invocation.events.all())  # fetched here, not in the async caller
     return invocation
 
 

@@ -149,8 +149,8 @@ class LiveFollower:
     def on_stored(self, invocation: Invocation) -> str:
         """Replace the panel with the stored invocation (complete: it has finished)."""
         self.live = stored_live(invocation)
-        events = list(invocation.events.all())
-        self.last_seq, self.missed = (events[-1].seq if events else 0), False
+        events = invocation.trace
+        self.last_seq, self.missed = (events[-1]["seq"] if events else 0), False
         if invocation.status == Status.SUCCEEDED:
             self.progress = LiveProgress(100.0, "Completed")
         return header_html(self.live) + progress_html(self.progress) + events_html(trace_rows(events), append=False)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 
@@ -15,6 +16,7 @@ from dashboard.traces import TIMING_PHASES
 from platform_core.invocations.models import Invocation, Status
 from platform_core.invocations.selectors import invocation_with_trace, invocations_query
 from platform_core.registry.models import PluginSpec
+from platform_core.registry.selectors import plugin_by_name
 
 HISTORY_PAGE_SIZE = 25
 # How many recent successful invocations the timing medians are computed from.
@@ -30,10 +32,13 @@ class HistoryFilters:
     until: datetime | None = None
 
 
-def history_query(*, filters: HistoryFilters) -> QuerySet[Invocation]:
-    query = invocations_query(
-        plugin=filters.plugin or None, status=filters.status or None, tenant=filters.tenant or None
-    )
+def history_query(*, filters: HistoryFilters, scope: str | None) -> QuerySet[Invocation]:
+    """``scope``: the one tenant the viewer may see, whatever the filter asks (None: every
+    tenant, for staff)."""
+    tenant = filters.tenant or None if scope is None else scope
+    query = invocations_query(plugin=filters.plugin or None, status=filters.status or None)
+    if tenant is not None:
+        query = query.filter(tenant_id=tenant)
     if filters.since:
         query = query.filter(created_at__gte=filters.since)
     if filters.until:
@@ -41,16 +46,22 @@ def history_query(*, filters: HistoryFilters) -> QuerySet[Invocation]:
     return query
 
 
-def history_page(*, filters: HistoryFilters, page: str | int | None) -> Page:
+def history_page(*, filters: HistoryFilters, scope: str | None, page: str | int | None) -> Page:
     """One page of the history, newest first (a page number out of range gives the last page)."""
-    return Paginator(history_query(filters=filters), HISTORY_PAGE_SIZE).get_page(page)
+    return Paginator(history_query(filters=filters, scope=scope), HISTORY_PAGE_SIZE).get_page(page)
 
 
-def history_choices() -> dict[str, list[str]]:
-    """Values the history can be filtered by."""
-    names = Invocation.objects.order_by().values_list("plugin_name", flat=True).distinct()
-    tenants = Invocation.objects.exclude(tenant_id="").order_by().values_list("tenant_id", flat=True).distinct()
-    return {"plugins": sorted(names), "tenants": sorted(tenants), "statuses": list(Status.values)}
+def history_choices(*, scope: str | None) -> dict[str, list[str]]:
+    """Values the history can be filtered by: the registry's plugins (not whatever names clients
+    asked for), and the tenants the viewer may see."""
+    names = PluginSpec.objects.order_by().values_list("name", flat=True)
+    if scope is None:
+        tenants = sorted(
+            Invocation.objects.exclude(tenant_id="").order_by().values_list("tenant_id", flat=True).distinct()
+        )
+    else:
+        tenants = [scope] if scope else []
+    return {"plugins": sorted(names), "tenants": tenants, "statuses": list(Status.values)}
 
 
 def invocation_detail(*, invocation_id: str) -> Invocation | None:
@@ -76,12 +87,13 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 1) if values else None
 
 
-def timing_medians(*, tenant: str | None = None) -> list[TimingRow]:
-    """Median phase timings per plugin and backend, over recent successful invocations (of ``tenant``)."""
+def timing_medians(*, scope: str | None) -> list[TimingRow]:
+    """Median phase timings per plugin and backend, over recent successful invocations (of the
+    tenant ``scope``; None: every tenant)."""
     fields = ["plugin_name", "runtime", "backend", *(f"{p}_ms" for p in (*TIMING_PHASES, "total"))]
     rows = (
         Invocation.objects.filter(
-            status=Status.SUCCEEDED, total_ms__isnull=False, **({"tenant_id": tenant} if tenant else {})
+            status=Status.SUCCEEDED, total_ms__isnull=False, **({"tenant_id": scope} if scope is not None else {})
         )
         .order_by("-created_at")
         .values(*fields)[:TIMINGS_WINDOW]
@@ -124,12 +136,8 @@ def plugins_catalogue() -> list[PluginSpec]:
     return list(PluginSpec.objects.order_by("-enabled", "name"))
 
 
-def plugin_by_name(*, name: str) -> PluginSpec | None:
-    return PluginSpec.objects.filter(name=name).first()
-
-
 async def plugin_by_name_async(*, name: str) -> PluginSpec | None:
-    return await PluginSpec.objects.filter(name=name).afirst()
+    return await sync_to_async(plugin_by_name)(name=name)
 
 
 async def calculator_operations() -> list[PluginSpec]:

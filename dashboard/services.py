@@ -7,7 +7,6 @@ like one from ``curl``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -15,8 +14,8 @@ from typing import Any
 
 from dashboard.schema_forms import errors_by_field
 from dashboard.traces import timing_segments
-from platform_core.gateway.execution import Outcome, invocation_execute
-from platform_core.invocations.services import Caller
+from platform_core.gateway.execution import Outcome
+from platform_core.gateway.service import invocation_submit
 from platform_core.tenancy.services import Viewer
 
 
@@ -58,23 +57,31 @@ def run_result(outcome: Outcome, *, field_names: list[str], plugin_field: str = 
     return run
 
 
+class NoTenant(Exception):
+    """The user belongs to no tenant: they can run nothing (an administrator adds a membership)."""
+
+
 async def plugin_run(*, name: str, arguments: Any, session_id: str, viewer: Viewer, path: str) -> Outcome:
     """Run plugin ``name`` (name or operation alias) as the logged-in user, for their tenant.
 
-    ``session_id`` is the browser tab's: its live view follows the invocations that carry it.
-    Shielded like the API: a browser that goes away does not cut the invocation short.
+    Through the gateway's one way in (``invocation_submit``): admitted against the tenant's
+    quota, shielded, recorded and traced exactly like a call of the REST API. ``session_id`` is
+    the browser tab's: its live view follows the invocations that carry it.
     """
-    body = json.dumps(arguments).encode()
-    caller = Caller(
-        tenant_id=viewer.tenant,
-        user_id=viewer.user[:100],
-        is_staff=viewer.is_staff,
-        session_id=session_id[:100],
-        request_id=str(uuid.uuid4()),
+    if not viewer.has_tenant:
+        raise NoTenant(NO_TENANT_MESSAGE)
+    return await invocation_submit(
+        name=name,
+        body=json.dumps(arguments).encode(),
+        caller=viewer.caller(session_id=session_id),
+        origin=f"POST {path}",
     )
-    line = f"POST {path} {body[:200].decode('utf-8', 'replace')}"
-    task = asyncio.ensure_future(invocation_execute(name=name, body=body, caller=caller, request_line=line))
-    return await asyncio.shield(task)
+
+
+NO_TENANT_MESSAGE = (
+    "your account belongs to no tenant, so it can neither run plugins nor see invocations; "
+    "an administrator adds it to a tenant (admin → Tenant members)"
+)
 
 
 def session_new() -> str:

@@ -1,6 +1,6 @@
 """An invocation's trace as the dashboard shows it: rows of arrows, phases, participant labels.
 
-Stored events (``InvocationEvent``) and live ones (the dicts sent on the channel layer) become
+Stored events (an invocation's ``trace`` document) and live ones (the dicts sent on the channel layer) become
 the same row dicts, so one template fragment draws both; the browser builds the Mermaid
 sequence diagram from the rows' ``data-*`` attributes (``static/dashboard/dashboard.js``).
 """
@@ -9,29 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from platform_core.invocations.models import Participant
-
-
-@dataclass(frozen=True)
-class Phase:
-    number: int
-    title: str
-    rgb: tuple[int, int, int]
-
-
-# The seed's numbered phases and their `rect rgb(...)` colours.
-PHASES: dict[int, Phase] = {
-    1: Phase(1, "Client request", (55, 113, 238)),
-    2: Phase(2, "Plugin lookup", (75, 133, 248)),
-    3: Phase(3, "Worker allocation", (45, 93, 218)),
-    4: Phase(4, "gRPC PPP session", (100, 113, 238)),
-    5: Phase(5, "Plugin execution", (55, 180, 238)),
-    6: Phase(6, "Cleanup & teardown", (55, 150, 200)),
-    7: Phase(7, "Client response", (65, 105, 225)),
-}
+from platform_core.invocations.vocabulary import TIMING_PARTS, EventKind, Participant, TimedPhase
 
 PARTICIPANT_LABELS: dict[str, str] = dict(Participant.choices)
 
@@ -42,19 +22,19 @@ _PLUGIN = re.compile(r'^getPlugin\("(.+)"\)$')
 
 def event_hints(kind: str, detail: str) -> dict[str, str]:
     """What an event tells about the diagram's participants (worker id, backend, runtime)."""
-    if kind == "worker_allocated" and detail:
+    if kind == EventKind.WORKER_ALLOCATED and detail:
         return {"worker": detail}
-    if kind == "worker_allocating" and (match := _BACKEND.search(detail)):
+    if kind == EventKind.WORKER_ALLOCATING and (match := _BACKEND.search(detail)):
         return {"backend": match.group(1)}
-    if kind == "lookup_result" and (match := _RUNTIME.match(detail)):
+    if kind == EventKind.LOOKUP_RESULT and (match := _RUNTIME.match(detail)):
         return {"runtime": match.group(1)}
-    if kind == "lookup" and (match := _PLUGIN.match(detail)):
+    if kind == EventKind.LOOKUP and (match := _PLUGIN.match(detail)):
         return {"plugin": match.group(1)}
     return {}
 
 
 def _field(event: Any, name: str) -> Any:
-    return event[name] if isinstance(event, dict) else getattr(event, name)
+    return event.get(name) if isinstance(event, dict) else getattr(event, name)
 
 
 def trace_row(event: Any) -> dict[str, Any]:
@@ -82,16 +62,16 @@ def trace_rows(events: Iterable[Any]) -> list[dict[str, Any]]:
 def progress_percent(event: dict[str, Any]) -> float | None:
     """A live progress event's percent (structured ``data``), clamped to 0..100."""
     data = event.get("data") or {}
-    if event.get("kind") != "progress" or not isinstance(data.get("percent"), int | float):
+    if event.get("kind") != EventKind.PROGRESS or not isinstance(data.get("percent"), int | float):
         return None
     return max(0.0, min(100.0, float(data["percent"])))
 
 
-TIMING_PHASES = ("allocation", "init", "execution", "release")
+TIMING_PHASES = tuple(part.value for part in TIMING_PARTS)
 
 
 def invocation_timings(invocation: Any) -> dict[str, float | None]:
-    return {phase: getattr(invocation, f"{phase}_ms") for phase in (*TIMING_PHASES, "total")}
+    return {phase.value: getattr(invocation, f"{phase.value}_ms") for phase in TimedPhase}
 
 
 def timing_segments(timings: Mapping[str, float | None]) -> list[dict[str, Any]]:

@@ -6,12 +6,9 @@ A page renders its fragments in place; the same fragment alone answers an htmx r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 
-from asgiref.sync import sync_to_async
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
@@ -26,7 +23,8 @@ from dashboard.workers_relay import STATES, board_from_listing, state_counts
 from platform_core.gateway import runtime_client
 from platform_core.invocations.models import Status
 from platform_core.registry.models import PluginSpec
-from platform_core.tenancy.services import Viewer, viewer_for
+from platform_core.registry.selectors import plugin_by_name
+from platform_core.tenancy.services import Viewer
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -45,24 +43,35 @@ def _calculator_fields() -> list[FormField]:
     ]
 
 
-async def _viewer(request: HttpRequest) -> Viewer:
-    """The logged-in user's tenant view (every dashboard URL requires a login, see urls.py)."""
-    viewer = await sync_to_async(viewer_for)(await request.auser())
-    if viewer is None:  # login_required let it through: cannot happen, but never run as nobody
-        raise PermissionDenied("log in first")
-    return viewer
-
-
-def _viewer_sync(request: HttpRequest) -> Viewer:
-    viewer = viewer_for(request.user)
-    if viewer is None:
-        raise PermissionDenied("log in first")
-    return viewer
+def _viewer(request: HttpRequest) -> Viewer:
+    """The logged-in user's tenant view (every dashboard URL is wrapped in ``access.login_page``)."""
+    return request.viewer  # type: ignore[attr-defined]
 
 
 def _session(request: HttpRequest) -> str:
     session = request.POST.get("session", "")
     return session if session_valid(session) else services.session_new()
+
+
+async def _run(
+    name: str,
+    arguments: dict[str, object],
+    *,
+    session: str,
+    viewer: Viewer,
+    path: str,
+    field_names: list[str],
+    plugin_field: str = "",
+) -> services.RunResult:
+    try:
+        outcome = await services.plugin_run(
+            name=name, arguments=arguments, session_id=session, viewer=viewer, path=path
+        )
+    except services.NoTenant as exc:
+        return services.RunResult(
+            invocation_id="", http_status=403, ok=False, error_code="no_tenant", error_message=str(exc)
+        )
+    return services.run_result(outcome, field_names=field_names, plugin_field=plugin_field)
 
 
 @require_GET
@@ -84,10 +93,15 @@ async def calculator_run(request: HtmxHttpRequest) -> HttpResponse:
     fields = _calculator_fields()
     arguments, _ = arguments_from_post(fields, request.POST)
     session = _session(request)
-    outcome = await services.plugin_run(
-        name=operation, arguments=arguments, session_id=session, viewer=await _viewer(request), path="/run"
+    run = await _run(
+        operation,
+        arguments,
+        session=session,
+        viewer=_viewer(request),
+        path="/run",
+        field_names=["operation", *(f.name for f in fields)],
+        plugin_field="operation",
     )
-    run = services.run_result(outcome, field_names=["operation", *(f.name for f in fields)], plugin_field="operation")
     for form_field in fields:
         form_field.error = run.field_errors.get(form_field.name, "")
     context = {
@@ -118,16 +132,14 @@ async def workers(request: HttpRequest) -> HttpResponse:
 def history(request: HtmxHttpRequest) -> HttpResponse:
     form = HistoryFilterForm(request.GET or None)
     filters = form.filters() if form.is_bound else selectors.HistoryFilters()
-    viewer = _viewer_sync(request)
-    if not viewer.is_staff:  # a tenant's user sees only its tenant, whatever the filter says
-        filters = dataclasses.replace(filters, tenant=viewer.tenant)
-    page = selectors.history_page(filters=filters, page=request.GET.get("page"))
+    scope = _viewer(request).scope  # a tenant's user sees only its tenant, whatever the filter says
+    page = selectors.history_page(filters=filters, scope=scope, page=request.GET.get("page"))
     rows = [{"invocation": i, "segments": timing_segments(invocation_timings(i))} for i in page]
     query = request.GET.copy()
     query.pop("page", None)
     context = {
         "form": form if form.is_bound else HistoryFilterForm(),
-        "choices": selectors.history_choices(),
+        "choices": selectors.history_choices(scope=scope),
         "page": page,
         "rows": rows,
         "query": query.urlencode(),
@@ -140,14 +152,14 @@ def history(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def invocation(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
     found = selectors.invocation_detail(invocation_id=str(invocation_id))
-    if found is None or not _viewer_sync(request).may_see(found.tenant_id):
+    if found is None or not _viewer(request).may_see(found.tenant_id):
         raise Http404("no such invocation")
     timings = invocation_timings(found)
     context = {
         **_live_panel(),
         "invocation": found,
         "invocation_id_str": str(found.id),
-        "rows": trace_rows(found.events.all()),
+        "rows": trace_rows(found.trace),
         "timings": timings,
         "segments": timing_segments(timings),
         "arguments": json.dumps(found.arguments, indent=2, sort_keys=True),
@@ -160,7 +172,7 @@ def invocation(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
 @require_GET
 def timings(request: HttpRequest) -> HttpResponse:
     context = {
-        "rows": selectors.timing_medians(tenant=None if (v := _viewer_sync(request)).is_staff else v.tenant),
+        "rows": selectors.timing_medians(scope=_viewer(request).scope),
         "window": selectors.TIMINGS_WINDOW,
         "seed": selectors.SEED_TIMINGS,
         "seed_totals": selectors.SEED_TOTALS,
@@ -174,7 +186,7 @@ def plugins(request: HttpRequest) -> HttpResponse:
 
 
 def _plugin_or_404(name: str) -> PluginSpec:
-    plugin = selectors.plugin_by_name(name=name)
+    plugin = plugin_by_name(name=name)
     if plugin is None:
         raise Http404("no such plugin")
     return plugin
@@ -204,14 +216,14 @@ async def plugin_run(request: HtmxHttpRequest, name: str) -> HttpResponse:
     session = _session(request)
     run = None
     if not problems:
-        outcome = await services.plugin_run(
-            name=spec.name,
-            arguments=arguments,
-            session_id=session,
-            viewer=await _viewer(request),
+        run = await _run(
+            spec.name,
+            arguments,
+            session=session,
+            viewer=_viewer(request),
             path=f"/plugins/{spec.name}/run",
+            field_names=[f.name for f in fields],
         )
-        run = services.run_result(outcome, field_names=[f.name for f in fields])
         problems = run.field_errors
     for form_field in fields:
         form_field.error = problems.get(form_field.name, "")

@@ -69,6 +69,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context.dashboard",
             ],
         },
     },
@@ -102,7 +103,13 @@ if _database_url := env_str("DATABASE_URL", ""):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Live events reach the WebSockets of other gateway processes only through Redis (REDIS_URL).
-CHANNEL_LAYERS = {"default": channel_layer_from_url(env_str("REDIS_URL", ""), prefix=env_str("REDIS_PREFIX", "asgi"))}
+PLATFORM_REDIS_URL = env_str("REDIS_URL", "")
+PLATFORM_REDIS_PREFIX = env_str("REDIS_PREFIX", "asgi")
+CHANNEL_LAYERS = {"default": channel_layer_from_url(PLATFORM_REDIS_URL, prefix=PLATFORM_REDIS_PREFIX)}
+# Tenant quotas are shared by every gateway through Redis when it is configured (else per process).
+PLATFORM_ADMISSION_REDIS_URL = PLATFORM_REDIS_URL
+# How long a running invocation of a gateway that died may hold its tenant's concurrency slot (Redis).
+PLATFORM_ADMISSION_SLOT_TTL_S = env_float("ADMISSION_SLOT_TTL_S", 900.0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -1,40 +1,42 @@
-"""Run one plugin invocation end to end, as in the seed's sequence diagrams.
+"""One plugin invocation, phase by phase, as the seed draws it.
 
-request → registry lookup → input validation → allocation (supervisor) → PPP Init →
-streamed Invoke (progress, logs, chunks, Completed/Failed) → output validation → release
-(always; CancelAllocation on timeout) → record (invocation + trace) → response.
+1. request  2. lookup and input validation  3. allocation  4. PPP session  5. execution
+6. cleanup (always; CancelAllocation on timeout)  7. response (recorded with its trace)
+
+Each phase is a method of ``_Run``, which holds what the phases share (the trace, the worker's
+log, the final state). Callers do not use this module directly: ``service.invocation_submit``
+admits, runs (here) and shapes every invocation, whoever asks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import uuid
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 from django.conf import settings
 
 from platform_core.gateway import errors, instance
+from platform_core.gateway.ppp_session import OUT_OF_MEMORY, Target, WorkerLog, session_run, worker_channels
 from platform_core.gateway.runtime_client import ReleaseReport, WorkerLease, worker_allocate, worker_release
-from platform_core.gateway.schemas import schema_errors
-from platform_core.invocations.models import Participant as P
+from platform_core.invocations.documents import NotJson, loads_strict
 from platform_core.invocations.models import Status
-from platform_core.invocations.services import Caller, Finish, invocation_finish, invocation_start
+from platform_core.invocations.services import Finish, invocation_finish, invocation_start
 from platform_core.invocations.trace import Trace
+from platform_core.invocations.vocabulary import EventKind as K
+from platform_core.registry.models import PluginSpec
+from platform_core.registry.schemas import schema_errors
 from platform_core.registry.selectors import plugin_get
-from platform_core.rpc import FAST_CHANNEL_OPTIONS, ppp_grpc, ppp_pb2
+from platform_core.tenancy.callers import Caller
 
 log = logging.getLogger(__name__)
-
-_LOG_LEVEL_NAMES = {v: k.lower() for k, v in ppp_pb2.Log.Level.items()}
 
 
 @dataclass
 class Outcome:
-    """What the API answers: status, JSON body, extra headers."""
+    """An invocation's end, as every edge shapes its answer from it."""
 
     invocation_id: str
     http_status: int
@@ -45,66 +47,18 @@ class Outcome:
 
     @property
     def headers(self) -> dict[str, str]:
-        if self.error is not None and self.error.retry_after is not None:
-            return {"Retry-After": str(self.error.retry_after)}
-        return {}
+        return self.error.headers if self.error is not None else {}
 
 
-class _WorkerLog:
-    """PPP Log messages and worker output, bounded by MAX_LOG_BYTES."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.parts, self.size, self.truncated = limit, [], 0, False
-
-    def add(self, text: str) -> None:
-        if self.size + len(text) > self.limit:
-            text, self.truncated = text[: max(self.limit - self.size, 0)], True
-        self.parts.append(text)
-        self.size += len(text)
-
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
-class _WorkerChannels:
-    """gRPC channels to workers, one per worker address and event loop, closed when the worker goes."""
-
-    def __init__(self) -> None:
-        self._channels: dict[tuple[int, str], grpc.aio.Channel] = {}
-        self._initialized: set[tuple[int, str]] = set()
-
-    def initialized(self, address: str) -> bool:
-        return (id(asyncio.get_running_loop()), address) in self._initialized
-
-    def mark_initialized(self, address: str) -> None:
-        self._initialized.add((id(asyncio.get_running_loop()), address))
-
-    def get(self, address: str) -> grpc.aio.Channel:
-        key = (id(asyncio.get_running_loop()), address)
-        channel = self._channels.get(key)
-        if channel is None:
-            channel = self._channels[key] = grpc.aio.insecure_channel(address, options=FAST_CHANNEL_OPTIONS)
-        return channel
-
-    async def forget(self, address: str) -> None:
-        key = (id(asyncio.get_running_loop()), address)
-        self._initialized.discard(key)
-        channel = self._channels.pop(key, None)
-        if channel is not None:
-            await channel.close()
-
-
-worker_channels = _WorkerChannels()
-
-
-def _parse_arguments(body: bytes) -> Any:
+def arguments_parse(body: bytes) -> Any:
+    """The request body as a JSON document: strict JSON, nested at most API_MAX_JSON_DEPTH deep."""
     if not body.strip():
         raise errors.InvalidInput("request body is empty; send a JSON object")
     limit = settings.PLATFORM_MAX_JSON_DEPTH
     too_deep = errors.InvalidInput(f"request body is nested deeper than {limit} levels (API_MAX_JSON_DEPTH)")
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        document = loads_strict(body)
+    except NotJson as exc:
         raise errors.InvalidInput(f"request body is not valid JSON: {exc}") from None
     except RecursionError:  # deeper than the parser's own recursion limit (~1000)
         raise too_deep from None
@@ -135,124 +89,174 @@ def json_depth(document: Any, limit: int) -> int:
     return deepest
 
 
-async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_line: str) -> Outcome:
-    """Run plugin ``name`` (primitive name or operation alias) on the JSON ``body``."""
-    invocation_id = str(uuid.uuid4())
-    trace = Trace(
-        invocation_id,
-        context={"tenant_id": caller.tenant_id, "session_id": caller.session_id, "request_id": caller.request_id},
-    )
-    worker_log = _WorkerLog(settings.PLATFORM_MAX_LOG_BYTES)
-    finish = Finish(status=Status.ERROR, http_status=500, plugin_name=name)
-    outcome = Outcome(invocation_id, 500)
-    lease: WorkerLease | None = None
-    started: asyncio.Future | None = None
+async def invocation_execute(
+    *, invocation_id: str, name: str, body: bytes, caller: Caller, request_line: str
+) -> Outcome:
+    """Run plugin ``name`` (primitive name or operation alias) on the JSON ``body``; recorded."""
+    run = _Run(invocation_id, name, caller)
+    run.request(request_line)  # 1
     try:
-        trace.add(P.CLIENT, P.GATEWAY, "request", 1, request_line)
-        trace.add(P.GATEWAY, P.REGISTRY, "lookup", 2, f'getPlugin("{name}")')
+        plugin = await run.lookup(name)  # 2
+        arguments = run.validate_input(plugin, body)  # 2
+        output = await run.on_worker(plugin, arguments)  # 3, 4, 5, 6
+        run.finish.status, run.finish.http_status, run.finish.result = Status.SUCCEEDED, 200, output
+        run.outcome.http_status, run.outcome.result = 200, output
+    except errors.GatewayError as exc:
+        run.failed(exc)
+    except Exception as exc:
+        log.exception("invocation %s failed in the gateway", invocation_id)
+        error = errors.GatewayError(f"internal error in the gateway: {type(exc).__name__}")
+        run.failed(error, recorded_message=f"{type(exc).__name__}: {exc}")
+    return await run.respond()  # 7
+
+
+async def invocation_refuse(
+    *, invocation_id: str, name: str, caller: Caller, request_line: str, error: errors.GatewayError
+) -> Outcome:
+    """Record and answer an invocation refused before it ran (quota, body too large)."""
+    run = _Run(invocation_id, name, caller)
+    run.request(request_line)
+    run.trace.add(K.REFUSED, f"{error.code}: {error.message}")
+    run.failed(error)
+    return await run.respond()
+
+
+class _Run:
+    def __init__(self, invocation_id: str, name: str, caller: Caller) -> None:
+        self.caller = caller
+        self.trace = Trace(
+            invocation_id,
+            context={"tenant_id": caller.tenant_id, "session_id": caller.session_id, "request_id": caller.request_id},
+        )
+        self.worker_log = WorkerLog(settings.PLATFORM_MAX_LOG_BYTES)
+        self.finish = Finish(status=Status.ERROR, http_status=500, plugin_name=name)
+        self.outcome = Outcome(invocation_id, 500)
+        # The start record, written while the worker is allocated; awaited before the final write.
+        self.started: asyncio.Future[Any] | None = None
+        self.allocation_deadline = 0.0
+
+    # 1. request ----------------------------------------------------------------------------
+
+    def request(self, request_line: str) -> None:
+        self.trace.add(K.REQUEST, request_line)
+
+    # 2. lookup and input validation --------------------------------------------------------
+
+    async def lookup(self, name: str) -> PluginSpec:
+        self.trace.add(K.LOOKUP, f'getPlugin("{name}")')
         plugin = await plugin_get(name=name)
         if plugin is None:
-            trace.add(P.REGISTRY, P.GATEWAY, "lookup_result", 2, "not found")
+            self.trace.add(K.LOOKUP_RESULT, "not found")
             raise errors.UnknownPlugin(f"no enabled plugin or operation is called {name!r}; see GET /api/v1/plugins")
-        finish.plugin, finish.plugin_name = plugin, plugin.name
-        trace.add(
-            P.REGISTRY,
-            P.GATEWAY,
-            "lookup_result",
-            2,
-            f"PluginSpec({plugin.runtime}, {plugin.entrypoint}, {plugin.mode})",
-        )
-        arguments = finish.arguments = _parse_arguments(body)
+        self.finish.plugin, self.finish.plugin_name = plugin, plugin.name
+        self.trace.add(K.LOOKUP_RESULT, f"PluginSpec({plugin.runtime}, {plugin.entrypoint}, {plugin.mode})")
+        return plugin
+
+    def validate_input(self, plugin: PluginSpec, body: bytes) -> Any:
+        try:
+            arguments = self.finish.arguments = arguments_parse(body)
+        except errors.InvalidInput as exc:
+            self.trace.add(K.VALIDATE_INPUT, f"invalid: {exc.message}")
+            raise
         if problems := schema_errors(plugin.input_validator, arguments):
-            trace.add(P.GATEWAY, P.GATEWAY, "validate_input", 2, f"invalid: {problems[0]['message']}")
+            self.trace.add(K.VALIDATE_INPUT, f"invalid: {problems[0]['message']}")
             raise errors.InvalidInput(
                 f"arguments do not match the input schema of {plugin.name}: "
                 f"{problems[0]['path']}: {problems[0]['message']}",
                 details=problems,
             )
-        trace.add(
-            P.GATEWAY,
-            P.GATEWAY,
-            "validate_input",
-            2,
+        caller = self.caller
+        self.trace.add(
+            K.VALIDATE_INPUT,
             f"Build PluginRef & Context (tenant {caller.tenant_id}, user {caller.user_id}, "
             f"request {caller.request_id})",
         )
-        # Written while the worker is allocated; awaited before the final write.
-        started = asyncio.ensure_future(
+        self.started = asyncio.ensure_future(
             invocation_start(
-                invocation_id=invocation_id,
+                invocation_id=self.outcome.invocation_id,
                 plugin=plugin,
                 caller=caller,
                 arguments=arguments,
                 gateway_instance=instance.INSTANCE_ID,
             )
         )
-        trace.publish_state({"status": Status.RUNNING, "plugin": plugin.name})
+        self.trace.publish_state({"status": Status.RUNNING, "plugin": plugin.name})
+        return arguments
 
-        lease = await worker_allocate(
-            plugin=plugin, caller=caller, trace=trace, timeout_s=settings.PLATFORM_ALLOCATION_TIMEOUT_S
-        )
-        finish.worker_id, finish.worker_warm, finish.backend = lease.worker_id, lease.warm, lease.backend
+    # 3-6. on a worker ----------------------------------------------------------------------
+
+    async def on_worker(self, plugin: PluginSpec, arguments: Any) -> Any:
+        """Allocate a worker (3), run the PPP session on it (4, 5), release it whatever happened (6)."""
+        budget = settings.PLATFORM_ALLOCATION_TIMEOUT_S
+        self.allocation_deadline = time.monotonic() + budget
+        lease = await worker_allocate(plugin=plugin, caller=self.caller, trace=self.trace, timeout_s=budget)
+        self.finish.worker_id, self.finish.worker_warm, self.finish.backend = lease.worker_id, lease.warm, lease.backend
         report = ReleaseReport()
         try:
-            output = await _ppp_session(lease, plugin, arguments, caller, trace, worker_log)
+            output = await session_run(
+                target=Target(lease.worker_id, lease.address),
+                plugin=plugin,
+                arguments=arguments,
+                caller=self.caller,
+                trace=self.trace,
+                worker_log=self.worker_log,
+                connect_deadline=self.allocation_deadline,
+            )
         except errors.InvocationTimeout:
-            report = await worker_release(lease=lease, reason="timeout", trace=trace, force=True)
+            report = await worker_release(lease=lease, reason="timeout", trace=self.trace, force=True)
             raise
         except errors.GatewayError as exc:
-            # A plugin that reported a failure is healthy; a lost, garbled or starved worker is not reused.
-            suspect = isinstance(exc, errors.WorkerLost | errors.InvalidOutput) or exc.code == OUT_OF_MEMORY
-            report = await worker_release(lease=lease, reason=exc.code, trace=trace, retire=suspect)
+            # A plugin that reported a failure is healthy; a lost, unreachable, garbled or starved worker is not reused.
+            suspect = isinstance(exc, errors.WorkerLost | errors.WorkerUnreachable | errors.InvalidOutput)
+            report = await worker_release(
+                lease=lease, reason=exc.code, trace=self.trace, retire=suspect or exc.code == OUT_OF_MEMORY
+            )
             raise _explained(exc, report, plugin) from None
         except BaseException:  # cancelled or a bug: the worker must not outlive the request
-            report = await worker_release(lease=lease, reason="aborted", trace=trace, force=True)
+            report = await worker_release(lease=lease, reason="aborted", trace=self.trace, force=True)
             raise
         else:
-            report = await worker_release(lease=lease, reason="execution_complete", trace=trace)
+            report = await worker_release(lease=lease, reason="execution_complete", trace=self.trace)
         finally:
-            if report.removed:
-                await worker_channels.forget(lease.address)
-            if report.output:
-                worker_log.add(f"--- worker output (exit code {report.exit_code}) ---\n{report.output}")
-            worker_log.truncated |= report.output_truncated
-        finish.status, finish.http_status, finish.result = Status.SUCCEEDED, 200, output
-        outcome.http_status, outcome.result = 200, output
-    except errors.GatewayError as exc:
-        finish.status, finish.http_status = exc.status, exc.http_status
-        finish.error_code, finish.error_message = exc.code, exc.message
-        outcome.http_status, outcome.error = exc.http_status, exc
-    except Exception as exc:
-        log.exception("invocation %s failed in the gateway", invocation_id)
-        error = errors.GatewayError(f"internal error in the gateway: {type(exc).__name__}")
-        finish.error_code, finish.error_message = error.code, f"{type(exc).__name__}: {exc}"
-        outcome.error = error
-    finally:
+            await self._after_release(lease, report)
+        return output
+
+    async def _after_release(self, lease: WorkerLease, report: ReleaseReport) -> None:
+        if report.removed:
+            await worker_channels.forget(lease.address)
+        if report.output:
+            self.worker_log.add(f"--- worker output (exit code {report.exit_code}) ---\n{report.output}")
+        self.worker_log.truncated |= report.output_truncated
+
+    # 7. response ---------------------------------------------------------------------------
+
+    def failed(self, exc: errors.GatewayError, *, recorded_message: str = "") -> None:
+        """End with ``exc`` (``recorded_message``: what the history keeps, when it says more)."""
+        self.finish.status, self.finish.http_status = exc.status, exc.http_status
+        self.finish.error_code, self.finish.error_message = exc.code, recorded_message or exc.message
+        self.outcome.http_status, self.outcome.error = exc.http_status, exc
+
+    async def respond(self) -> Outcome:
+        """Record the invocation with its whole trace; the outcome the caller is answered with."""
+        outcome, finish = self.outcome, self.finish
         outcome.worker_id = finish.worker_id
-        trace.add(
-            P.GATEWAY,
-            P.CLIENT,
-            "response",
-            7,
-            f"HTTP {outcome.http_status}" + (f" {outcome.error.code}" if outcome.error else ""),
-        )
-        finish.worker_log, finish.worker_log_truncated = worker_log.text(), worker_log.truncated
+        self.trace.add(K.RESPONSE, f"HTTP {outcome.http_status}" + (f" {outcome.error.code}" if outcome.error else ""))
+        finish.worker_log, finish.worker_log_truncated = self.worker_log.text(), self.worker_log.truncated
         try:
-            if started is not None:
-                await started
+            if self.started is not None:
+                await self.started
             outcome.timings_ms = await invocation_finish(
-                invocation_id=invocation_id, caller=caller, finish=finish, events=trace.events
+                invocation_id=outcome.invocation_id, caller=self.caller, finish=finish, events=self.trace.events
             )
         except Exception:
             # Nothing is acknowledged that is not stored (e.g. a database locked past its busy
             # timeout): the client is told, in the error contract's shape, not with a bare 500.
-            log.exception("invocation %s could not be recorded", invocation_id)
+            log.exception("invocation %s could not be recorded", outcome.invocation_id)
             outcome.http_status, outcome.result = 500, None
-            outcome.error = errors.GatewayError(
-                "the invocation could not be recorded (database unavailable); its outcome is unknown",
-                code="record_failed",
+            outcome.error = errors.RecordFailed(
+                "the invocation could not be recorded (database unavailable); its outcome is unknown"
             )
-        trace.publish_state(
+        self.trace.publish_state(
             {
                 "status": finish.status,
                 "http_status": finish.http_status,
@@ -262,15 +266,11 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
             }
         )
         # Live viewers get the rest in the background; the response does not wait for them.
-        trace.close_soon()
-    return outcome
+        self.trace.close_soon()
+        return outcome
 
 
-# PPP Failed code of the Python SDK for a MemoryError (a worker at its address-space rlimit).
-OUT_OF_MEMORY = "out_of_memory"
-
-
-def _explained(exc: errors.GatewayError, report: ReleaseReport, plugin) -> errors.GatewayError:
+def _explained(exc: errors.GatewayError, report: ReleaseReport, plugin: PluginSpec) -> errors.GatewayError:
     """The error the client gets, once the supervisor has said how the worker ended.
 
     A lost worker says little by itself (its connection broke); the supervisor knows whether it
@@ -280,7 +280,7 @@ def _explained(exc: errors.GatewayError, report: ReleaseReport, plugin) -> error
     memory = f"worker exceeded its memory limit ({plugin.memory_mb} MB)"
     if exc.code == OUT_OF_MEMORY or report.exit_cause == "memory_limit":
         return errors.MemoryLimitExceeded(f"{memory}: {exc.message}" if exc.code == OUT_OF_MEMORY else memory)
-    if not isinstance(exc, errors.WorkerLost):
+    if not isinstance(exc, errors.WorkerLost | errors.WorkerUnreachable):
         return exc
     if report.exit_cause == "cpu_time_limit":
         return errors.CpuLimitExceeded(report.exit_detail)
@@ -292,119 +292,3 @@ def _explained(exc: errors.GatewayError, report: ReleaseReport, plugin) -> error
             "retry once it is back"
         )
     return exc
-
-
-async def _ppp_session(
-    lease: WorkerLease, plugin, arguments: Any, caller: Caller, trace: Trace, worker_log: _WorkerLog
-) -> Any:
-    """Init and Invoke on the worker; the validated output document."""
-    context = ppp_pb2.Context(
-        tenant_id=caller.tenant_id, user_id=caller.user_id, session_id=caller.session_id, request_id=caller.request_id
-    )
-    if lease.warm:
-        channel = worker_channels.get(lease.address)
-        trace.add(P.GATEWAY, P.GATEWAY, "channel_open", 4, f"Reuse channel {lease.address}")
-    else:
-        # Kept open after the call when the worker turns out to be pooled (it stays up).
-        channel = worker_channels.get(lease.address)
-        trace.add(P.GATEWAY, P.GATEWAY, "channel_open", 4, f"Create channel {lease.address}")
-    try:
-        async with asyncio.timeout(plugin.timeout_s):
-            stub = ppp_grpc.PluginWorkerStub(channel)
-            if worker_channels.initialized(lease.address):
-                # A pooled worker is initialized once per session; each Invoke carries its own context.
-                trace.add(P.GATEWAY, P.GATEWAY, "init_cached", 4, "Init skipped: worker session already initialized")
-            else:
-                trace.add(P.GATEWAY, P.WORKER, "init_request", 4, "gRPC Init(ctx)")
-                init = await stub.Init(ppp_pb2.InitRequest(context=context))
-                trace.add(P.WORKER, P.GATEWAY, "init_response", 4, f"InitResponse(ok={init.ok}, {init.message!r})")
-                if not init.ok:
-                    raise errors.PluginFailed(f"worker refused Init: {init.message}", code="init_failed")
-                worker_channels.mark_initialized(lease.address)
-            trace.add(
-                P.GATEWAY,
-                P.WORKER,
-                "invoke_request",
-                5,
-                f"gRPC Invoke({plugin.name}, {len(json.dumps(arguments))} bytes, {caller.request_id})",
-            )
-            output = await _invoke_stream(stub, plugin, arguments, context, caller, trace, worker_log)
-    except TimeoutError:
-        trace.add(P.GATEWAY, P.GATEWAY, "timeout", 5, f"no result after {plugin.timeout_s:g} s")
-        raise errors.InvocationTimeout(f"{plugin.name} did not finish within {plugin.timeout_s:g} s") from None
-    except grpc.aio.AioRpcError as exc:
-        trace.add(P.WORKER, P.GATEWAY, "worker_lost", 5, f"{exc.code().name}: {exc.details()}")
-        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # one message over the channel's 16 MiB limit
-            raise errors.InvalidOutput(f"the worker sent a message larger than gRPC allows ({exc.details()})") from None
-        raise errors.WorkerLost(
-            f"connection to worker {lease.worker_id} lost: {exc.code().name.lower()} ({exc.details()})"
-        ) from None
-    finally:
-        trace.add(P.GATEWAY, P.WORKER, "channel_close", 6, "Done with channel (closed once the worker is removed)")
-    return output
-
-
-async def _invoke_stream(stub, plugin, arguments, context, caller: Caller, trace: Trace, worker_log: _WorkerLog) -> Any:
-    request = ppp_pb2.InvokeRequest(
-        primitive=plugin.ppp_primitive,
-        arguments=json.dumps(arguments).encode(),
-        request_id=caller.request_id,
-        context=context,
-    )
-    chunks: list[bytes] = []
-    size = 0
-    async for message in stub.Invoke(request):
-        kind = message.WhichOneof("kind")
-        if kind == "progress":
-            progress = message.progress
-            trace.add(
-                P.WORKER,
-                P.GATEWAY,
-                "progress",
-                5,
-                f"Progress({progress.percent:g}%, {progress.message!r})",
-                data={"percent": progress.percent, "message": progress.message},
-            )
-        elif kind == "log":
-            level = _LOG_LEVEL_NAMES.get(message.log.level, "info")
-            worker_log.add(f"[{level}] {message.log.message}\n")
-            trace.add(P.WORKER, P.WORKER, "log", 5, f"Log: {message.log.message}")
-        elif kind == "result_chunk":
-            size += len(message.result_chunk.data)
-            if size > settings.PLATFORM_MAX_RESULT_BYTES:
-                raise _result_too_large()
-            chunks.append(message.result_chunk.data)
-        elif kind == "completed":
-            output_bytes = b"".join(chunks) + message.completed.output
-            trace.add(P.WORKER, P.GATEWAY, "completed", 5, f"Completed({len(output_bytes)} bytes)")
-            return _validated_output(plugin, output_bytes, trace)
-        elif kind == "failed":
-            failed = message.failed
-            trace.add(P.WORKER, P.GATEWAY, "failed", 5, f"Failed({failed.code}, {failed.message!r})")
-            if failed.code in {"invalid_input", "invalid_argument"}:
-                raise errors.PluginRejectedInput(failed.message or "the plugin rejected its input")
-            raise errors.PluginFailed(failed.message or "the plugin failed", code=failed.code or "plugin_failed")
-    trace.add(P.WORKER, P.GATEWAY, "worker_lost", 5, "stream ended without Completed or Failed")
-    raise errors.WorkerLost("the worker ended its stream without a result")
-
-
-def _result_too_large() -> errors.InvalidOutput:
-    limit = settings.PLATFORM_MAX_RESULT_BYTES
-    return errors.InvalidOutput(f"the plugin's result is larger than {limit} bytes (MAX_RESULT_BYTES); it was dropped")
-
-
-def _validated_output(plugin, output_bytes: bytes, trace: Trace) -> Any:
-    if len(output_bytes) > settings.PLATFORM_MAX_RESULT_BYTES:
-        raise _result_too_large()
-    try:
-        output = json.loads(output_bytes)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise errors.InvalidOutput(f"the plugin's result is not JSON: {exc}") from None
-    if problems := schema_errors(plugin.output_validator, output):
-        trace.add(P.GATEWAY, P.GATEWAY, "validate_output", 5, f"invalid: {problems[0]['message']}")
-        raise errors.InvalidOutput(
-            f"the plugin's result does not match its output schema: {problems[0]['path']}: {problems[0]['message']}",
-            details=problems,
-        )
-    trace.add(P.GATEWAY, P.GATEWAY, "validate_output", 5, "Parse JSON output, validate output schema")
-    return output

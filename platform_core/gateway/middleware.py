@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from platform_core.gateway import errors
+
 log = logging.getLogger(__name__)
 
+# What Django itself answers with HTML, as the error contract's codes.
 _CODES = {
     400: "bad_request",
     403: "forbidden",
@@ -29,7 +31,7 @@ def _jsonify(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     message = {405: f"{request.method} is not allowed here; allowed: {response.get('Allow', '')}"}.get(
         status, response.reason_phrase
     )
-    replacement = JsonResponse({"error": {"code": _CODES.get(status, "error"), "message": message}}, status=status)
+    replacement = JsonResponse(errors.error_body(_CODES.get(status, "error"), message), status=status)
     for header in ("Allow", "Retry-After"):
         if header in response:
             replacement[header] = response[header]
@@ -57,9 +59,4 @@ class ApiJsonErrorsMiddleware:
         if not request.path.startswith("/api/"):
             return None
         log.exception("unhandled error in %s %s", request.method, request.path, exc_info=exception)
-        return JsonResponse(
-            {"error": {"code": "internal_error", "message": "internal error; see the gateway log"}}, status=500
-        )
-
-
-__all__ = ["json"]
+        return JsonResponse(errors.error_body("internal_error", "internal error; see the gateway log"), status=500)

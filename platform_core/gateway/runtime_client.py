@@ -18,28 +18,13 @@ from django.conf import settings
 
 from platform_core.gateway import errors, instance
 from platform_core.gateway.supervisor_choice import capacity_view
-from platform_core.invocations.models import Participant as P
-from platform_core.invocations.services import Caller
 from platform_core.invocations.trace import Trace
+from platform_core.invocations.vocabulary import EventKind as K
+from platform_core.invocations.vocabulary import Phase
 from platform_core.registry.refs import plugin_ref_message
 from platform_core.rpc import FAST_CHANNEL_OPTIONS, sup_grpc, sup_pb2
 from platform_core.rpc.secret import client_interceptors
-
-# How each lifecycle state appears in the sequence diagram: (source, target).
-_ARROWS: dict[int, tuple[P, P]] = {
-    sup_pb2.REQUESTED: (P.SUPERVISOR, P.SUPERVISOR),
-    sup_pb2.ALLOCATING: (P.SUPERVISOR, P.SUPERVISOR),
-    sup_pb2.SPAWNING: (P.SUPERVISOR, P.BACKEND),
-    sup_pb2.STARTING: (P.BACKEND, P.WORKER),
-    sup_pb2.READY: (P.WORKER, P.SUPERVISOR),
-    sup_pb2.EXECUTING: (P.SUPERVISOR, P.SUPERVISOR),
-    sup_pb2.COMPLETED: (P.SUPERVISOR, P.SUPERVISOR),
-    sup_pb2.RELEASING: (P.SUPERVISOR, P.SUPERVISOR),
-    sup_pb2.STOPPING: (P.SUPERVISOR, P.BACKEND),
-    sup_pb2.REMOVED: (P.BACKEND, P.SUPERVISOR),
-    sup_pb2.FAILED: (P.SUPERVISOR, P.SUPERVISOR),
-    sup_pb2.IDLE: (P.SUPERVISOR, P.SUPERVISOR),
-}
+from platform_core.tenancy.callers import Caller
 
 
 @dataclass(frozen=True)
@@ -92,20 +77,15 @@ def supervisor_addresses(runtime: str) -> list[str]:
     return settings.PLATFORM_SUPERVISORS.get(runtime, [])
 
 
-def _record_events(trace: Trace, events: list[sup_pb2.WorkerEvent], phase: int) -> None:
+def _record_events(trace: Trace, events: list[sup_pb2.WorkerEvent], phase: Phase) -> None:
+    """The supervisor's lifecycle events of the worker, at the times it reported them."""
     for event in events:
-        source, target = _ARROWS.get(event.state, (P.SUPERVISOR, P.SUPERVISOR))
         state = sup_pb2.WorkerState.Name(event.state).lower()
         trace.add(
-            source,
-            target,
-            f"worker_{state}",
-            phase,
-            f"{event.worker_id} {state}: {event.detail}",
-            at_ns=event.at_unix_nanos,
+            K.lifecycle(state), f"{event.worker_id} {state}: {event.detail}", phase=phase, at_ns=event.at_unix_nanos
         )
         if event.state == sup_pb2.STOPPING:
-            trace.add(P.BACKEND, P.WORKER, "worker_signal", phase, event.detail, at_ns=event.at_unix_nanos)
+            trace.add(K.WORKER_SIGNAL, event.detail, phase=phase, at_ns=event.at_unix_nanos)
 
 
 def _unavailable(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> errors.SupervisorUnavailable:
@@ -119,9 +99,14 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
     """A ready worker from a supervisor of the plugin's runtime: the one with the most free slots,
     else the next one, within one deadline. A supervisor that is down or full is skipped."""
     addresses = supervisor_addresses(plugin.runtime)
-    trace.add(P.GATEWAY, P.RUNTIME_CLIENT, "allocate_request", 3, f"allocateWorker({plugin.name}, context)")
+    trace.add(K.ALLOCATE_REQUEST, f"allocateWorker({plugin.name}, context)")
     if not addresses:
-        trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "allocation_failed", 3, f"no {plugin.runtime} supervisor configured")
+        trace.add(
+            K.ALLOCATION_FAILED,
+            f"no {plugin.runtime} supervisor configured",
+            source=K.ALLOCATE_REQUEST.target,
+            target=K.ALLOCATE_REQUEST.source,
+        )
         raise errors.SupervisorUnavailable(
             f"no supervisor is configured for runtime {plugin.runtime!r} (set SUPERVISORS)"
         )
@@ -143,7 +128,7 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
     deadline = time.monotonic() + timeout_s + 2.0
     failures: list[errors.GatewayError] = []
     for address in candidates:
-        trace.add(P.RUNTIME_CLIENT, P.SUPERVISOR, "allocate_rpc", 3, f"gRPC AllocateWorkerRequest → {address}")
+        trace.add(K.ALLOCATE_RPC, f"gRPC AllocateWorkerRequest → {address}")
         capacity_view.lease_started(address, default_max_workers=default_max)
         try:
             response = await _stub(address).AllocateWorker(request, timeout=max(deadline - time.monotonic(), 0.1))
@@ -156,29 +141,23 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
             elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 capacity_view.mark_full(address)
             if address == candidates[-1] or code not in _TRY_NEXT or time.monotonic() >= deadline:
-                trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, "allocation_failed", 3, f"{code.name}: {exc.details()}")
+                trace.add(K.ALLOCATION_FAILED, f"{code.name}: {exc.details()}")
                 raise _final_error(plugin.runtime, failures) from exc
             trace.add(
-                P.SUPERVISOR,
-                P.RUNTIME_CLIENT,
-                "allocation_retry",
-                3,
+                K.ALLOCATION_RETRY,
                 f"{code.name} from {address}: {exc.details()}; trying the next {plugin.runtime} supervisor",
             )
             continue
         except BaseException:  # cancelled with the request: no lease was taken
             capacity_view.lease_ended(address)
             raise
-        _record_events(trace, list(response.events), 3)
+        _record_events(trace, list(response.events), Phase.ALLOCATION)
         handle = response.worker
         trace.add(
-            P.SUPERVISOR,
-            P.RUNTIME_CLIENT,
-            "allocate_response",
-            3,
+            K.ALLOCATE_RESPONSE,
             f"WorkerHandle({handle.worker_id}, {handle.runtime}, {'warm' if handle.warm else 'cold'})",
         )
-        trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "worker_allocated", 3, handle.worker_id)
+        trace.add(K.WORKER_ALLOCATED, handle.worker_id)
         return WorkerLease(handle.worker_id, handle.address, handle.runtime, handle.backend, handle.warm, address)
     raise AssertionError("unreachable: the last candidate raises")
 
@@ -245,8 +224,8 @@ async def worker_release(
 ) -> ReleaseReport:
     """Give the worker back (``retire``: never reuse it; ``force``: CancelAllocation, kill it). Never raises."""
     kind, call = ("cancel", "CancelAllocation") if force else ("release", "ReleaseWorker")
-    trace.add(P.GATEWAY, P.RUNTIME_CLIENT, f"{kind}_request", 6, f"{kind}Worker({lease.worker_id}, {reason!r})")
-    trace.add(P.RUNTIME_CLIENT, P.SUPERVISOR, f"{kind}_rpc", 6, f"gRPC {call}Request")
+    trace.add(K(f"{kind}_request"), f"{kind}Worker({lease.worker_id}, {reason!r})")
+    trace.add(K(f"{kind}_rpc"), f"gRPC {call}Request")
     # The supervisor that allocated the worker is the only one that knows it.
     stub = _stub(lease.supervisor)
     timeout = settings.PLATFORM_SUPERVISOR_CALL_TIMEOUT_S + settings.PLATFORM_WORKER_STOP_GRACE_S
@@ -262,7 +241,7 @@ async def worker_release(
                 timeout=timeout,
             )
     except grpc.aio.AioRpcError as exc:
-        trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, "release_failed", 6, f"{exc.code().name}: {exc.details()}")
+        trace.add(K.RELEASE_FAILED, f"{exc.code().name}: {exc.details()}")
         if exc.code() == grpc.StatusCode.UNAVAILABLE:
             capacity_view.mark_down(
                 lease.supervisor, reason=exc.details() or "", down_s=settings.PLATFORM_SUPERVISOR_DOWN_S
@@ -270,9 +249,9 @@ async def worker_release(
         return ReleaseReport(supervisor_lost=exc.code() == grpc.StatusCode.UNAVAILABLE)
     finally:
         capacity_view.lease_ended(lease.supervisor)
-    _record_events(trace, list(response.events), 6)
-    trace.add(P.SUPERVISOR, P.RUNTIME_CLIENT, f"{kind}_response", 6, f"{call}Response(exit code {response.exit_code})")
-    trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "cancelled" if force else "released", 6, "Success")
+    _record_events(trace, list(response.events), Phase.CLEANUP)
+    trace.add(K(f"{kind}_response"), f"{call}Response(exit code {response.exit_code})")
+    trace.add(K.CANCELLED if force else K.RELEASED, "Success")
     removed = any(event.state == sup_pb2.REMOVED for event in response.events)
     cause = response.exit_cause
     return ReleaseReport(

@@ -56,16 +56,5 @@ def invocation_json(invocation: Invocation, *, trace: bool = False) -> dict[str,
     if trace:
         data["worker_log"] = invocation.worker_log
         data["worker_log_truncated"] = invocation.worker_log_truncated
-        data["trace"] = [
-            {
-                "seq": e.seq,
-                "phase": e.phase,
-                "offset_ms": e.offset_ms,
-                "source": e.source,
-                "target": e.target,
-                "kind": e.kind,
-                "detail": e.detail,
-            }
-            for e in invocation.events.all()
-        ]
+        data["trace"] = invocation.trace
     return data

@@ -8,67 +8,62 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.paginator import EmptyPage, Paginator
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from platform_core.gateway import runtime_client
-from platform_core.gateway.auth import UNAUTHENTICATED, caller_async, caller_sync
-from platform_core.gateway.invoke_edge import Style, invocation_answer, too_large_body
+from platform_core.gateway import errors, runtime_client, service
+from platform_core.gateway.auth import caller_async, caller_sync
 from platform_core.gateway.openapi import openapi_document
 from platform_core.gateway.serializers import invocation_json, plugin_json
 from platform_core.invocations.models import Status
 from platform_core.invocations.selectors import invocation_with_trace, invocations_query
 from platform_core.registry.models import PluginSpec
-from platform_core.registry.selectors import plugins_list
+from platform_core.registry.selectors import plugin_by_name, plugins_list
 
 MAX_PAGE_SIZE = 200
 
 
-def error_response(http_status: int, code: str, message: str, **extra: Any) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message}, **extra}, status=http_status)
+def error_response(error: errors.GatewayError, **extra: Any) -> JsonResponse:
+    """A ``GatewayError`` as a Django response: the contract's body and headers."""
+    response = JsonResponse(error.body(**extra), status=error.http_status)
+    for header, value in error.headers.items():
+        response[header] = value
+    return response
 
 
-async def _invocation_view(request: HttpRequest, name: str, style: Style) -> JsonResponse:
+async def _invocation_view(request: HttpRequest, name: str, style: service.Style) -> JsonResponse:
+    """The Django twin of the ASGI edge (``invoke_edge``), for clients that go through Django."""
+    caller = await caller_async(request.headers.get("Authorization", ""), request.headers.get("X-Request-ID", ""))
+    if caller is None:
+        return error_response(errors.Unauthenticated())
+    origin = f"POST {request.path}"
     try:
         body = request.body
     except RequestDataTooBig:
-        return JsonResponse(too_large_body(), status=413)
-    status, payload, headers = await invocation_answer(
-        authorization=request.headers.get("Authorization", ""),
-        request_id=request.headers.get("X-Request-ID", ""),
-        name=name,
-        body=body,
-        style=style,
-        path=request.path,
-    )
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        outcome = await service.invocation_refuse_body(name=name, caller=caller, origin=origin, limit=limit)
+    else:
+        outcome = await service.invocation_submit(name=name, body=body, caller=caller, origin=origin)
+    status, payload, headers = service.answer(outcome, style=style, name=name)
     response = JsonResponse(payload, status=status)
     for header, value in headers.items():
         response[header] = value
     return response
 
 
-@csrf_exempt
 @require_POST
 async def calculate(request: HttpRequest, operation: str) -> JsonResponse:
     """The seed's API: POST /api/v1/calculate/{operation} {"operand1": .., "operand2": ..}."""
     return await _invocation_view(request, operation, "calculate")
 
 
-@csrf_exempt
 @require_POST
 async def plugin_invoke(request: HttpRequest, name: str) -> JsonResponse:
     """POST /api/v1/plugins/{name}/invoke with any JSON arguments."""
     return await _invocation_view(request, name, "invoke")
-
-
-def _unauthenticated() -> JsonResponse:
-    response = JsonResponse(UNAUTHENTICATED.body, status=UNAUTHENTICATED.http_status)
-    for header, value in UNAUTHENTICATED.headers.items():
-        response[header] = value
-    return response
 
 
 def authenticated(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
@@ -78,8 +73,8 @@ def authenticated(view: Callable[..., JsonResponse]) -> Callable[..., JsonRespon
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
         caller = caller_sync(request.headers.get("Authorization", ""), request.headers.get("X-Request-ID", ""))
         if caller is None:
-            return _unauthenticated()
-        request.caller = caller
+            return error_response(errors.Unauthenticated())
+        request.caller = caller  # type: ignore[attr-defined]
         return view(request, *args, **kwargs)
 
     return wrapper
@@ -94,9 +89,9 @@ def plugins(request: HttpRequest) -> JsonResponse:
 @require_GET
 @authenticated
 def plugin_detail(request: HttpRequest, name: str) -> JsonResponse:
-    plugin = PluginSpec.objects.filter(name=name).first()
+    plugin = plugin_by_name(name=name)
     if plugin is None:
-        return error_response(404, "unknown_plugin", f"no plugin is called {name!r}")
+        return error_response(errors.UnknownPlugin(f"no plugin is called {name!r}"))
     return JsonResponse(plugin_json(plugin, schemas=True))
 
 
@@ -115,12 +110,12 @@ def invocations(request: HttpRequest) -> JsonResponse:
     A tenant sees its own invocations; staff keys see all (and may filter by tenant)."""
     status = request.GET.get("status")
     if status and status not in Status.values:
-        return error_response(400, "invalid_parameter", f"status must be one of {', '.join(Status.values)}")
+        return error_response(errors.InvalidParameter(f"status must be one of {', '.join(Status.values)}"))
     try:
         page_number = _int_param(request, "page", 1, 10**9)
         page_size = _int_param(request, "page_size", 50, MAX_PAGE_SIZE)
     except ValueError as exc:
-        return error_response(400, "invalid_parameter", str(exc))
+        return error_response(errors.InvalidParameter(str(exc)))
     query = invocations_query(
         plugin=request.GET.get("plugin"),
         status=status,
@@ -149,14 +144,14 @@ def invocation_detail(request: HttpRequest, invocation_id: uuid.UUID) -> JsonRes
     invocation = invocation_with_trace(invocation_id=str(invocation_id))
     # Another tenant's invocation does not exist, as far as this caller can tell.
     if invocation is None or not (request.caller.is_staff or invocation.tenant_id == request.caller.tenant_id):
-        return error_response(404, "unknown_invocation", f"no invocation {invocation_id}")
+        return error_response(errors.NotFound(f"no invocation {invocation_id}", code="unknown_invocation"))
     return JsonResponse(invocation_json(invocation, trace=True))
 
 
 @require_GET
 async def workers(request: HttpRequest) -> JsonResponse:
     if await caller_async(request.headers.get("Authorization", "")) is None:
-        return _unauthenticated()
+        return error_response(errors.Unauthenticated())
     return JsonResponse({"supervisors": await runtime_client.workers_list()})
 
 
@@ -185,4 +180,4 @@ def openapi(request: HttpRequest) -> JsonResponse:
 
 
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-    return error_response(404, "not_found", f"no API endpoint at {request.path}; see /api/v1/openapi.json")
+    return error_response(errors.NotFound(f"no API endpoint at {request.path}; see /api/v1/openapi.json"))

@@ -1,19 +1,8 @@
 from django.contrib import admin
 from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
-from platform_core.invocations.models import Invocation, InvocationEvent
-
-
-class InvocationEventInline(admin.TabularInline):
-    model = InvocationEvent
-    fields = ["seq", "phase", "offset_ms", "source", "target", "kind", "detail"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    ordering = ["seq"]
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+from platform_core.invocations.models import Invocation
 
 
 @admin.register(Invocation)
@@ -22,11 +11,27 @@ class InvocationAdmin(admin.ModelAdmin):
     list_filter = ["status", "plugin_name", "runtime", "backend", "tenant_id"]
     search_fields = ["id", "plugin_name", "worker_id", "request_id", "error_message"]
     date_hierarchy = "created_at"
-    inlines = [InvocationEventInline]
+    exclude = ["trace"]
 
     def get_readonly_fields(self, request, obj=None):
         # History is a record: nothing in it is edited by hand.
-        return [field.name for field in self.model._meta.fields]
+        return [field.name for field in self.model._meta.fields if field.name != "trace"] + ["trace_table"]
+
+    @admin.display(description="Trace")
+    def trace_table(self, obj: Invocation) -> str:
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{:.1f}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (e["seq"], e["phase"], e["offset_ms"], e["source"], e["target"], e["kind"], e["detail"])
+                for e in obj.trace
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>#</th><th>phase</th><th>ms</th><th>arrow</th><th>kind</th><th>detail</th>"
+            "</tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -14,6 +14,7 @@ class Status(models.TextChoices):
     FAILED = "failed", "Failed (plugin or worker)"
     TIMEOUT = "timeout", "Timed out"
     UNAVAILABLE = "unavailable", "Unavailable (no capacity or supervisor down)"
+    THROTTLED = "throttled", "Throttled (over the tenant's quota)"
     ERROR = "error", "Platform error"
     INTERRUPTED = "interrupted", "Interrupted (gateway stopped)"
 
@@ -54,6 +55,10 @@ class Invocation(models.Model):
     # The gateway instance that ran it: a gateway that restarts marks what it left running as
     # interrupted, and only that (other gateway processes may still be running theirs).
     gateway_instance = models.CharField(max_length=200, blank=True)
+    # The sequence diagram: one document, written with the final state in one statement.
+    # Each event: {"seq", "phase", "offset_ms", "source", "target", "kind", "detail"}
+    # (vocabulary.EventKind; offset in ms since the request arrived).
+    trace = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -61,34 +66,3 @@ class Invocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.plugin_name} {self.status} ({self.id})"
-
-
-class Participant(models.TextChoices):
-    CLIENT = "client", "Client"
-    GATEWAY = "gateway", "Gateway"
-    REGISTRY = "registry", "Registry"
-    RUNTIME_CLIENT = "runtime_client", "Runtime Client"
-    SUPERVISOR = "supervisor", "Supervisor"
-    BACKEND = "backend", "Backend"
-    WORKER = "worker", "Worker"
-
-
-class InvocationEvent(models.Model):
-    """One arrow of the invocation's sequence diagram."""
-
-    invocation = models.ForeignKey(Invocation, related_name="events", on_delete=models.CASCADE)
-    seq = models.PositiveIntegerField()
-    source = models.CharField(max_length=20, choices=Participant.choices)
-    target = models.CharField(max_length=20, choices=Participant.choices)
-    kind = models.CharField(max_length=40)
-    phase = models.PositiveSmallIntegerField(help_text="The seed's numbered phase, 1 (request) to 7 (response).")
-    detail = models.TextField(blank=True)
-    # Milliseconds since the invocation started.
-    offset_ms = models.FloatField()
-
-    class Meta:
-        ordering = ["invocation", "seq"]
-        constraints = [models.UniqueConstraint(fields=["invocation", "seq"], name="event_seq_unique")]
-
-    def __str__(self) -> str:
-        return f"{self.seq}. {self.source} → {self.target}: {self.kind}"

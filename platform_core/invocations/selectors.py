@@ -10,7 +10,7 @@ from platform_core.invocations.models import Invocation
 def invocations_query(
     *, plugin: str | None = None, status: str | None = None, tenant: str | None = None, worker: str | None = None
 ) -> QuerySet[Invocation]:
-    query = Invocation.objects.all()
+    query = Invocation.objects.defer("trace", "worker_log")
     if plugin:
         query = query.filter(plugin_name=plugin)
     if status:
@@ -23,4 +23,5 @@ def invocations_query(
 
 
 def invocation_with_trace(*, invocation_id: str) -> Invocation | None:
-    return Invocation.objects.filter(id=invocation_id).prefetch_related("events").first()
+    """One invocation, its ``trace`` document included."""
+    return Invocation.objects.filter(id=invocation_id).first()

@@ -1,4 +1,12 @@
-"""Writes of the invocation history."""
+"""Writes of the invocation history.
+
+An invocation is written at most twice: once when it is accepted (``invocation_start``, while
+its worker is allocated, so that a gateway that dies mid-invocation leaves a ``running`` row
+its next life can mark ``interrupted``), and once when it ends (``invocation_finish``: final
+state, timings and the whole trace as one document, one statement). Both go through the
+group-commit writer; every caller waits for its own write: nothing is acknowledged that is
+not stored.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +18,14 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from platform_core.invocations.models import Invocation, InvocationEvent, Participant, Status
+from platform_core.invocations.documents import storable
+from platform_core.invocations.models import Invocation, Status
 from platform_core.invocations.timings import phase_timings
 from platform_core.invocations.trace import TraceEvent
+from platform_core.invocations.vocabulary import EventKind
 from platform_core.invocations.writer import record_writer
 from platform_core.registry.models import PluginSpec
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who asks: ids carried to the worker in the PPP context."""
-
-    tenant_id: str = "default"
-    user_id: str = "anonymous"
-    session_id: str = ""
-    request_id: str = ""
-    # Sees every tenant's invocations (staff keys, staff users).
-    is_staff: bool = False
+from platform_core.tenancy.callers import Caller
 
 
 def _plugin_still_there(plugin: Any) -> Any:
@@ -41,6 +40,7 @@ async def invocation_start(
     *, invocation_id: str, plugin: Any, caller: Caller, arguments: Any, gateway_instance: str = ""
 ) -> Invocation:
     """Record an accepted invocation as running, before any worker is asked for."""
+    arguments = storable(arguments)
     return await record_writer.write(
         lambda: Invocation.objects.create(
             id=invocation_id,
@@ -77,12 +77,13 @@ class Finish:
     worker_log_truncated: bool = False
 
 
-def _finish(invocation_id: str, caller: Caller, finish: Finish, events: Sequence[TraceEvent]) -> dict[str, Any]:
-    timings = phase_timings(events)
+def _finish(
+    invocation_id: str, caller: Caller, finish: Finish, trace: list[dict[str, Any]], timings: dict[str, float | None]
+) -> None:
     fields = {
         "status": finish.status,
         "http_status": finish.http_status,
-        "result": finish.result,
+        "result": storable(finish.result),
         "error_code": finish.error_code,
         "error_message": finish.error_message[:10_000],
         "worker_id": finish.worker_id,
@@ -91,44 +92,33 @@ def _finish(invocation_id: str, caller: Caller, finish: Finish, events: Sequence
         "worker_log": finish.worker_log,
         "worker_log_truncated": finish.worker_log_truncated,
         "finished_at": timezone.now(),
+        "trace": trace,
         **{f"{phase}_ms": value for phase, value in timings.items()},
     }
-    with transaction.atomic():  # inside the writer's batch: a savepoint
-        updated = Invocation.objects.filter(id=invocation_id).update(**fields)
-        if not updated:  # rejected before it started (unknown plugin, bad input): first and last write
-            Invocation.objects.create(
-                id=invocation_id,
-                plugin=_plugin_still_there(finish.plugin),
-                plugin_name=finish.plugin_name[:100],
-                runtime=getattr(finish.plugin, "runtime", ""),
-                arguments=finish.arguments,
-                tenant_id=caller.tenant_id,
-                user_id=caller.user_id,
-                session_id=caller.session_id,
-                request_id=caller.request_id,
-                **fields,
-            )
-        InvocationEvent.objects.bulk_create(
-            InvocationEvent(
-                invocation_id=invocation_id,
-                seq=e.seq,
-                source=e.source,
-                target=e.target,
-                kind=e.kind,
-                phase=e.phase,
-                detail=e.detail,
-                offset_ms=e.offset_ms,
-            )
-            for e in events
+    updated = Invocation.objects.filter(id=invocation_id).update(**fields)
+    if not updated:  # refused or rejected before it started (quota, unknown plugin, bad input): one write
+        Invocation.objects.create(
+            id=invocation_id,
+            plugin=_plugin_still_there(finish.plugin),
+            plugin_name=finish.plugin_name[:100],
+            runtime=getattr(finish.plugin, "runtime", ""),
+            arguments=storable(finish.arguments),
+            tenant_id=caller.tenant_id,
+            user_id=caller.user_id,
+            session_id=caller.session_id,
+            request_id=caller.request_id,
+            **fields,
         )
-    return timings
 
 
 async def invocation_finish(
     *, invocation_id: str, caller: Caller, finish: Finish, events: Sequence[TraceEvent]
 ) -> dict[str, float | None]:
-    """Store the final state and the whole trace in one transaction; the phase timings."""
-    return await record_writer.write(lambda: _finish(invocation_id, caller, finish, events))
+    """Store the final state and the whole trace in one statement; the phase timings."""
+    timings = phase_timings(events)
+    trace = [event.stored() for event in events]
+    await record_writer.write(lambda: _finish(invocation_id, caller, finish, trace, timings))
+    return timings
 
 
 def invocations_interrupt(*, gateway_instance: str, started_before: datetime) -> list[str]:
@@ -138,27 +128,33 @@ def invocations_interrupt(*, gateway_instance: str, started_before: datetime) ->
     recovers them): another gateway process's invocations may well still be running.
     """
     now = timezone.now()
+    message = f"the gateway ({gateway_instance}) stopped before this invocation finished"
     with transaction.atomic():
         left = list(
             Invocation.objects.select_for_update()
             .filter(status=Status.RUNNING, gateway_instance=gateway_instance, created_at__lt=started_before)
-            .values_list("id", "created_at")
+            .only("id", "created_at", "trace")
         )
-        message = f"the gateway ({gateway_instance}) stopped before this invocation finished"
-        Invocation.objects.filter(id__in=[i for i, _ in left]).update(
-            status=Status.INTERRUPTED, error_code="interrupted", error_message=message, finished_at=now
-        )
-        InvocationEvent.objects.bulk_create(
-            InvocationEvent(
-                invocation_id=invocation_id,
-                seq=1,
-                source=Participant.GATEWAY,
-                target=Participant.CLIENT,
-                kind="interrupted",
-                phase=7,
-                detail=f"{message}; marked when it started again",
-                offset_ms=(now - created_at).total_seconds() * 1000,
+        kind = EventKind.INTERRUPTED
+        for invocation in left:
+            offset = (now - invocation.created_at).total_seconds() * 1000
+            invocation.trace = [
+                *invocation.trace,
+                {
+                    "seq": len(invocation.trace) + 1,
+                    "phase": int(kind.phase),
+                    "offset_ms": round(offset, 3),
+                    "source": kind.source.value,
+                    "target": kind.target.value,
+                    "kind": kind.value,
+                    "detail": f"{message}; marked when it started again",
+                },
+            ]
+            invocation.status, invocation.error_code, invocation.error_message = (
+                Status.INTERRUPTED,
+                "interrupted",
+                message,
             )
-            for invocation_id, created_at in left
-        )
-    return [str(i) for i, _ in left]
+            invocation.finished_at = now
+        Invocation.objects.bulk_update(left, ["trace", "status", "error_code", "error_message", "finished_at"])
+    return [str(invocation.id) for invocation in left]

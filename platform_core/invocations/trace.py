@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from platform_core.invocations.models import Participant
+from platform_core.invocations.vocabulary import EventKind, Participant, Phase
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,22 @@ class TraceEvent:
     # Structured facts for live viewers (e.g. a progress event's percent); not stored.
     data: dict[str, Any] | None = None
 
-    def as_message(self) -> dict[str, Any]:
+    def stored(self) -> dict[str, Any]:
+        """The event as the invocation's ``trace`` document keeps it (and the API shows it)."""
         # Not dataclasses.asdict: it deep-copies every field, on every event of every invocation.
         return {
             "seq": self.seq,
+            "phase": self.phase,
+            "offset_ms": self.offset_ms,
             "source": self.source,
             "target": self.target,
             "kind": self.kind,
-            "phase": self.phase,
             "detail": self.detail,
-            "offset_ms": self.offset_ms,
-            "data": self.data,
         }
+
+    def as_message(self) -> dict[str, Any]:
+        """The event as live viewers get it: the stored fields and the structured ``data``."""
+        return {**self.stored(), "data": self.data}
 
 
 class Trace:
@@ -76,22 +80,30 @@ class Trace:
 
     def add(
         self,
-        source: Participant,
-        target: Participant,
-        kind: str,
-        phase: int,
+        kind: EventKind,
         detail: str = "",
         *,
+        phase: Phase | None = None,
+        source: Participant | None = None,
+        target: Participant | None = None,
         at_ns: int | None = None,
         data: dict[str, Any] | None = None,
     ) -> TraceEvent:
-        """Record an arrow now (or at ``at_ns``, a Unix time in ns reported by another process)."""
+        """Record an arrow of ``kind`` now (or at ``at_ns``, a Unix time in ns reported by another
+        process). Phase, source and target are the kind's own unless given."""
         if at_ns is None:
             offset = (time.perf_counter() - self._started_perf) * 1000
         else:
             offset = (at_ns - self.started_ns) / 1e6
         event = TraceEvent(
-            len(self.events) + 1, source.value, target.value, kind, phase, detail[:2000], round(offset, 3), data
+            len(self.events) + 1,
+            (source or kind.source).value,
+            (target or kind.target).value,
+            kind.value,
+            int(phase or kind.phase),
+            detail[:2000],
+            round(offset, 3),
+            data,
         )
         self.events.append(event)
         if self._queue is not None:

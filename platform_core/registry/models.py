@@ -7,6 +7,8 @@ from functools import cached_property
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from platform_core.registry.schemas import validator_for
+
 
 class Runtime(models.TextChoices):
     PYTHON = "python", "Python"
@@ -93,14 +95,10 @@ class PluginSpec(models.Model):
     @cached_property
     def input_validator(self):
         """Compiled validator of ``input_schema`` (lives as long as this instance, e.g. in the registry cache)."""
-        from platform_core.gateway.schemas import validator_for
-
         return validator_for(self.input_schema)
 
     @cached_property
     def output_validator(self):
-        from platform_core.gateway.schemas import validator_for
-
         return validator_for(self.output_schema)
 
     @property

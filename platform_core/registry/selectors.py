@@ -39,9 +39,9 @@ async def plugin_get(*, name: str) -> PluginSpec | None:
     return plugin
 
 
-async def plugin_for_operation(*, operation: str) -> PluginSpec | None:
-    """The enabled plugin whose operation alias is ``operation``, or None."""
-    return await PluginSpec.objects.filter(operation=operation, enabled=True).afirst()
+def plugin_by_name(*, name: str) -> PluginSpec | None:
+    """The plugin called ``name``, enabled or not (the catalogue shows both), or None."""
+    return PluginSpec.objects.filter(name=name).first()
 
 
 def plugins_list(*, include_disabled: bool = False) -> list[PluginSpec]:

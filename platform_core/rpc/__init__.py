@@ -5,11 +5,14 @@ from platform_core.rpc._gen import plugin_protocol_pb2_grpc as ppp_grpc
 from platform_core.rpc._gen import runtime_supervisor_pb2 as sup_pb2
 from platform_core.rpc._gen import runtime_supervisor_pb2_grpc as sup_grpc
 
-# Channel options for Unix-socket and loopback peers: reconnect fast (the default backoff of
-# about a second would dominate a worker's start-up), and allow large results.
+# Channel options for Unix-socket and loopback peers: retry a failed connection fast (the default
+# backoff of about a second would dominate a worker's start-up), and allow large results.
+# gRPC core also takes "min_reconnect_backoff" as the least time one connection attempt may take
+# (handshake and SETTINGS frame included): at 10 ms, a worker or supervisor busy for longer under
+# a burst was reported unreachable ("timed out before receiving SETTINGS frame") though healthy.
 FAST_CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 10),
-    ("grpc.min_reconnect_backoff_ms", 10),
+    ("grpc.min_reconnect_backoff_ms", 5000),
     ("grpc.max_reconnect_backoff_ms", 200),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.enable_retries", 0),

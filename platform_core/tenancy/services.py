@@ -6,13 +6,16 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
 from platform_core.db import reconnecting
-from platform_core.tenancy.models import ApiKey, Tenant
+from platform_core.tenancy.callers import Caller, TenantLimits
+from platform_core.tenancy.models import ApiKey, Tenant, TenantMember
 
 
 @dataclass(frozen=True)
@@ -21,9 +24,11 @@ class KeyOwner:
     user: str
     key_prefix: str
     is_staff: bool
-    rate_per_s: float
-    burst: int
-    max_concurrent: int
+    limits: TenantLimits
+
+
+def tenant_limits(tenant: Tenant) -> TenantLimits:
+    return TenantLimits(rate_per_s=tenant.rate_per_s, burst=tenant.burst, max_concurrent=tenant.max_concurrent)
 
 
 def _hash(key: str) -> str:
@@ -60,9 +65,7 @@ def _load(prefix: str) -> tuple[KeyOwner | None, str]:
         row.user.get_username() if row.user else f"key:{row.name}",
         prefix,
         row.is_staff,
-        tenant.rate_per_s,
-        tenant.burst,
-        tenant.max_concurrent,
+        tenant_limits(tenant),
     )
     return owner, row.key_hash
 
@@ -105,22 +108,52 @@ def api_key_owner(presented: str) -> KeyOwner | None:
 
 @dataclass(frozen=True)
 class Viewer:
-    """A logged-in dashboard user: the tenant they act for, and whether they see every tenant."""
+    """A logged-in dashboard user: the tenant they act for (``""``: none), and whether they see
+    every tenant."""
 
     tenant: str
     user: str
     is_staff: bool
+    limits: TenantLimits = field(default_factory=TenantLimits)
+
+    @property
+    def has_tenant(self) -> bool:
+        return bool(self.tenant)
+
+    @property
+    def scope(self) -> str | None:
+        """The one tenant whose invocations this viewer sees ("" for none), or None: all (staff)."""
+        return None if self.is_staff else self.tenant
 
     def may_see(self, tenant: str) -> bool:
-        return self.is_staff or tenant == self.tenant
+        return self.is_staff or (self.has_tenant and tenant == self.tenant)
+
+    def caller(self, *, session_id: str) -> Caller:
+        """The caller of what this user runs from the dashboard (admitted like an API key's)."""
+        return Caller(
+            tenant_id=self.tenant,
+            user_id=self.user[:100],
+            session_id=session_id[:100],
+            request_id=str(uuid.uuid4()),
+            is_staff=self.is_staff,
+            limits=self.limits,
+        )
 
 
-def viewer_for(user) -> Viewer | None:
-    """The dashboard viewer of ``user`` (None when not logged in). Users without a tenant act for
-    tenant ``default``; staff users see every tenant."""
+# Staff without a membership act for this tenant (they administer the platform).
+STAFF_TENANT = "default"
+
+
+def viewer_for(user: Any) -> Viewer | None:
+    """The dashboard viewer of ``user`` (None when not logged in). A user acts for the tenant of
+    their membership; staff users see every tenant and act for ``default`` without one; anyone
+    else without a membership acts for no tenant: they see nothing and cannot run anything."""
     if user is None or not user.is_authenticated:
         return None
-    from platform_core.tenancy.models import TenantMember
-
     member = TenantMember.objects.select_related("tenant").filter(user=user).first()
-    return Viewer(member.tenant.slug if member else "default", user.get_username(), bool(user.is_staff))
+    if member is not None:
+        return Viewer(member.tenant.slug, user.get_username(), bool(user.is_staff), tenant_limits(member.tenant))
+    if user.is_staff:
+        tenant = Tenant.objects.filter(slug=STAFF_TENANT).first()
+        return Viewer(STAFF_TENANT, user.get_username(), True, tenant_limits(tenant) if tenant else TenantLimits())
+    return Viewer("", user.get_username(), False)

@@ -25,22 +25,19 @@
   ];
   const IDS = Object.fromEntries(PARTICIPANTS.map((p) => [p.key, p.id]));
 
-  // The seed's numbered phases: title, rect colour, and the participants its note spans.
-  const PHASES = {
-    1: ["1. CLIENT REQUEST", "55, 113, 238", "C", "GW"],
-    2: ["2. PLUGIN LOOKUP", "75, 133, 248", "GW", "REG"],
-    3: ["3. WORKER ALLOCATION", "45, 93, 218", "GW", "SUP"],
-    4: ["4. GRPC PPP SESSION", "100, 113, 238", "GW", "W"],
-    5: ["5. PLUGIN EXECUTION", "55, 180, 238", "GW", "W"],
-    6: ["6. CLEANUP & TEARDOWN", "55, 150, 200", "GW", "W"],
-    7: ["7. CLIENT RESPONSE", "65, 105, 225", "C", "GW"],
-  };
-  const REPLIES = new Set([
-    "lookup_result", "allocate_response", "worker_allocated", "worker_ready", "worker_removed",
-    "init_response", "progress", "completed", "release_response", "released", "cancel_response",
-    "cancelled", "response",
-  ]);
-  const FAILURES = new Set(["allocation_failed", "worker_lost", "failed", "release_failed"]);
+  // The trace's vocabulary (phases, event kinds and how each is drawn), declared once in Python
+  // (platform_core/invocations/vocabulary.py) and rendered into the page.
+  const VOCABULARY = JSON.parse(document.getElementById("trace-vocabulary").textContent);
+  const PHASES = Object.fromEntries(
+    Object.entries(VOCABULARY.phases).map(([number, p]) => [
+      number,
+      [`${number}. ${p.title.toUpperCase()}`, p.rgb.join(", "), IDS[p.span[0]], IDS[p.span[1]]],
+    ]),
+  );
+  const kindsWithStyle = (style) =>
+    new Set(Object.entries(VOCABULARY.kinds).filter(([, k]) => k.style === style).map(([name]) => name));
+  const REPLIES = kindsWithStyle("reply");
+  const FAILURES = kindsWithStyle("failure");
 
   function title(text) {
     return text.charAt(0).toUpperCase() + text.slice(1);

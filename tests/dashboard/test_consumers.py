@@ -12,9 +12,9 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from platform_core.asgi import application
-from platform_core.invocations.models import Invocation, InvocationEvent
-from platform_core.invocations.models import Participant as P
+from platform_core.invocations.models import Invocation
 from platform_core.invocations.trace import ALL_INVOCATIONS_GROUP, Trace, invocation_group
+from platform_core.invocations.vocabulary import EventKind as K
 from platform_core.supervisor.grpc_service import add_to_server
 from platform_core.supervisor.model import PluginRef
 from tests.dashboard.conftest import login_cookie
@@ -73,10 +73,10 @@ async def test_live_view_draws_the_arrows_of_its_own_session_as_a_trace_publishe
     communicator = await _connect(f"/ws/live/{SESSION}/")
     invocation_id = str(uuid.uuid4())
     other = Trace(str(uuid.uuid4()), context={"session_id": "dash-someone-else"})
-    other.add(P.CLIENT, P.GATEWAY, "request", 1, "POST /elsewhere")
+    other.add(K.REQUEST, "POST /elsewhere")
     trace = Trace(invocation_id, context={"session_id": SESSION})
-    trace.add(P.CLIENT, P.GATEWAY, "request", 1, "POST /run")
-    trace.add(P.WORKER, P.GATEWAY, "progress", 5, "Progress(40%)", data={"percent": 40.0, "message": "Counted 2 of 5"})
+    trace.add(K.REQUEST, "POST /run")
+    trace.add(K.PROGRESS, "Progress(40%)", data={"percent": 40.0, "message": "Counted 2 of 5"})
     first = await _receive_until(communicator, 'data-seq="1"')
     assert f"{invocation_id[:10]}" in first and "POST /run" in first and "POST /elsewhere" not in first
     progress = first if "Counted 2 of 5" in first else await _receive_until(communicator, "Counted 2 of 5")
@@ -88,11 +88,13 @@ async def test_live_view_draws_the_arrows_of_its_own_session_as_a_trace_publishe
 
 
 async def test_a_viewer_that_missed_arrows_gets_the_stored_trace_when_the_invocation_finishes():
-    invocation = await Invocation.objects.acreate(plugin_name="slow_count", status="succeeded", http_status=200)
-    for seq in (1, 2, 3):
-        await InvocationEvent.objects.acreate(
-            invocation=invocation, seq=seq, source="client", target="gateway", kind=f"k{seq}", phase=1, offset_ms=seq
-        )
+    trace = [
+        {"seq": seq, "source": "client", "target": "gateway", "kind": f"k{seq}", "phase": 1, "offset_ms": seq}
+        for seq in (1, 2, 3)
+    ]
+    invocation = await Invocation.objects.acreate(
+        plugin_name="slow_count", status="succeeded", http_status=200, trace=trace
+    )
     invocation_id = str(invocation.id)
     communicator = await _connect(f"/ws/live/{SESSION}/")
     layer = get_channel_layer()
@@ -121,9 +123,7 @@ async def test_watching_one_invocation_that_has_already_finished_sends_it_whole(
         http_status=502,
         error_code="division_by_zero",
         error_message="cannot divide by 0",
-    )
-    await InvocationEvent.objects.acreate(
-        invocation=invocation, seq=1, source="client", target="gateway", kind="request", phase=1, offset_ms=0.2
+        trace=[{"seq": 1, "source": "client", "target": "gateway", "kind": "request", "phase": 1, "offset_ms": 0.2}],
     )
     communicator = await _connect(f"/ws/invocations/{invocation.id}/")
     html = await _receive_until(communicator, 'data-kind="request"')

@@ -12,7 +12,7 @@ from django.utils import timezone
 from dashboard import services
 from platform_core.gateway import errors
 from platform_core.gateway.execution import Outcome
-from platform_core.invocations.models import Invocation, InvocationEvent, Status
+from platform_core.invocations.models import Invocation, Status
 
 pytestmark = pytest.mark.django_db
 HX = {"HTTP_HX_REQUEST": "true"}
@@ -37,7 +37,7 @@ def executed(monkeypatch):
         Fake.calls.append(kwargs)
         return Fake.outcome
 
-    monkeypatch.setattr(services, "invocation_execute", fake_execute)
+    monkeypatch.setattr(services, "invocation_submit", fake_execute)
     Fake.calls = []
     return Fake
 
@@ -135,25 +135,26 @@ def test_history_filters_paginates_and_answers_htmx_with_the_table(client):
 
 
 def test_invocation_page_replays_the_stored_trace(client):
-    invocation = _invocation(worker_id="worker-20001", arguments={"operand1": 10, "operand2": 5}, result={"result": 5})
-    for seq, (kind, source, target) in enumerate(
-        [
-            ("request", "client", "gateway"),
-            ("worker_allocated", "runtime_client", "gateway"),
-            ("response", "gateway", "client"),
-        ],
-        start=1,
-    ):
-        InvocationEvent.objects.create(
-            invocation=invocation,
-            seq=seq,
-            source=source,
-            target=target,
-            kind=kind,
-            phase=seq,
-            detail=f"d{seq}",
-            offset_ms=seq * 10.5,
-        )
+    arrows = [
+        ("request", "client", "gateway"),
+        ("worker_allocated", "runtime_client", "gateway"),
+        ("response", "gateway", "client"),
+    ]
+    trace = [
+        {
+            "seq": seq,
+            "source": source,
+            "target": target,
+            "kind": kind,
+            "phase": seq,
+            "detail": f"d{seq}",
+            "offset_ms": seq * 10.5,
+        }
+        for seq, (kind, source, target) in enumerate(arrows, start=1)
+    ]
+    invocation = _invocation(
+        worker_id="worker-20001", arguments={"operand1": 10, "operand2": 5}, result={"result": 5}, trace=trace
+    )
     html = client.get(f"/invocations/{invocation.id}").content.decode()
     assert "data-replay" in html and 'data-sequence data-backend="process"' in html
     assert html.count('class="trace-event"') == 3 and 'data-offset="21.0"' in html and "31.5 ms" in html
@@ -184,9 +185,18 @@ def test_workers_page_shows_a_supervisor_that_is_down(client, settings):
 
 
 def test_admin_shows_the_trace_inline_and_links_to_the_diagram(admin_client):
-    invocation = _invocation()
-    InvocationEvent.objects.create(
-        invocation=invocation, seq=1, source="client", target="gateway", kind="request", phase=1, offset_ms=0.1
+    invocation = _invocation(
+        trace=[
+            {
+                "seq": 1,
+                "source": "client",
+                "target": "gateway",
+                "kind": "request",
+                "phase": 1,
+                "detail": "",
+                "offset_ms": 0.1,
+            }
+        ]
     )
     page = admin_client.get(f"/admin/invocations/invocation/{invocation.id}/change/")
     html = page.content.decode()
@@ -230,3 +240,37 @@ def test_runs_act_for_the_users_tenant(client, django_user_model, executed):
     client.post("/run", {"operation": "subtract", "operand1": "10", "operand2": "5", "session": SESSION}, **HX)
     caller = executed.calls[-1]["caller"]
     assert (caller.tenant_id, caller.user_id, caller.is_staff) == ("acme", "bob", False)
+
+
+def test_a_user_without_a_tenant_sees_nothing_and_runs_nothing(client, django_user_model, executed):
+    user = django_user_model.objects.create_user("drifter", password="x")
+    theirs = _invocation(tenant_id="default")
+    client.force_login(user)
+    page = client.get("/").content.decode()
+    assert 'data-testid="no-tenant"' in page and "belongs to no tenant" in page
+    result = client.post("/run", {"operation": "subtract", "operand1": "1", "operand2": "1", "session": SESSION}, **HX)
+    assert "no_tenant" in result.content.decode() and not executed.calls
+    history = client.get("/invocations").content.decode()
+    assert str(theirs.id)[:8] not in history and "0 invocations" in history
+    assert client.get("/timings").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_dashboard_runs_are_admitted_like_api_calls(client, django_user_model, settings):
+    """One way in: the dashboard's runs count against the tenant's quota (429 past it), and are recorded."""
+    from platform_core.tenancy.admission import admission
+    from platform_core.tenancy.models import Tenant, TenantMember
+
+    settings.PLATFORM_SUPERVISORS = {"python": ["127.0.0.1:9"]}  # nothing listens: 503 without a worker
+    admission.reset()
+    user = django_user_model.objects.create_user("carol", password="x")
+    TenantMember.objects.create(user=user, tenant=Tenant.objects.create(slug="tiny", rate_per_s=0.001, burst=1))
+    client.force_login(user)
+    form = {"operation": "subtract", "operand1": "10", "operand2": "5", "session": SESSION}
+    first = client.post("/run", form, **HX).content.decode()
+    second = client.post("/run", form, **HX).content.decode()
+    assert "HTTP 503" in first and "supervisor_unavailable" in first
+    assert "HTTP 429" in second and "rate_limited" in second
+    statuses = sorted(Invocation.objects.filter(tenant_id="tiny").values_list("http_status", flat=True))
+    assert statuses == [429, 503]
+    admission.reset()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from platform_core.invocations.models import Invocation, Status
-from platform_core.tenancy.admission import Admission, Refused
+from platform_core.tenancy.admission import LocalAdmission, Refused
+from platform_core.tenancy.callers import Caller, TenantLimits
 from platform_core.tenancy.models import ApiKey, Tenant
 from platform_core.tenancy.services import api_key_cache_clear, api_key_create, api_key_owner
 
@@ -89,22 +90,26 @@ def test_context_ids_come_from_the_key_not_the_body(client, settings):
 
 
 def test_admission_bounds_rate_and_concurrency():
-    gate = Admission()
-    limits = {"rate_per_s": 1.0, "burst": 2, "max_concurrent": 5}
-    gate.enter("t", **limits)
-    gate.enter("t", **limits)
+    gate = LocalAdmission()
+    caller = Caller(tenant_id="t", limits=TenantLimits(rate_per_s=1.0, burst=2, max_concurrent=5))
+    gate.enter_now(caller)
+    gate.enter_now(caller)
     with pytest.raises(Refused) as rate:
-        gate.enter("t", **limits)
+        gate.enter_now(caller)
     assert rate.value.code == "rate_limited"
     assert rate.value.retry_after >= 1
 
-    busy = Admission()
-    busy.enter("t", rate_per_s=100, burst=100, max_concurrent=1)
+    busy = LocalAdmission()
+    one = Caller(tenant_id="t", limits=TenantLimits(rate_per_s=100, burst=100, max_concurrent=1))
+    ticket = busy.enter_now(one)
     with pytest.raises(Refused) as concurrency:
-        busy.enter("t", rate_per_s=100, burst=100, max_concurrent=1)
+        busy.enter_now(one)
     assert concurrency.value.code == "too_many_concurrent"
-    busy.leave("t")
-    busy.enter("t", rate_per_s=100, burst=100, max_concurrent=1)
+    ticket.leave()
+    ticket.leave()  # once only
+    busy.enter_now(one)
+    with pytest.raises(Refused):
+        busy.enter_now(one)
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -118,3 +123,11 @@ def test_over_the_rate_is_429_with_retry_after(client):
     assert second.status_code == 429
     assert second.json()["error"]["code"] == "rate_limited"
     assert int(second["Retry-After"]) >= 1
+    refused = Invocation.objects.get(id=second.json()["invocation_id"])  # recorded, with its tenant
+    assert (refused.status, refused.http_status, refused.tenant_id, refused.error_code) == (
+        "throttled",
+        429,
+        "tiny",
+        "rate_limited",
+    )
+    assert [event["kind"] for event in refused.trace] == ["request", "refused", "response"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from types import SimpleNamespace
 
 import pytest
 
 from platform_core.gateway import errors
-from platform_core.gateway.execution import _explained, _parse_arguments, json_depth
+from platform_core.gateway.execution import _explained, arguments_parse, json_depth
 from platform_core.gateway.runtime_client import ReleaseReport
 
 PLUGIN = SimpleNamespace(memory_mb=256, runtime="python")
@@ -25,17 +26,17 @@ def test_json_depth_counts_arrays_and_objects():
 
 @pytest.mark.parametrize("depth", [64, 1])
 def test_documents_within_the_limit_parse(depth):
-    assert json_depth(_parse_arguments(nested(depth)), 100) == depth
+    assert json_depth(arguments_parse(nested(depth)), 100) == depth
 
 
 @pytest.mark.parametrize("body", [nested(65), nested(100_000), b'{"a":' * 70 + b"1" + b"}" * 70])
 def test_deeper_documents_are_400_never_a_crash(body):
     with pytest.raises(errors.InvalidInput, match="nested deeper than 64 levels"):
-        _parse_arguments(body)
+        arguments_parse(body)
 
 
 def test_many_brackets_side_by_side_are_not_deep():
-    assert _parse_arguments(b"[" + b"[]," * 500 + b"[]]") is not None
+    assert arguments_parse(b"[" + b"[]," * 500 + b"[]]") is not None
 
 
 def test_a_worker_lost_at_its_memory_limit_names_the_limit():
@@ -66,17 +67,19 @@ def test_other_causes_and_a_lost_supervisor():
     assert _explained(plugin_failure, ReleaseReport(supervisor_lost=True), PLUGIN) is plugin_failure
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 async def test_an_invocation_that_cannot_be_recorded_is_a_json_500(monkeypatch):
     from django.db import OperationalError
 
     from platform_core.gateway import execution
-    from platform_core.invocations.services import Caller
+    from platform_core.tenancy.callers import Caller
 
     async def locked(**kwargs):
         raise OperationalError("database is locked")
 
     monkeypatch.setattr(execution, "invocation_finish", locked)
-    outcome = await execution.invocation_execute(name="nope", body=b"{}", caller=Caller(), request_line="POST /")
+    outcome = await execution.invocation_execute(
+        invocation_id=str(uuid.uuid4()), name="nope", body=b"{}", caller=Caller(), request_line="POST /"
+    )
     assert (outcome.http_status, outcome.error.code) == (500, "record_failed")
     assert "could not be recorded" in outcome.error.message

@@ -12,10 +12,10 @@ import pytest
 
 from platform_core.gateway import errors, runtime_client
 from platform_core.gateway.supervisor_choice import CapacityView
-from platform_core.invocations.services import Caller
 from platform_core.invocations.trace import Trace
 from platform_core.registry.models import PluginSpec
 from platform_core.rpc import sup_grpc, sup_pb2
+from platform_core.tenancy.callers import Caller
 
 A, B, C = "10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"  # names only: the view never connects
 

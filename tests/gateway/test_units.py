@@ -9,9 +9,9 @@ import pytest
 
 from platform_core.gateway import errors
 from platform_core.gateway.runtime_client import _allocation_error
-from platform_core.gateway.schemas import schema_errors
 from platform_core.invocations.timings import phase_timings
 from platform_core.registry.builtin import BINARY_INPUT
+from platform_core.registry.schemas import schema_errors
 
 
 @dataclass

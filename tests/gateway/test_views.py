@@ -41,13 +41,28 @@ def test_invocation_detail_404_and_list(client):
     assert response.status_code == 404 and response.json()["error"]["code"] == "unknown_invocation"
 
 
-def test_oversized_body_is_413_json(client, settings):
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_oversized_body_is_413_json_and_recorded(client, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
     response = client.post(
         "/api/v1/calculate/subtract", data=b"{" + b" " * 4096 + b"}", content_type="application/json"
     )
     assert response.status_code == 413
-    assert response.json()["error"]["code"] == "request_too_large"
+    body = response.json()
+    assert body["error"]["code"] == "request_too_large"
+    stored = Invocation.objects.get(id=body["invocation_id"])
+    assert (stored.status, stored.http_status, stored.arguments) == (Status.REJECTED, 413, None)
+    assert [e["kind"] for e in stored.trace] == ["request", "refused", "response"]
+
+
+def test_oversized_body_of_an_anonymous_caller_is_401_first(client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    del client.defaults["HTTP_AUTHORIZATION"]
+    response = client.post(
+        "/api/v1/calculate/subtract", data=b"{" + b" " * 4096 + b"}", content_type="application/json"
+    )
+    assert response.status_code == 401 and response.json()["error"]["code"] == "unauthenticated"
+    assert not Invocation.objects.exists()
 
 
 def test_admin_lists_plugins_and_invocations(admin_client):

@@ -10,7 +10,7 @@ from django.db import IntegrityError
 from platform_core.invocations.models import Invocation, Status
 from platform_core.invocations.writer import RecordWriter
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 async def test_concurrent_writes_are_batched_and_each_caller_gets_its_result():
@@ -46,8 +46,9 @@ async def test_one_failing_write_does_not_undo_the_others():
 
 
 async def test_history_survives_a_plugin_deleted_while_cached():
-    from platform_core.invocations.services import Caller, Finish, invocation_finish
+    from platform_core.invocations.services import Finish, invocation_finish
     from platform_core.registry.models import PluginSpec
+    from platform_core.tenancy.callers import Caller
 
     plugin = await PluginSpec.objects.acreate(name="gone", runtime="python", entrypoint="x:y")
     await plugin.adelete()

@@ -1,0 +1,223 @@
+"""The gateway's side of the Platform-Plugin Protocol: one session with one worker.
+
+connect (with a deadline and retries) → Init (once per channel for pooled workers) → Invoke,
+whose stream of Progress / Log / ResultChunk messages ends with Completed or Failed → the
+output, parsed and validated against the plugin's output schema. Every step is a trace event;
+every failure is a ``GatewayError`` that says whether the worker is to blame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from django.conf import settings
+
+from platform_core.gateway import errors
+from platform_core.invocations.documents import NotJson, loads_strict
+from platform_core.invocations.trace import Trace
+from platform_core.invocations.vocabulary import EventKind as K
+from platform_core.registry.models import PluginSpec
+from platform_core.registry.schemas import schema_errors
+from platform_core.rpc import FAST_CHANNEL_OPTIONS, ppp_grpc, ppp_pb2
+from platform_core.tenancy.callers import Caller
+
+_LOG_LEVEL_NAMES = {v: k.lower() for k, v in ppp_pb2.Log.Level.items()}
+# PPP Failed codes that mean "your input", answered 400 like the gateway's own validation.
+_INPUT_CODES = {"invalid_input", "invalid_argument"}
+# PPP Failed code of the Python SDK for a MemoryError (a worker at its address-space rlimit).
+OUT_OF_MEMORY = "out_of_memory"
+
+
+class WorkerLog:
+    """PPP Log messages and worker output, bounded by MAX_LOG_BYTES."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.parts, self.size, self.truncated = limit, [], 0, False
+
+    def add(self, text: str) -> None:
+        if self.size + len(text) > self.limit:
+            text, self.truncated = text[: max(self.limit - self.size, 0)], True
+        self.parts.append(text)
+        self.size += len(text)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+@dataclass
+class _Channel:
+    channel: grpc.aio.Channel
+    stub: ppp_grpc.PluginWorkerStub
+    initialized: bool = False
+
+
+@dataclass
+class WorkerChannels:
+    """gRPC channels to workers, one per worker address and event loop, kept while the worker lives."""
+
+    _channels: dict[tuple[int, str], _Channel] = field(default_factory=dict)
+
+    def get(self, address: str) -> _Channel:
+        key = (id(asyncio.get_running_loop()), address)
+        found = self._channels.get(key)
+        if found is None:
+            channel = grpc.aio.insecure_channel(address, options=FAST_CHANNEL_OPTIONS)
+            found = self._channels[key] = _Channel(channel, ppp_grpc.PluginWorkerStub(channel))
+        return found
+
+    async def forget(self, address: str) -> None:
+        found = self._channels.pop((id(asyncio.get_running_loop()), address), None)
+        if found is not None:
+            await found.channel.close()
+
+
+worker_channels = WorkerChannels()
+
+
+@dataclass(frozen=True)
+class Target:
+    """The worker a session talks to."""
+
+    worker_id: str
+    address: str
+
+
+async def session_run(
+    *,
+    target: Target,
+    plugin: PluginSpec,
+    arguments: Any,
+    caller: Caller,
+    trace: Trace,
+    worker_log: WorkerLog,
+    connect_deadline: float,
+) -> Any:
+    """Connect, Init (unless this channel already did), Invoke; the validated output document.
+
+    ``connect_deadline`` (``time.monotonic()``) bounds the connection: a worker that cannot be
+    reached by then is ``WorkerUnreachable`` (nothing ran), not lost.
+    """
+    found = worker_channels.get(target.address)
+    await _connect(found, target, trace, connect_deadline)
+    context = ppp_pb2.Context(
+        tenant_id=caller.tenant_id, user_id=caller.user_id, session_id=caller.session_id, request_id=caller.request_id
+    )
+    try:
+        async with asyncio.timeout(plugin.timeout_s):
+            if found.initialized:
+                # A pooled worker is initialized once per channel; each Invoke carries its own context.
+                trace.add(K.INIT_CACHED, "Init skipped: worker session already initialized")
+            else:
+                trace.add(K.INIT_REQUEST, "gRPC Init(ctx)")
+                init = await found.stub.Init(ppp_pb2.InitRequest(context=context))
+                trace.add(K.INIT_RESPONSE, f"InitResponse(ok={init.ok}, {init.message!r})")
+                if not init.ok:
+                    raise errors.PluginFailed(f"worker refused Init: {init.message}", code="init_failed")
+                found.initialized = True
+            encoded = json.dumps(arguments).encode()
+            trace.add(K.INVOKE_REQUEST, f"gRPC Invoke({plugin.name}, {len(encoded)} bytes, {caller.request_id})")
+            request = ppp_pb2.InvokeRequest(
+                primitive=plugin.ppp_primitive, arguments=encoded, request_id=caller.request_id, context=context
+            )
+            return await _invoke(found.stub, request, plugin, trace, worker_log)
+    except TimeoutError:
+        trace.add(K.TIMEOUT, f"no result after {plugin.timeout_s:g} s")
+        raise errors.InvocationTimeout(f"{plugin.name} did not finish within {plugin.timeout_s:g} s") from None
+    except grpc.aio.AioRpcError as exc:
+        trace.add(K.WORKER_LOST, f"{exc.code().name}: {exc.details()}")
+        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # one message over the channel's 16 MiB limit
+            raise errors.InvalidOutput(f"the worker sent a message larger than gRPC allows ({exc.details()})") from None
+        raise errors.WorkerLost(
+            f"connection to worker {target.worker_id} lost: {exc.code().name.lower()} ({exc.details()})"
+        ) from None
+    finally:
+        trace.add(K.CHANNEL_CLOSE, "Done with channel (closed once the worker is removed)")
+
+
+async def _connect(found: _Channel, target: Target, trace: Trace, deadline: float) -> None:
+    """Wait until the channel is connected; grpc retries the connection meanwhile (backoff
+    10-200 ms, each attempt bounded by FAST_CHANNEL_OPTIONS' connect timeout)."""
+    state = found.channel.get_state(try_to_connect=True)
+    if state == grpc.ChannelConnectivity.READY:
+        trace.add(K.CHANNEL_OPEN, f"Reuse channel {target.address}")
+        return
+    trace.add(K.CHANNEL_OPEN, f"Connect to {target.address}")
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(max(deadline - started, 0.05)):
+            await found.channel.channel_ready()
+    except TimeoutError:
+        waited = time.monotonic() - started
+        trace.add(K.CONNECT_RETRY, f"not connected after {waited * 1000:.0f} ms (last state {state.name})")
+        raise errors.WorkerUnreachable(
+            f"worker {target.worker_id} was ready but could not be reached within {waited:.1f} s "
+            "(the machine is overloaded?); nothing ran: retry"
+        ) from None
+
+
+async def _invoke(
+    stub: ppp_grpc.PluginWorkerStub,
+    request: ppp_pb2.InvokeRequest,
+    plugin: PluginSpec,
+    trace: Trace,
+    worker_log: WorkerLog,
+) -> Any:
+    chunks: list[bytes] = []
+    size = 0
+    async for message in stub.Invoke(request):
+        kind = message.WhichOneof("kind")
+        if kind == "progress":
+            progress = message.progress
+            trace.add(
+                K.PROGRESS,
+                f"Progress({progress.percent:g}%, {progress.message!r})",
+                data={"percent": progress.percent, "message": progress.message},
+            )
+        elif kind == "log":
+            level = _LOG_LEVEL_NAMES.get(message.log.level, "info")
+            worker_log.add(f"[{level}] {message.log.message}\n")
+            trace.add(K.LOG, f"Log: {message.log.message}")
+        elif kind == "result_chunk":
+            size += len(message.result_chunk.data)
+            if size > settings.PLATFORM_MAX_RESULT_BYTES:
+                raise _result_too_large()
+            chunks.append(message.result_chunk.data)
+        elif kind == "completed":
+            output = b"".join(chunks) + message.completed.output
+            trace.add(K.COMPLETED, f"Completed({len(output)} bytes)")
+            return _validated_output(plugin, output, trace)
+        elif kind == "failed":
+            failed = message.failed
+            trace.add(K.FAILED, f"Failed({failed.code}, {failed.message!r})")
+            if failed.code in _INPUT_CODES:
+                raise errors.PluginRejectedInput(failed.message or "the plugin rejected its input")
+            raise errors.PluginFailed(failed.message or "the plugin failed", code=failed.code or "plugin_failed")
+    trace.add(K.WORKER_LOST, "stream ended without Completed or Failed")
+    raise errors.WorkerLost("the worker ended its stream without a result")
+
+
+def _result_too_large() -> errors.InvalidOutput:
+    limit = settings.PLATFORM_MAX_RESULT_BYTES
+    return errors.InvalidOutput(f"the plugin's result is larger than {limit} bytes (MAX_RESULT_BYTES); it was dropped")
+
+
+def _validated_output(plugin: PluginSpec, output: bytes, trace: Trace) -> Any:
+    if len(output) > settings.PLATFORM_MAX_RESULT_BYTES:
+        raise _result_too_large()
+    try:
+        document = loads_strict(output)
+    except (NotJson, RecursionError) as exc:
+        raise errors.InvalidOutput(f"the plugin's result is not JSON: {exc}") from None
+    if problems := schema_errors(plugin.output_validator, document):
+        trace.add(K.VALIDATE_OUTPUT, f"invalid: {problems[0]['message']}")
+        raise errors.InvalidOutput(
+            f"the plugin's result does not match its output schema: {problems[0]['path']}: {problems[0]['message']}",
+            details=problems,
+        )
+    trace.add(K.VALIDATE_OUTPUT, "Parse JSON output, validate output schema")
+    return document

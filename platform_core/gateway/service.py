@@ -1,0 +1,75 @@
+"""The one way in: every invocation, whoever asks (REST API, dashboard, MCP, a queue), starts here.
+
+``invocation_submit`` admits the caller's tenant (rate and concurrency quota), runs the
+invocation (``execution``) shielded from the caller going away, and returns its recorded
+``Outcome``; ``answer`` shapes an outcome as the REST API's JSON. Refusals are invocations too:
+a tenant over its quota, or a body too large to read, is recorded (with an ``invocation_id``)
+and answered in the error contract's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, Literal
+
+from platform_core.gateway import errors
+from platform_core.gateway.execution import Outcome, invocation_execute, invocation_refuse
+from platform_core.invocations.models import Status
+from platform_core.tenancy.admission import Refused, admission
+from platform_core.tenancy.callers import Caller
+
+Style = Literal["calculate", "invoke"]
+Answer = tuple[int, dict[str, Any], dict[str, str]]
+# Invocations still running after their caller went away (the loop holds tasks weakly).
+_detached: set[asyncio.Task[Outcome]] = set()
+
+
+def _request_line(origin: str, body: bytes) -> str:
+    return f"{origin} {body[:200].decode('utf-8', 'replace')}".rstrip()
+
+
+async def invocation_submit(*, name: str, body: bytes, caller: Caller, origin: str) -> Outcome:
+    """Admit, run and record one invocation of plugin ``name`` (name or operation alias).
+
+    ``origin`` says where it came from for the trace (``POST /api/v1/calculate/subtract``).
+    Shielded: a caller that goes away (client disconnect, cancelled task) does not cut the
+    invocation short; it still runs to its end, releases its worker and is recorded, and its
+    tenant's concurrency slot is held until then.
+    """
+    invocation_id = str(uuid.uuid4())
+    line = _request_line(origin, body)
+    try:
+        ticket = await admission.enter(caller)
+    except Refused as refused:
+        error = errors.Throttled(refused.message, code=refused.code, retry_after=refused.retry_after)
+        return await invocation_refuse(
+            invocation_id=invocation_id, name=name, caller=caller, request_line=line, error=error
+        )
+    task = asyncio.ensure_future(
+        invocation_execute(invocation_id=invocation_id, name=name, body=body, caller=caller, request_line=line)
+    )
+    _detached.add(task)
+    task.add_done_callback(_detached.discard)
+    task.add_done_callback(lambda _: ticket.leave())
+    return await asyncio.shield(task)
+
+
+async def invocation_refuse_body(*, name: str, caller: Caller, origin: str, limit: int) -> Outcome:
+    """Record and answer an invocation whose body was larger than ``limit`` bytes (not read)."""
+    error = errors.RequestTooLarge(f"request body is larger than {limit} bytes (API_MAX_BODY_BYTES)")
+    return await invocation_refuse(
+        invocation_id=str(uuid.uuid4()), name=name, caller=caller, request_line=origin, error=error
+    )
+
+
+def answer(outcome: Outcome, *, style: Style, name: str) -> Answer:
+    """(HTTP status, JSON body, headers) of an invocation's REST answer."""
+    common = {"invocation_id": outcome.invocation_id, "worker_id": outcome.worker_id, "timings_ms": outcome.timings_ms}
+    if outcome.error is not None:
+        body = outcome.error.body(**{**common, "worker_id": outcome.worker_id or None})
+        return outcome.http_status, body, outcome.headers
+    if style == "calculate":
+        result = outcome.result if isinstance(outcome.result, dict) else {"result": outcome.result}
+        return 200, {**result, **common}, {}
+    return 200, {"plugin": name, "status": Status.SUCCEEDED, "result": outcome.result, **common}, {}
