@@ -6,6 +6,7 @@ only subscribe, call it, and send what it renders.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -14,9 +15,9 @@ from django.template.loader import render_to_string
 
 from dashboard import workers_relay
 from dashboard.live import LiveFollower
+from platform_core.invocations.live import ALL_INVOCATIONS_GROUP, ANNOUNCE_INTERVAL_S, audience, invocation_group
 from platform_core.invocations.models import FINAL_STATUSES, Invocation
 from platform_core.invocations.selectors import invocation_with_trace
-from platform_core.invocations.trace import ALL_INVOCATIONS_GROUP, invocation_group
 from platform_core.tenancy.services import Viewer, viewer_for
 
 
@@ -63,36 +64,45 @@ class InvocationLiveConsumer(AsyncWebsocketConsumer):
         self.follower = LiveFollower(session=kwargs.get("session", ""), invocation_id=invocation_id)
         self.group = invocation_group(invocation_id) if invocation_id else ALL_INVOCATIONS_GROUP
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await audience.joined()
+        self.announcer = asyncio.ensure_future(self._announce())
         await self.accept()
         # Subscribed first, then looked up: an invocation that finished before we joined is sent whole.
         if invocation_id and (stored := await _finished_invocation(invocation_id)) is not None:
             await self.send(text_data=self.follower.on_stored(stored))
 
+    async def _announce(self) -> None:
+        """Live events are sent only while someone watches: say so while connected."""
+        while True:
+            await asyncio.sleep(ANNOUNCE_INTERVAL_S)
+            await audience.announce()
+
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
+            self.announcer.cancel()
+            await audience.left()
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Nothing to receive: the view is read-only."""
 
-    def _visible(self, message: dict[str, Any]) -> bool:
-        tenant = (message.get("context") or {}).get("tenant_id", "")
-        return self.viewer.may_see(tenant)
-
-    async def invocation_event(self, message: dict[str, Any]) -> None:
-        if not self._visible(message):
-            return
-        if html := self.follower.on_event(message):
-            await self.send(text_data=html)
-
-    async def invocation_state(self, message: dict[str, Any]) -> None:
-        if not self._visible(message):
-            return
-        html, send_stored = self.follower.on_state(message)
-        if send_stored and (stored := await _finished_invocation(message["invocation_id"])) is not None:
-            html += self.follower.on_stored(stored)
-        if html:
-            await self.send(text_data=html)
+    async def invocation_batch(self, message: dict[str, Any]) -> None:
+        """Live events and state changes of one or more invocations (``invocations.live``), in order."""
+        html: list[str] = []
+        for batch in message["batches"]:
+            if not self.viewer.may_see((batch.get("context") or {}).get("tenant_id", "")):
+                continue
+            for item in batch["items"]:
+                single = {"invocation_id": batch["invocation_id"], "context": batch["context"]}
+                if "event" in item:
+                    html.append(self.follower.on_event({**single, "event": item["event"]}))
+                    continue
+                fragment, send_stored = self.follower.on_state({**single, **item["state"]})
+                html.append(fragment)
+                if send_stored and (stored := await _finished_invocation(batch["invocation_id"])) is not None:
+                    html.append(self.follower.on_stored(stored))
+        if text := "".join(html):
+            await self.send(text_data=text)
 
 
 def board_html(board: dict[str, Any], states: dict[str, int]) -> str:

@@ -265,8 +265,7 @@ class _Run:
                 "error": outcome.error.body()["error"] if outcome.error else None,
             }
         )
-        # Live viewers get the rest in the background; the response does not wait for them.
-        self.trace.close_soon()
+
         return outcome
 
 

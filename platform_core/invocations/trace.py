@@ -1,31 +1,22 @@
 """An invocation's trace while it runs: ordered events, streamed live, stored at the end.
 
-Each event is one arrow of the seed's sequence diagram. Events go to the channel layer as
-they happen (group ``invocations`` and ``invocation.<id>``) so a dashboard can draw the
-diagram live; the whole trace is written to the database once, with the final state of the
-invocation, in one transaction (see ``services.invocation_finish``).
+Each event is one arrow of the seed's sequence diagram. While anyone watches, events go to the
+channel layer in batches (``live``) so a dashboard can draw the diagram live; the whole trace
+is written to the database once, with the final state of the invocation, in one statement
+(see ``services.invocation_finish``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from platform_core.invocations import live
 from platform_core.invocations.vocabulary import EventKind, Participant, Phase
 
 log = logging.getLogger(__name__)
-
-ALL_INVOCATIONS_GROUP = "invocations"
-# Publishers still flushing after their invocation answered (the loop keeps only weak references).
-_closing: set[asyncio.Task] = set()
-
-
-def invocation_group(invocation_id: str) -> str:
-    return f"invocation.{invocation_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +59,7 @@ class Trace:
         self.started_ns = time.time_ns()
         self._started_perf = time.perf_counter()
         self.events: list[TraceEvent] = []
-        self._queue: asyncio.Queue[dict[str, Any] | None] | None = None
-        self._publisher: asyncio.Task[None] | None = None
-        if publish:
-            from channels.layers import get_channel_layer
-
-            layer = get_channel_layer()
-            if layer is not None:
-                self._queue = asyncio.Queue()
-                self._publisher = asyncio.create_task(self._publish(layer))
+        self._publish = publish
 
     def add(
         self,
@@ -106,49 +89,18 @@ class Trace:
             data,
         )
         self.events.append(event)
-        if self._queue is not None:
-            self._queue.put_nowait(
-                {
-                    "type": "invocation.event",
-                    "invocation_id": self.invocation_id,
-                    "context": self.context,
-                    "event": event.as_message(),
-                }
-            )
+        self._send({"event": event.as_message()})
         return event
 
     def publish_state(self, message: dict[str, Any]) -> None:
         """Send a non-arrow update (status, result) to live viewers, in order with the arrows."""
-        if self._queue is not None:
-            self._queue.put_nowait(
-                {"type": "invocation.state", "invocation_id": self.invocation_id, "context": self.context, **message}
-            )
+        self._send({"state": message})
 
-    async def _publish(self, layer: Any) -> None:
-        # Its own reference: close_soon() drops self._queue while messages are still queued.
-        queue = self._queue
-        assert queue is not None
-        while (message := await queue.get()) is not None:
-            try:
-                await layer.group_send(ALL_INVOCATIONS_GROUP, message)
-                await layer.group_send(invocation_group(self.invocation_id), message)
-            except Exception:  # live view is best effort; the stored trace is the record
-                log.warning("could not publish trace event of %s", self.invocation_id, exc_info=True)
-
-    def close_soon(self) -> None:
-        """Stop publishing once the queued events are out, without waiting for it."""
-        if self._queue is not None:
-            self._queue.put_nowait(None)
-            self._queue = None
-            if self._publisher is not None:
-                _closing.add(self._publisher)
-                self._publisher.add_done_callback(_closing.discard)
+    def _send(self, item: dict[str, Any]) -> None:
+        if self._publish and live.audience.watching() and (box := live.outbox()) is not None:
+            box.put(self.invocation_id, self.context, item)
 
     async def close(self) -> None:
-        """Flush live events (bounded wait) and stop publishing."""
-        if self._queue is None or self._publisher is None:
-            return
-        self._queue.put_nowait(None)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._publisher), 2.0)
-        self._queue = None
+        """Wait (bounded) until the live events queued so far are sent (tests; the gateway does not wait)."""
+        if self._publish and (box := live.outbox()) is not None:
+            await box.drain()

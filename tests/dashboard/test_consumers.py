@@ -12,8 +12,9 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from platform_core.asgi import application
+from platform_core.invocations.live import ALL_INVOCATIONS_GROUP, invocation_group
 from platform_core.invocations.models import Invocation
-from platform_core.invocations.trace import ALL_INVOCATIONS_GROUP, Trace, invocation_group
+from platform_core.invocations.trace import Trace
 from platform_core.invocations.vocabulary import EventKind as K
 from platform_core.supervisor.grpc_service import add_to_server
 from platform_core.supervisor.model import PluginRef
@@ -45,22 +46,24 @@ async def _receive_until(communicator: WebsocketCommunicator, needle: str, secon
     return received
 
 
+def _batch(invocation_id: str, *items: dict, session: str = SESSION) -> dict:
+    """A live message as ``invocations.live`` sends it: one invocation's items, in order."""
+    batch = {"invocation_id": invocation_id, "context": {"session_id": session}, "items": list(items)}
+    return {"type": "invocation.batch", "batches": [batch]}
+
+
 def _event(invocation_id: str, seq: int, kind: str, session: str = SESSION, **extra) -> dict:
-    return {
-        "type": "invocation.event",
-        "invocation_id": invocation_id,
-        "context": {"session_id": session},
-        "event": {
-            "seq": seq,
-            "source": "gateway",
-            "target": "worker",
-            "kind": kind,
-            "phase": 5,
-            "detail": kind,
-            "offset_ms": seq * 1.5,
-            **extra,
-        },
+    event = {
+        "seq": seq,
+        "source": "gateway",
+        "target": "worker",
+        "kind": kind,
+        "phase": 5,
+        "detail": kind,
+        "offset_ms": seq * 1.5,
+        **extra,
     }
+    return _batch(invocation_id, {"event": event}, session=session)
 
 
 async def test_a_page_from_another_origin_cannot_subscribe():
@@ -100,14 +103,7 @@ async def test_a_viewer_that_missed_arrows_gets_the_stored_trace_when_the_invoca
     layer = get_channel_layer()
     await layer.group_send(ALL_INVOCATIONS_GROUP, _event(invocation_id, 3, "k3"))  # 1 and 2 were missed
     await _receive_until(communicator, 'data-seq="3"')
-    final = {
-        "type": "invocation.state",
-        "invocation_id": invocation_id,
-        "context": {"session_id": SESSION},
-        "status": "succeeded",
-        "http_status": 200,
-        "timings_ms": {"total": 3.0},
-    }
+    final = _batch(invocation_id, {"state": {"status": "succeeded", "http_status": 200, "timings_ms": {"total": 3.0}}})
     await layer.group_send(ALL_INVOCATIONS_GROUP, final)
     stored = await _receive_until(communicator, 'data-kind="k1"')
     # The whole list is replaced (not appended to): arrows 1 to 3, in order.
@@ -183,13 +179,13 @@ async def test_a_tenants_user_gets_only_its_tenants_events_and_invocations():
     communicator = await _connect(f"/ws/live/{SESSION}/", cookie)
     layer = get_channel_layer()
     other = _event(str(uuid.uuid4()), 1, "request")
-    other["context"]["tenant_id"] = "globex"
+    other["batches"][0]["context"]["tenant_id"] = "globex"
     mine = _event(str(uuid.uuid4()), 1, "request")
-    mine["context"]["tenant_id"] = "acme"
+    mine["batches"][0]["context"]["tenant_id"] = "acme"
     await layer.group_send(ALL_INVOCATIONS_GROUP, other)
     await layer.group_send(ALL_INVOCATIONS_GROUP, mine)
     received = await communicator.receive_from(timeout=5)
-    assert mine["invocation_id"][:8] in received
-    assert other["invocation_id"][:8] not in received
+    assert mine["batches"][0]["invocation_id"][:8] in received
+    assert other["batches"][0]["invocation_id"][:8] not in received
     assert await communicator.receive_nothing(timeout=0.3)
     await communicator.disconnect()
