@@ -115,14 +115,16 @@ class WorkersConsumer(AsyncWebsocketConsumer):
     """``/ws/workers/``: every supervisor's workers, from the relay (started by the first viewer)."""
 
     async def connect(self) -> None:
-        if await _viewer(self.scope.get("user")) is None:
+        viewer = await _viewer(self.scope.get("user"))
+        if viewer is None:
             await self.close(code=NOT_LOGGED_IN)
             return
+        self.tenant_scope = viewer.scope  # a tenant's user sees the workers started for its tenant
         await self.channel_layer.group_add(workers_relay.WORKERS_GROUP, self.channel_name)
         await self.accept()
         relay = await workers_relay.relay_join()
         self.joined = True
-        snapshot = relay.snapshot()
+        snapshot = [workers_relay.board_in_scope(board, self.tenant_scope) for board in relay.snapshot()]
         counts = workers_relay.state_counts(snapshot)
         html = "".join(board_html(board, counts) for board in snapshot if board["up"] is not None)
         if html:
@@ -139,4 +141,6 @@ class WorkersConsumer(AsyncWebsocketConsumer):
         """Nothing to receive: the board is read-only."""
 
     async def workers_board(self, message: dict[str, Any]) -> None:
-        await self.send(text_data=board_html(message["board"], message["states"]))
+        board = workers_relay.board_in_scope(message["board"], self.tenant_scope)
+        states = message["states"] if self.tenant_scope is None else workers_relay.state_counts([board])
+        await self.send(text_data=board_html(board, states))

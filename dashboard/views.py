@@ -123,7 +123,8 @@ async def live(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 async def workers(request: HttpRequest) -> HttpResponse:
-    boards = [board_from_listing(entry) for entry in await runtime_client.workers_list()]
+    scope = _viewer(request).scope
+    boards = [board_from_listing(entry) for entry in await runtime_client.workers_list(scope=scope)]
     context = {"boards": boards, "states": state_counts(boards), "all_states": STATES}
     return render(request, "dashboard/workers.html", context)
 

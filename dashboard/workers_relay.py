@@ -71,6 +71,8 @@ class WorkerRow:
     backend: str
     at_ns: int = 0
     detail: str = ""
+    # The tenant an ephemeral worker was started for ("" for pooled workers, which serve all).
+    tenant: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class WorkerRow:
             "backend": self.backend,
             "since": _clock(self.at_ns),
             "detail": self.detail,
+            "tenant": self.tenant,
         }
 
 
@@ -103,7 +106,12 @@ class SupervisorBoard:
         self.supervisor_id, self.max_workers = reply.supervisor_id, reply.max_workers
         self.workers = {
             w.worker_id: WorkerRow(
-                w.worker_id, w.plugin, sup_pb2.WorkerState.Name(w.state).lower(), w.backend, w.started_at_unix_nanos
+                w.worker_id,
+                w.plugin,
+                sup_pb2.WorkerState.Name(w.state).lower(),
+                w.backend,
+                w.started_at_unix_nanos,
+                tenant=w.tenant_id,
             )
             for w in reply.workers
         }
@@ -112,9 +120,11 @@ class SupervisorBoard:
         self.up, self.error, self.retry_in_s = False, error, retry_in_s
         self.workers = {}
 
-    def apply(self, *, worker_id: str, state: str, at_ns: int, detail: str, plugin: str, backend: str) -> None:
+    def apply(
+        self, *, worker_id: str, state: str, at_ns: int, detail: str, plugin: str, backend: str, tenant: str = ""
+    ) -> None:
         """One lifecycle event; a removed worker moves to the recent list."""
-        row = self.workers.get(worker_id) or WorkerRow(worker_id, plugin, state, backend)
+        row = self.workers.get(worker_id) or WorkerRow(worker_id, plugin, state, backend, tenant=tenant)
         row.state, row.at_ns, row.detail = state, at_ns, detail
         row.plugin, row.backend = plugin or row.plugin, backend or row.backend
         if state == "removed":
@@ -152,9 +162,25 @@ def board_from_listing(entry: dict[str, Any]) -> dict[str, Any]:
     board.supervisor_id, board.max_workers = entry.get("supervisor_id", ""), entry.get("max_workers", 0)
     for w in entry["workers"]:
         board.workers[w["worker_id"]] = WorkerRow(
-            w["worker_id"], w["plugin"], w["state"], w["backend"], w.get("started_at_unix_nanos", 0)
+            w["worker_id"],
+            w["plugin"],
+            w["state"],
+            w["backend"],
+            w.get("started_at_unix_nanos", 0),
+            tenant=w["tenant_id"],
         )
     return board.as_dict()
+
+
+def board_in_scope(board: dict[str, Any], scope: str | None) -> dict[str, Any]:
+    """``board`` as a viewer confined to tenant ``scope`` may see it (None: staff, everything)."""
+    if scope is None:
+        return board
+    return {
+        **board,
+        "workers": [w for w in board["workers"] if w["tenant"] == scope],
+        "recent": [w for w in board["recent"] if w["tenant"] == scope],
+    }
 
 
 def state_counts(boards: list[dict[str, Any]]) -> dict[str, int]:
@@ -215,6 +241,7 @@ class WorkersRelay:
                         detail=event.detail,
                         plugin=event.plugin,
                         backend=event.backend,
+                        tenant=event.tenant_id,
                     )
                     self._changed(board)
                 error = "the supervisor ended its event stream (stopping?)"

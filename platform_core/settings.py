@@ -175,5 +175,9 @@ PLATFORM_SUPERVISOR_MAX_WORKERS = env_int("SUPERVISOR_MAX_WORKERS", 32, minimum=
 PLATFORM_SOCKET_ROOT = env_str("SUPERVISOR_SOCKET_ROOT", "/tmp/ppp")
 PLATFORM_WORKER_READY_TIMEOUT_S = env_float("WORKER_READY_TIMEOUT_S", 15.0)
 PLATFORM_WORKER_STOP_GRACE_S = env_float("WORKER_STOP_GRACE_S", 2.0)
+# A gateway that stops renewing its leases (it died) loses its workers after this long.
+PLATFORM_LEASE_TTL_S = env_float("LEASE_TTL_S", 15.0)
+# While several tenants use a supervisor, one tenant holds at most this share of its worker slots.
+PLATFORM_TENANT_SLOT_SHARE = env_float("TENANT_SLOT_SHARE", 0.75)
 # Fork Python workers from a pre-imported template process (saves interpreter start + import grpc).
 PLATFORM_PYTHON_WORKER_ZYGOTE = env_bool("PYTHON_WORKER_ZYGOTE", True)

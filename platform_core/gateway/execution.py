@@ -18,9 +18,9 @@ from typing import Any
 
 from django.conf import settings
 
-from platform_core.gateway import errors, instance
+from platform_core.gateway import errors, instance, leases
 from platform_core.gateway.ppp_session import OUT_OF_MEMORY, Target, WorkerLog, session_run, worker_channels
-from platform_core.gateway.runtime_client import ReleaseReport, WorkerLease, worker_allocate, worker_release
+from platform_core.gateway.runtime_client import ReleaseReport, WorkerLease
 from platform_core.invocations.documents import NotJson, loads_strict
 from platform_core.invocations.models import Status
 from platform_core.invocations.services import Finish, invocation_finish, invocation_start
@@ -186,12 +186,23 @@ class _Run:
     # 3-6. on a worker ----------------------------------------------------------------------
 
     async def on_worker(self, plugin: PluginSpec, arguments: Any) -> Any:
-        """Allocate a worker (3), run the PPP session on it (4, 5), release it whatever happened (6)."""
+        """Get a worker (3): a seat this gateway keeps (pooled) or a new lease; run the PPP session
+        on it (4, 5); give it back whatever happened (6)."""
         budget = settings.PLATFORM_ALLOCATION_TIMEOUT_S
         self.allocation_deadline = time.monotonic() + budget
-        lease = await worker_allocate(plugin=plugin, caller=self.caller, trace=self.trace, timeout_s=budget)
-        self.finish.worker_id, self.finish.worker_warm, self.finish.backend = lease.worker_id, lease.warm, lease.backend
+        workers = leases.keeper()
+        held = await workers.acquire(plugin=plugin, caller=self.caller, trace=self.trace, timeout_s=budget)
+        lease = held.lease
+        self.finish.worker_id, self.finish.worker_warm, self.finish.backend = (
+            lease.worker_id,
+            lease.warm or held.uses > 0,
+            lease.backend,
+        )
         report = ReleaseReport()
+
+        async def give_back(reason: str, **how: bool) -> ReleaseReport:
+            return await workers.release(held, plugin=plugin, reason=reason, trace=self.trace, **how)
+
         try:
             output = await session_run(
                 target=Target(lease.worker_id, lease.address),
@@ -203,20 +214,18 @@ class _Run:
                 connect_deadline=self.allocation_deadline,
             )
         except errors.InvocationTimeout:
-            report = await worker_release(lease=lease, reason="timeout", trace=self.trace, force=True)
+            report = await give_back("timeout", force=True)
             raise
         except errors.GatewayError as exc:
             # A plugin that reported a failure is healthy; a lost, unreachable, garbled or starved worker is not reused.
             suspect = isinstance(exc, errors.WorkerLost | errors.WorkerUnreachable | errors.InvalidOutput)
-            report = await worker_release(
-                lease=lease, reason=exc.code, trace=self.trace, retire=suspect or exc.code == OUT_OF_MEMORY
-            )
+            report = await give_back(exc.code, retire=suspect or exc.code == OUT_OF_MEMORY)
             raise _explained(exc, report, plugin) from None
         except BaseException:  # cancelled or a bug: the worker must not outlive the request
-            report = await worker_release(lease=lease, reason="aborted", trace=self.trace, force=True)
+            report = await give_back("aborted", force=True)
             raise
         else:
-            report = await worker_release(lease=lease, reason="execution_complete", trace=self.trace)
+            report = await give_back("execution_complete")
         finally:
             await self._after_release(lease, report)
         return output

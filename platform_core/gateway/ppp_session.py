@@ -70,6 +70,11 @@ class WorkerChannels:
             found = self._channels[key] = _Channel(channel, ppp_grpc.PluginWorkerStub(channel))
         return found
 
+    def connected(self, address: str) -> bool:
+        """Whether this loop has a channel to ``address`` that is connected now (no I/O)."""
+        found = self._channels.get((id(asyncio.get_running_loop()), address))
+        return found is not None and found.channel.get_state() == grpc.ChannelConnectivity.READY
+
     async def forget(self, address: str) -> None:
         found = self._channels.pop((id(asyncio.get_running_loop()), address), None)
         if found is not None:

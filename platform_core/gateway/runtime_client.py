@@ -21,6 +21,7 @@ from platform_core.gateway.supervisor_choice import capacity_view
 from platform_core.invocations.trace import Trace
 from platform_core.invocations.vocabulary import EventKind as K
 from platform_core.invocations.vocabulary import Phase
+from platform_core.registry.models import PluginSpec
 from platform_core.registry.refs import plugin_ref_message
 from platform_core.rpc import FAST_CHANNEL_OPTIONS, sup_grpc, sup_pb2
 from platform_core.rpc.secret import client_interceptors
@@ -29,12 +30,17 @@ from platform_core.tenancy.callers import Caller
 
 @dataclass(frozen=True)
 class WorkerLease:
+    """A worker (ephemeral) or one seat of a pooled worker, leased from ``supervisor``."""
+
     worker_id: str
     address: str
     runtime: str
     backend: str
     warm: bool
     supervisor: str
+    lease_id: str = ""
+    # Renew it at least this often (RenewLeases), or the supervisor takes it back.
+    ttl_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ def _unavailable(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> error
     )
 
 
-async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: float) -> WorkerLease:
+async def worker_allocate(*, plugin: PluginSpec, caller: Caller, trace: Trace, timeout_s: float) -> WorkerLease:
     """A ready worker from a supervisor of the plugin's runtime: the one with the most free slots,
     else the next one, within one deadline. A supervisor that is down or full is skipped."""
     addresses = supervisor_addresses(plugin.runtime)
@@ -120,6 +126,7 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
         ),
         timeout_ms=int(timeout_s * 1000),
         owner=_owner(),
+        tenant_id=caller.tenant_id,
     )
     default_max = settings.PLATFORM_SUPERVISOR_MAX_WORKERS
     candidates = capacity_view.order(addresses, default_max_workers=default_max)
@@ -158,7 +165,17 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
             f"WorkerHandle({handle.worker_id}, {handle.runtime}, {'warm' if handle.warm else 'cold'})",
         )
         trace.add(K.WORKER_ALLOCATED, handle.worker_id)
-        return WorkerLease(handle.worker_id, handle.address, handle.runtime, handle.backend, handle.warm, address)
+        lease = response.lease
+        return WorkerLease(
+            handle.worker_id,
+            handle.address,
+            handle.runtime,
+            handle.backend,
+            handle.warm,
+            address,
+            lease.lease_id,
+            (lease.ttl_ms or 15_000) / 1000,
+        )
     raise AssertionError("unreachable: the last candidate raises")
 
 
@@ -220,9 +237,12 @@ def _allocation_error(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> 
 
 
 async def worker_release(
-    *, lease: WorkerLease, reason: str, trace: Trace, force: bool = False, retire: bool = False
+    *, lease: WorkerLease, reason: str, trace: Trace | None, force: bool = False, retire: bool = False, uses: int = 1
 ) -> ReleaseReport:
-    """Give the worker back (``retire``: never reuse it; ``force``: CancelAllocation, kill it). Never raises."""
+    """Give the worker back (``retire``: never reuse it; ``force``: CancelAllocation, kill it;
+    ``uses``: invocations served on the lease not reported yet; ``trace``: None for a lease given
+    back between invocations). Never raises."""
+    trace = trace if trace is not None else Trace("", publish=False)
     kind, call = ("cancel", "CancelAllocation") if force else ("release", "ReleaseWorker")
     trace.add(K(f"{kind}_request"), f"{kind}Worker({lease.worker_id}, {reason!r})")
     trace.add(K(f"{kind}_rpc"), f"gRPC {call}Request")
@@ -232,12 +252,21 @@ async def worker_release(
     try:
         if force:
             response = await stub.CancelAllocation(
-                sup_pb2.CancelAllocationRequest(worker_id=lease.worker_id, reason=reason, owner=_owner()),
+                sup_pb2.CancelAllocationRequest(
+                    worker_id=lease.worker_id, reason=reason, owner=_owner(), lease_id=lease.lease_id
+                ),
                 timeout=timeout,
             )
         else:
             response = await stub.ReleaseWorker(
-                sup_pb2.ReleaseWorkerRequest(worker_id=lease.worker_id, reason=reason, retire=retire, owner=_owner()),
+                sup_pb2.ReleaseWorkerRequest(
+                    worker_id=lease.worker_id,
+                    reason=reason,
+                    retire=retire,
+                    owner=_owner(),
+                    lease_id=lease.lease_id,
+                    uses=uses,
+                ),
                 timeout=timeout,
             )
     except grpc.aio.AioRpcError as exc:
@@ -257,6 +286,24 @@ async def worker_release(
     return ReleaseReport(
         response.output, response.output_truncated, response.exit_code, removed, cause.kind, cause.detail
     )
+
+
+@dataclass(frozen=True)
+class Renewal:
+    revoked: dict[str, str]
+    unknown: list[str]
+
+
+async def leases_renew(*, address: str, usages: list[sup_pb2.LeaseUsage]) -> Renewal | None:
+    """Renew this gateway's leases at one supervisor; None when it did not answer."""
+    try:
+        reply = await _stub(address).RenewLeases(
+            sup_pb2.RenewLeasesRequest(owner=_owner(), leases=usages),
+            timeout=settings.PLATFORM_SUPERVISOR_CALL_TIMEOUT_S,
+        )
+    except grpc.aio.AioRpcError:
+        return None
+    return Renewal(dict(reply.revoked), list(reply.unknown))
 
 
 async def leases_reclaim(*, instance_id: str, started_before_ns: int, reason: str) -> dict[str, list[str] | str]:
@@ -279,8 +326,12 @@ async def leases_reclaim(*, instance_id: str, started_before_ns: int, reason: st
     return dict(zip(addresses, await asyncio.gather(*(ask(a) for a in addresses)), strict=True))
 
 
-async def workers_list() -> list[dict]:
-    """Every configured supervisor with its workers, or why it could not be asked."""
+async def workers_list(*, scope: str | None) -> list[dict]:
+    """Every configured supervisor with its workers, or why it could not be asked.
+
+    ``scope``: the tenant whose workers the caller may see (workers started for it; pooled
+    workers serve every tenant and belong to none); None: all of them (staff).
+    """
 
     async def ask(runtime: str, address: str) -> dict:
         entry: dict = {"runtime": runtime, "address": address}
@@ -306,8 +357,15 @@ async def workers_list() -> list[dict]:
                     "backend": w.backend,
                     "pid": w.pid,
                     "started_at_unix_nanos": w.started_at_unix_nanos,
+                    "tenant_id": w.tenant_id,
+                    "pooled": w.pooled,
+                    "in_use": w.in_use,
+                    "uses": w.uses,
+                    "leases": w.leases,
+                    "busy": w.busy,
                 }
                 for w in reply.workers
+                if scope is None or w.tenant_id == scope
             ],
         }
 

@@ -150,9 +150,11 @@ def invocation_detail(request: HttpRequest, invocation_id: uuid.UUID) -> JsonRes
 
 @require_GET
 async def workers(request: HttpRequest) -> JsonResponse:
-    if await caller_async(request.headers.get("Authorization", "")) is None:
+    caller = await caller_async(request.headers.get("Authorization", ""))
+    if caller is None:
         return error_response(errors.Unauthenticated())
-    return JsonResponse({"supervisors": await runtime_client.workers_list()})
+    scope = None if caller.is_staff else caller.tenant_id  # a tenant sees the workers started for it
+    return JsonResponse({"supervisors": await runtime_client.workers_list(scope=scope)})
 
 
 @require_GET
@@ -165,7 +167,7 @@ async def health(request: HttpRequest) -> JsonResponse:
         database = {"ok": False, "error": str(exc)}
     supervisors = [
         {"runtime": s["runtime"], "address": s["address"], "up": s["up"], "workers": len(s["workers"])}
-        for s in await runtime_client.workers_list()
+        for s in await runtime_client.workers_list(scope=None)
     ]
     ok = database["ok"]
     return JsonResponse(

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from typing import Any, NoReturn
 
 import grpc
 
 from platform_core.rpc import sup_grpc, sup_pb2
-from platform_core.supervisor import service
+from platform_core.supervisor import errors, service
+from platform_core.supervisor.lifecycle import Disposal
 from platform_core.supervisor.model import Event, ExitCause, LeaseOwner, Limits, PluginRef, PoolSpec, Worker
 
 _STATUS = {
-    service.CapacityExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    service.UnknownWorker: grpc.StatusCode.NOT_FOUND,
-    service.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    service.WorkerNotReady: grpc.StatusCode.DEADLINE_EXCEEDED,
-    service.WorkerFailedToStart: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.CapacityExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.UnknownWorker: grpc.StatusCode.NOT_FOUND,
+    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.WorkerNotReady: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.WorkerFailedToStart: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 
@@ -53,7 +55,7 @@ def plugin_ref(message: sup_pb2.PluginRef) -> PluginRef:
     )
 
 
-def lease_owner(request) -> LeaseOwner | None:
+def lease_owner(request: Any) -> LeaseOwner | None:
     """The ``owner`` of a request, if it names one."""
     if not request.HasField("owner") or not request.owner.instance_id:
         return None
@@ -74,6 +76,7 @@ def event_message(event: Event, supervisor: service.Supervisor) -> sup_pb2.Worke
         runtime=supervisor.runtime,
         backend=event.backend,
         supervisor_id=supervisor.supervisor_id,
+        tenant_id=event.tenant,
     )
 
 
@@ -94,55 +97,84 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
     def _events(self, events: Iterable[Event]) -> list[sup_pb2.WorkerEvent]:
         return [event_message(event, self.supervisor) for event in events]
 
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: service.SupervisorError) -> None:
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: errors.SupervisorError) -> NoReturn:
         await context.abort(_STATUS.get(type(exc), grpc.StatusCode.INTERNAL), str(exc))
+        raise AssertionError("abort raises")
 
-    async def AllocateWorker(self, request, context):
+    async def AllocateWorker(
+        self, request: sup_pb2.AllocateWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> sup_pb2.AllocateWorkerResponse:
         try:
-            worker, events, warm = await self.supervisor.allocate(
+            allocation = await self.supervisor.allocate(
                 plugin_ref(request.plugin),
                 timeout_s=request.timeout_ms / 1000 if request.timeout_ms else None,
                 owner=lease_owner(request),
+                tenant=request.tenant_id,
             )
-        except service.SupervisorError as exc:
+        except errors.SupervisorError as exc:
             await self._abort(context, exc)
-        return sup_pb2.AllocateWorkerResponse(worker=_handle(worker, warm), events=self._events(events))
-
-    async def ReleaseWorker(self, request, context):
-        try:
-            outcome = await self.supervisor.release(
-                request.worker_id, reason=request.reason, retire=request.retire, owner=lease_owner(request)
-            )
-        except service.SupervisorError as exc:
-            await self._abort(context, exc)
-        return sup_pb2.ReleaseWorkerResponse(
-            events=self._events(outcome.events),
-            output=outcome.output,
-            output_truncated=outcome.output_truncated,
-            exit_code=outcome.exit_code,
-            exit_cause=_cause(outcome.exit_cause),
+        return sup_pb2.AllocateWorkerResponse(
+            worker=_handle(allocation.worker, allocation.warm),
+            events=self._events(allocation.events),
+            lease=sup_pb2.Lease(lease_id=allocation.lease.lease_id, ttl_ms=int(self.supervisor.leases.ttl_s * 1000)),
         )
 
-    async def CancelAllocation(self, request, context):
-        try:
-            outcome = await self.supervisor.cancel(request.worker_id, reason=request.reason, owner=lease_owner(request))
-        except service.SupervisorError as exc:
-            await self._abort(context, exc)
-        return sup_pb2.CancelAllocationResponse(
-            events=self._events(outcome.events),
-            output=outcome.output,
-            output_truncated=outcome.output_truncated,
-            exit_code=outcome.exit_code,
-            exit_cause=_cause(outcome.exit_cause),
+    def _disposal(self, response: type[Any], disposal: Disposal) -> Any:
+        return response(
+            events=self._events(disposal.events),
+            output=disposal.output,
+            output_truncated=disposal.output_truncated,
+            exit_code=disposal.exit_code,
+            exit_cause=_cause(disposal.exit_cause),
         )
 
-    async def ReclaimLeases(self, request, context):
+    async def ReleaseWorker(
+        self, request: sup_pb2.ReleaseWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> sup_pb2.ReleaseWorkerResponse:
+        try:
+            disposal = await self.supervisor.release(
+                request.worker_id,
+                reason=request.reason,
+                retire=request.retire,
+                owner=lease_owner(request),
+                lease_id=request.lease_id,
+                uses=request.uses if request.HasField("uses") else None,
+            )
+        except errors.SupervisorError as exc:
+            await self._abort(context, exc)
+        return self._disposal(sup_pb2.ReleaseWorkerResponse, disposal)
+
+    async def CancelAllocation(
+        self, request: sup_pb2.CancelAllocationRequest, context: grpc.aio.ServicerContext
+    ) -> sup_pb2.CancelAllocationResponse:
+        try:
+            disposal = await self.supervisor.cancel(
+                request.worker_id, reason=request.reason, owner=lease_owner(request), lease_id=request.lease_id
+            )
+        except errors.SupervisorError as exc:
+            await self._abort(context, exc)
+        return self._disposal(sup_pb2.CancelAllocationResponse, disposal)
+
+    async def RenewLeases(
+        self, request: sup_pb2.RenewLeasesRequest, context: grpc.aio.ServicerContext
+    ) -> sup_pb2.RenewLeasesResponse:
+        renewal = self.supervisor.renew(
+            lease_owner(request),
+            [service.Usage(usage.lease_id, usage.busy, usage.uses) for usage in request.leases],
+        )
+        return sup_pb2.RenewLeasesResponse(revoked=renewal.revoked, unknown=renewal.unknown)
+
+    async def ReclaimLeases(
+        self, request: sup_pb2.ReclaimLeasesRequest, context: grpc.aio.ServicerContext
+    ) -> sup_pb2.ReclaimLeasesResponse:
         worker_ids, events = await self.supervisor.reclaim(
             request.instance_id, started_before_ns=request.started_before_unix_nanos, reason=request.reason
         )
         return sup_pb2.ReclaimLeasesResponse(worker_ids=worker_ids, events=self._events(events))
 
-    async def ListWorkers(self, request, context):
+    async def ListWorkers(
+        self, request: sup_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
+    ) -> sup_pb2.ListWorkersResponse:
         supervisor = self.supervisor
         return sup_pb2.ListWorkersResponse(
             supervisor_id=supervisor.supervisor_id,
@@ -161,12 +193,17 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
                     pooled=w.pooled,
                     in_use=w.in_use,
                     uses=w.uses,
+                    tenant_id=w.tenant,
+                    leases=len(w.leases),
+                    busy=sum(1 for lease in w.leases.values() if lease.busy),
                 )
                 for w in supervisor.workers.values()
             ],
         )
 
-    async def WatchWorkers(self, request, context) -> AsyncIterator[sup_pb2.WorkerEvent]:
+    async def WatchWorkers(
+        self, request: sup_pb2.WatchWorkersRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[sup_pb2.WorkerEvent]:
         async for event in self.supervisor.watch():
             yield event_message(event, self.supervisor)
 

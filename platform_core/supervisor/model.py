@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +76,23 @@ class ExitCause:
 LeaseOwner = tuple[str, int]
 
 
+@dataclass
+class Lease:
+    """A worker (ephemeral) or one seat of a pooled worker, handed to a gateway until it gives it
+    back or stops renewing it (``expires_at``, monotonic): then the supervisor takes it back."""
+
+    lease_id: str
+    worker_id: str
+    owner: LeaseOwner | None
+    expires_at: float
+    tenant: str = ""
+    # As the holder last reported: running an invocation on it now (pooled seats are kept between
+    # invocations by the gateway that holds them), and invocations served since its last report.
+    busy: bool = True
+    # The supervisor wants it back (worker recycled, retired, shutting down): the holder returns it.
+    revoked: str = ""
+
+
 @dataclass(frozen=True)
 class Event:
     worker_id: str
@@ -85,6 +101,7 @@ class Event:
     detail: str = ""
     plugin: str = ""
     backend: str = ""
+    tenant: str = ""
 
 
 class BoundedOutput:
@@ -134,8 +151,10 @@ class Worker:
     idle_since: float = 0.0
     retiring: bool = False
     output_mark: int = 0
-    # Who holds the worker now: one count per allocation not yet given back (ReclaimLeases).
-    leases: Counter[LeaseOwner] = field(default_factory=Counter)
+    # Who holds the worker now: one lease per allocation not yet given back.
+    leases: dict[str, Lease] = field(default_factory=dict)
+    # The tenant it was started for (ephemeral workers; pooled ones serve every tenant).
+    tenant: str = ""
     # It exited before anyone asked it to (crash, kill at a limit): its exit code is its own.
     exited_unasked: bool = False
 

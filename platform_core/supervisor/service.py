@@ -1,107 +1,66 @@
-"""The supervisor's logic: allocate, probe, hand out, release and stop workers."""
+"""The supervisor's service: allocate, lease, release and reclaim workers of one runtime.
+
+* **Ephemeral** plugins get a fresh worker per allocation, stopped and removed on release.
+* **Pooled** plugins get a seat of a warm worker (``pools``); gateways keep seats across
+  invocations and give them back when idle.
+* Every allocation is a **lease** (``leases``) that its gateway renews; a lease not renewed in
+  time is taken back, so a gateway that dies never holds a worker for longer than the TTL.
+* **Fair share**: while several tenants use a supervisor, one tenant may hold at most
+  ``tenant_share`` of its worker slots (ephemeral workers; a lone tenant may use them all).
+
+The worker's own life (start, probe, monitor, stop) is ``lifecycle``; the gRPC adapter is
+``grpc_service``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
+import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import NamedTuple
 
-import grpc
-
-from platform_core.rpc import FAST_CHANNEL_OPTIONS, ppp_grpc, ppp_pb2
-from platform_core.supervisor.backends import WorkerBackend, WorkerStartError
-from platform_core.supervisor.model import (
-    BoundedOutput,
-    Event,
-    ExitCause,
-    LeaseOwner,
-    PluginRef,
-    PoolSpec,
-    State,
-    Worker,
-)
+from platform_core.supervisor.backends import WorkerBackend
+from platform_core.supervisor.errors import CapacityExhausted, UnknownWorker
+from platform_core.supervisor.leases import LeaseBook
+from platform_core.supervisor.lifecycle import Collector, Disposal, Lifecycle
+from platform_core.supervisor.model import Event, Lease, LeaseOwner, PluginRef, State, Worker
+from platform_core.supervisor.pools import Pools
 
 log = logging.getLogger(__name__)
 
-# The seed's worker id ranges: worker-10001... for java, worker-20001... for python.
-WORKER_ID_BASE = {"java": 10000, "python": 20000}
+# How often leases are checked for expiry.
+LEASE_CHECK_INTERVAL_S = 1.0
+# A tenant counts as using the supervisor this long after its last allocation (fair share).
+TENANT_ACTIVE_S = 30.0
 
 
-class SupervisorError(Exception):
-    """Base of the errors the gRPC adapter turns into status codes."""
-
-
-class CapacityExhausted(SupervisorError):
-    pass
-
-
-class UnknownWorker(SupervisorError):
-    pass
-
-
-class InvalidRequest(SupervisorError):
-    pass
-
-
-class WorkerNotReady(SupervisorError):
-    """The worker did not answer its readiness probe in time."""
-
-
-class WorkerFailedToStart(SupervisorError):
-    """The backend could not start the worker, or it died before it was ready."""
-
-
-@dataclass
-class Outcome:
-    """What a release or cancel reports back: the lifecycle events and the worker's output."""
-
+class Allocation(NamedTuple):
+    worker: Worker
+    # Lifecycle events of this allocation (Requested ... Executing), for the caller's trace.
     events: list[Event]
-    output: str = ""
-    output_truncated: bool = False
-    exit_code: int = 0
-    # Set when the worker ended on its own (killed at a limit, crashed) before it was stopped.
-    exit_cause: ExitCause | None = None
+    warm: bool
+    lease: Lease
 
 
 @dataclass
-class _Collector:
-    events: list[Event] = field(default_factory=list)
+class Usage:
+    """What a lease holder reports at renewal."""
+
+    lease_id: str
+    busy: bool = False
+    # Invocations served on the lease since the last report.
+    uses: int = 0
 
 
-class Pool:
-    """The warm workers of one plugin."""
-
-    def __init__(self, plugin: PluginRef) -> None:
-        self.plugin = plugin
-        self.workers: list[Worker] = []
-        self.starting = 0
-        self.waiters: deque[asyncio.Future[Worker]] = deque()
-        self.wake = asyncio.Event()
-        self.maintainer: asyncio.Task[None] | None = None
-
-    @property
-    def spec(self) -> PoolSpec:
-        assert self.plugin.pool is not None
-        return self.plugin.pool
-
-    @property
-    def size(self) -> int:
-        return len(self.workers) + self.starting
-
-    @staticmethod
-    def usable(worker: Worker) -> bool:
-        return not worker.retiring and worker.exit_code is None and worker.state != State.FAILED
-
-    def pick(self) -> Worker | None:
-        """The least busy usable worker with a free seat (the longest idle among equals)."""
-        seats = [w for w in self.workers if self.usable(w) and w.in_use < self.spec.max_concurrency]
-        return min(seats, key=lambda w: (w.in_use, w.idle_since)) if seats else None
+@dataclass
+class Renewal:
+    # Leases the holder must give back (as soon as it is done with them): lease id → why.
+    revoked: dict[str, str] = field(default_factory=dict)
+    # Leases the supervisor does not know (expired and taken back, or never granted).
+    unknown: list[str] = field(default_factory=list)
 
 
 class Supervisor:
@@ -117,320 +76,99 @@ class Supervisor:
         stop_grace_s: float = 2.0,
         output_limit: int = 64 * 1024,
         health_interval_s: float = 10.0,
+        lease_ttl_s: float = 15.0,
+        tenant_share: float = 1.0,
     ) -> None:
-        if default_backend not in backends:
-            raise ValueError(f"default backend {default_backend!r} is not among {sorted(backends)}")
         self.runtime = runtime
         self.supervisor_id = supervisor_id
-        self.backends = backends
-        self.default_backend = default_backend
         self.max_workers = max_workers
-        self.ready_timeout_s = ready_timeout_s
-        self.stop_grace_s = stop_grace_s
-        self.output_limit = output_limit
-        self.workers: dict[str, Worker] = {}
-        self.pools: dict[tuple, Pool] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self.health_interval_s = health_interval_s
-        self._ids = itertools.count(WORKER_ID_BASE.get(runtime, 30000) + 1)
-        self._watchers: set[asyncio.Queue[Event | None]] = set()
-        self._closing = False
+        self.tenant_share = tenant_share
+        self.lifecycle = Lifecycle(
+            runtime=runtime,
+            supervisor_id=supervisor_id,
+            backends=backends,
+            default_backend=default_backend,
+            ready_timeout_s=ready_timeout_s,
+            stop_grace_s=stop_grace_s,
+            output_limit=output_limit,
+        )
+        self.lifecycle.on_exit = self._worker_exited
+        self.pools = Pools(self.lifecycle, free_slots=self._free_slots, health_interval_s=health_interval_s)
+        self.leases = LeaseBook(ttl_s=lease_ttl_s)
+        self._tenants_seen: dict[str, float] = {}
+        self._expiry: asyncio.Task[None] | None = None
 
-    # --- events ---------------------------------------------------------------------------
+    @property
+    def workers(self) -> dict[str, Worker]:
+        return self.lifecycle.workers
 
-    def _emit(self, worker: Worker, state: State, detail: str, collector: _Collector | None) -> Event:
-        worker.state = state
-        event = Event(worker.worker_id, state, time.time_ns(), detail, worker.plugin.name, worker.backend)
-        if collector is not None:
-            collector.events.append(event)
-        for queue in list(self._watchers):
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:  # a watcher that does not keep up is dropped, not waited for
-                self._watchers.discard(queue)
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(None)
-        return event
+    @property
+    def backends(self) -> dict[str, WorkerBackend]:
+        return self.lifecycle.backends
 
-    async def watch(self) -> AsyncIterator[Event]:
-        """Every lifecycle event from now on, after one snapshot event per live worker."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=10_000)
-        for worker in list(self.workers.values()):
-            queue.put_nowait(
-                Event(worker.worker_id, worker.state, time.time_ns(), "snapshot", worker.plugin.name, worker.backend)
-            )
-        self._watchers.add(queue)
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._watchers.discard(queue)
+    @property
+    def default_backend(self) -> str:
+        return self.lifecycle.default_backend
+
+    def watch(self) -> AsyncIterator[Event]:
+        return self.lifecycle.watch()
 
     # --- allocation -----------------------------------------------------------------------
-
-    def _backend_for(self, plugin: PluginRef) -> tuple[str, WorkerBackend]:
-        if self._closing:
-            raise CapacityExhausted("supervisor is shutting down")
-        if plugin.runtime and plugin.runtime != self.runtime:
-            raise InvalidRequest(f"this is the {self.runtime} supervisor; {plugin.name} needs {plugin.runtime}")
-        name = plugin.backend or self.default_backend
-        backend = self.backends.get(name)
-        if backend is None:
-            raise InvalidRequest(
-                f"backend {name!r} is not enabled on this supervisor (enabled: {', '.join(sorted(self.backends))})"
-            )
-        return name, backend
 
     def _free_slots(self) -> int:
         return self.max_workers - len(self.workers)
 
-    async def allocate(
-        self, plugin: PluginRef, *, timeout_s: float | None = None, owner: LeaseOwner | None = None
-    ) -> tuple[Worker, list[Event], bool]:
-        """A ready worker for ``plugin``: (worker, lifecycle events of this allocation, warm).
-
-        Ephemeral plugins get a fresh worker. Pooled plugins get an idle warm worker, else a new
-        one while the pool is below its maximum, else wait their turn in a FIFO queue for at
-        most ``queue_timeout_s`` (then ``CapacityExhausted``).
-        """
-        backend_name, backend = self._backend_for(plugin)
-        if plugin.pool is not None:
-            worker, events, warm = await self._allocate_pooled(plugin, backend_name, backend, timeout_s)
-            if owner is not None:
-                worker.leases[owner] += 1
-            return worker, events, warm
-        if self._free_slots() <= 0:
+    def _check_fair_share(self, tenant: str) -> None:
+        """While other tenants use this supervisor, one tenant holds at most its share of the slots."""
+        now = time.monotonic()
+        if tenant:
+            self._tenants_seen[tenant] = now
+        if not tenant or self.tenant_share >= 1.0:
+            return
+        others = [t for t, seen in self._tenants_seen.items() if t != tenant and now - seen < TENANT_ACTIVE_S]
+        if not others:
+            return
+        cap = max(1, math.floor(self.tenant_share * self.max_workers))
+        held = sum(1 for w in self.workers.values() if w.tenant == tenant)
+        if held >= cap:
             raise CapacityExhausted(
-                f"all {self.max_workers} worker slots of supervisor {self.supervisor_id} are in use"
+                f"tenant {tenant} already holds {held} of the {self.max_workers} worker slots of supervisor "
+                f"{self.supervisor_id}, its fair share ({self.tenant_share:.0%}) while other tenants use it"
             )
-        collector = _Collector()
-        worker = await self._start_worker(plugin, backend_name, backend, collector, timeout_s)
-        if owner is not None:
-            worker.leases[owner] += 1
-        self._emit(worker, State.EXECUTING, "handed to gateway", collector)
-        return worker, collector.events, False
 
-    async def _start_worker(
+    async def allocate(
         self,
         plugin: PluginRef,
-        backend_name: str,
-        backend: WorkerBackend,
-        collector: _Collector | None,
-        timeout_s: float | None,
-    ) -> Worker:
-        """Spawn a worker and wait until it answers its Health probe (Requested ... Ready)."""
-        worker = Worker(f"worker-{next(self._ids)}", plugin, backend_name, output=BoundedOutput(self.output_limit))
-        worker.pooled = plugin.pool is not None
-        self.workers[worker.worker_id] = worker
-        self._emit(worker, State.REQUESTED, f"allocate {plugin.name}", collector)
-        self._emit(
-            worker, State.ALLOCATING, f"{backend_name} backend, slot {len(self.workers)}/{self.max_workers}", collector
-        )
-        started = time.monotonic()
-        try:
-            socket = await backend.start(worker, lambda w, s, d: self._emit(w, s, d, collector))
-            await self._probe(worker, backend, socket, started + (timeout_s or self.ready_timeout_s))
-        except BaseException as exc:  # includes cancellation by the caller: never leave the worker behind
-            detail = str(exc) or type(exc).__name__
-            self._emit(worker, State.FAILED, detail, collector)
-            await self._dispose(worker, backend, force=True, collector=collector or _Collector())
-            if isinstance(exc, WorkerStartError):
-                raise WorkerFailedToStart(detail) from exc
-            raise
-        ready_ms = (time.monotonic() - started) * 1000
-        self._emit(worker, State.READY, f"Health SERVING after {ready_ms:.0f} ms", collector)
-        worker.runtime_state["monitor"] = asyncio.create_task(self._monitor(worker, backend))
-        return worker
-
-    # --- pools ----------------------------------------------------------------------------
-
-    def _background(self, coroutine) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(self._tasks.discard)
+        *,
+        timeout_s: float | None = None,
+        owner: LeaseOwner | None = None,
+        tenant: str = "",
+    ) -> Allocation:
+        """A ready worker (ephemeral) or a seat of a warm one (pooled), leased to ``owner``."""
+        self.lifecycle.backend_for(plugin)  # refuse early: shutting down, wrong runtime, backend off
+        collector = Collector()
+        if plugin.pool is not None:
+            worker, warm = await self.pools.allocate(plugin, collector=collector, timeout_s=timeout_s)
+        else:
+            if self._free_slots() <= 0:
+                raise CapacityExhausted(
+                    f"all {self.max_workers} worker slots of supervisor {self.supervisor_id} are in use"
+                )
+            self._check_fair_share(tenant)
+            slot = f"slot {len(self.workers) + 1}/{self.max_workers}"
+            worker = await self.lifecycle.start(
+                plugin, collector=collector, timeout_s=timeout_s, slot=slot, tenant=tenant
+            )
+            self.lifecycle.emit(worker, State.EXECUTING, "handed to gateway", collector)
+            warm = False
+        lease = self.leases.grant(worker, owner=owner, tenant=tenant)
+        return Allocation(worker, collector.events, warm, lease)
 
     def prewarm(self, plugin: PluginRef) -> None:
         """Create the pool of a pooled plugin now, so that its ``min_idle`` workers start."""
         if plugin.pool is not None:
-            self._backend_for(plugin)
-            self._pool(plugin)
-
-    def _pool(self, plugin: PluginRef) -> Pool:
-        pool = self.pools.get(plugin.pool_key)
-        if pool is None:
-            pool = self.pools[plugin.pool_key] = Pool(plugin)
-            pool.maintainer = asyncio.create_task(self._maintain(pool))
-        else:
-            pool.plugin = plugin  # pool sizes may have been edited in the registry
-        return pool
-
-    def _lease(self, pool: Pool, worker: Worker, collector: _Collector | None) -> None:
-        worker.in_use += 1
-        worker.output_mark = worker.output.total
-        self._emit(worker, State.EXECUTING, f"warm, in use {worker.in_use}/{pool.spec.max_concurrency}", collector)
-
-    async def _allocate_pooled(
-        self, plugin: PluginRef, backend_name: str, backend: WorkerBackend, timeout_s: float | None
-    ) -> tuple[Worker, list[Event], bool]:
-        pool = self._pool(plugin)
-        collector = _Collector()
-        # Newcomers queue behind waiters already in line (FIFO fairness).
-        if not pool.waiters and (worker := pool.pick()) is not None:
-            self._lease(pool, worker, collector)
-            return worker, collector.events, True
-        if pool.size < pool.spec.max_workers and self._free_slots() > 0:
-            pool.starting += 1
-            try:
-                worker = await self._start_worker(plugin, backend_name, backend, collector, timeout_s)
-            finally:
-                pool.starting -= 1
-            pool.workers.append(worker)
-            self._lease(pool, worker, collector)
-            pool.wake.set()
-            return worker, collector.events, False
-        waiter: asyncio.Future[Worker] = asyncio.get_running_loop().create_future()
-        pool.waiters.append(waiter)
-        try:
-            worker = await asyncio.wait_for(asyncio.shield(waiter), pool.spec.queue_timeout_s)
-        except TimeoutError:
-            if waiter.done() and not waiter.cancelled():  # handed over just as time ran out: take it
-                worker = waiter.result()
-            else:
-                waiter.cancel()
-                raise CapacityExhausted(
-                    f"all {pool.size} workers of {plugin.name} are busy "
-                    f"(max_workers {pool.spec.max_workers}, max_concurrency {pool.spec.max_concurrency}); "
-                    f"waited {pool.spec.queue_timeout_s:g} s"
-                ) from None
-        finally:
-            with contextlib.suppress(ValueError):
-                pool.waiters.remove(waiter)
-        # The releasing side already counted this lease (hand-over); record it for the trace.
-        self._emit(worker, State.EXECUTING, f"warm, after waiting in line, in use {worker.in_use}", collector)
-        return worker, collector.events, True
-
-    def _hand_over(self, pool: Pool, worker: Worker) -> bool:
-        """Give a worker with a free seat straight to the first caller in line."""
-        while pool.waiters and worker.in_use < pool.spec.max_concurrency and pool.usable(worker):
-            waiter = pool.waiters.popleft()
-            if waiter.done():
-                continue
-            worker.in_use += 1
-            worker.output_mark = worker.output.total
-            waiter.set_result(worker)
-            return True
-        return False
-
-    async def _maintain(self, pool: Pool) -> None:
-        """Keep ``min_idle`` warm workers, stop idle surplus, health-check idle workers."""
-        last_health = time.monotonic()
-        while not self._closing:
-            spec = pool.spec
-            for worker in [w for w in pool.workers if not pool.usable(w) and w.in_use == 0]:
-                await self._retire(pool, worker, "failed or recycled", None)
-            idle = [w for w in pool.workers if pool.usable(w) and w.in_use == 0]
-            now = time.monotonic()
-            surplus = len(idle) - spec.min_idle
-            for worker in sorted(idle, key=lambda w: w.idle_since):
-                if surplus <= 0:
-                    break
-                if now - worker.idle_since >= spec.idle_timeout_s:
-                    await self._retire(pool, worker, f"idle for {spec.idle_timeout_s:g} s", None)
-                    surplus -= 1
-            if now - last_health >= self.health_interval_s:
-                last_health = now
-                await self._health_check([w for w in pool.workers if pool.usable(w) and w.in_use == 0])
-            missing = spec.min_idle - len([w for w in pool.workers if pool.usable(w) and w.in_use == 0]) - pool.starting
-            room = min(spec.max_workers - pool.size, self._free_slots())
-            for _ in range(max(0, min(missing, room))):
-                pool.starting += 1
-                self._background(self._prewarm(pool))
-            pool.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pool.wake.wait(), 1.0)
-
-    async def _prewarm(self, pool: Pool) -> None:
-        try:
-            name, backend = self._backend_for(pool.plugin)
-            worker = await self._start_worker(pool.plugin, name, backend, None, None)
-        except Exception as exc:
-            log.warning("pre-warming %s failed: %s", pool.plugin.name, exc)
-            await asyncio.sleep(1.0)  # do not spin on a plugin that cannot start
-            return
-        finally:
-            pool.starting -= 1
-        pool.workers.append(worker)
-        worker.idle_since = time.monotonic()
-        if not self._hand_over(pool, worker):
-            self._emit(worker, State.IDLE, "warm, pre-started", None)
-
-    async def _health_check(self, workers: list[Worker]) -> None:
-        for worker in workers:
-            try:
-                async with grpc.aio.insecure_channel(worker.address, options=FAST_CHANNEL_OPTIONS) as channel:
-                    reply = await ppp_grpc.PluginWorkerStub(channel).Health(ppp_pb2.HealthRequest(), timeout=1.0)
-                healthy = reply.status == ppp_pb2.HealthResponse.SERVING
-            except grpc.aio.AioRpcError:
-                healthy = False
-            if not healthy and worker.in_use == 0:
-                worker.retiring = True
-                self._emit(worker, State.FAILED, "failed its idle health check", None)
-
-    async def _retire(self, pool: Pool, worker: Worker, reason: str, collector: _Collector | None) -> Outcome:
-        with contextlib.suppress(ValueError):
-            pool.workers.remove(worker)
-        if worker.state != State.FAILED:
-            self._emit(worker, State.RELEASING, f"retired: {reason}", collector)
-        pool.wake.set()
-        return await self._dispose(
-            worker, self.backends[worker.backend], force=False, collector=collector or _Collector()
-        )
-
-    async def _probe(self, worker: Worker, backend: WorkerBackend, socket: Path, deadline: float) -> None:
-        """Wait until the worker's socket exists and PPP Health says SERVING (no fixed sleeps)."""
-        delay = 0.002
-        async with grpc.aio.insecure_channel(worker.address, options=FAST_CHANNEL_OPTIONS) as channel:
-            stub = ppp_grpc.PluginWorkerStub(channel)
-            while True:
-                if (code := backend.exit_code(worker)) is not None:
-                    await backend.wait(worker)
-                    tail = worker.output.text()[-2000:].strip()
-                    raise WorkerStartError(
-                        f"worker exited with code {code} before it was ready" + (f": {tail}" if tail else "")
-                    )
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise WorkerNotReady(f"worker not ready after {self.ready_timeout_s:.1f} s")
-                if socket.exists():  # noqa: ASYNC240 — one stat(), cheaper than a thread hop
-                    with contextlib.suppress(grpc.aio.AioRpcError):
-                        reply = await stub.Health(ppp_pb2.HealthRequest(), timeout=min(remaining, 1.0))
-                        if reply.status == ppp_pb2.HealthResponse.SERVING:
-                            return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.01)
-
-    async def _monitor(self, worker: Worker, backend: WorkerBackend) -> None:
-        """Notice a worker that dies on its own (crash, OOM kill) while in use."""
-        code = await backend.wait(worker)
-        worker.exit_code = code
-        settled = {State.RELEASING, State.STOPPING, State.REMOVED, State.FAILED}
-        if worker.state not in settled:
-            worker.exited_unasked = True
-            cause = await self._exit_cause(worker, backend, code)
-            if worker.state not in settled:  # a release may have begun while the cause was looked up
-                detail = f"worker exited unexpectedly with code {code}" + (f": {cause.detail}" if cause else "")
-                self._emit(worker, State.FAILED, detail, None)
-
-    @staticmethod
-    async def _exit_cause(worker: Worker, backend: WorkerBackend, code: int) -> ExitCause | None:
-        """Why the worker ended on its own, if it did (backends without the method cannot tell)."""
-        if (exit_cause := getattr(backend, "exit_cause", None)) is None:
-            return None
-        try:
-            return await exit_cause(worker, code)
-        except Exception:
-            log.exception("cannot tell why %s exited", worker.worker_id)
-            return None
+            self.lifecycle.backend_for(plugin)
+            self.pools.pool(plugin)
 
     # --- release --------------------------------------------------------------------------
 
@@ -441,89 +179,126 @@ class Supervisor:
             raise UnknownWorker(f"no worker {worker_id!r} on supervisor {self.supervisor_id}") from None
 
     async def release(
-        self, worker_id: str, *, reason: str = "", retire: bool = False, owner: LeaseOwner | None = None
-    ) -> Outcome:
-        """The gateway is done with the worker.
+        self,
+        worker_id: str,
+        *,
+        reason: str = "",
+        retire: bool = False,
+        owner: LeaseOwner | None = None,
+        lease_id: str = "",
+        uses: int | None = None,
+    ) -> Disposal:
+        """The gateway gives its lease back (``uses``: invocations served on it not yet reported;
+        None: one).
 
-        Ephemeral: stop it gracefully and remove it. Pooled: back to its pool (or straight to
-        the next caller in line), unless ``retire``, it died, or it reached ``max_uses``.
+        Ephemeral: stop the worker gracefully and remove it. Pooled: the seat goes back to its
+        pool (or straight to the next caller in line), unless ``retire``, the worker died, or it
+        reached ``max_uses``.
         """
         worker = self._get(worker_id)
-        self._drop_lease(worker, owner)
-        collector = _Collector()
-        if worker.pooled and (pool := self.pools.get(worker.plugin.pool_key)) is not None:
-            return await self._release_pooled(pool, worker, reason, retire, collector)
+        self.leases.take(worker, lease_id, owner)
+        collector = Collector()
+        if (pool := self.pools.of(worker)) is not None:
+            worker.uses += 1 if uses is None else uses
+            return await self.pools.release(pool, worker, reason=reason, retire=retire, collector=collector)
         if worker.state != State.FAILED:
-            self._emit(worker, State.COMPLETED, reason or "released", collector)
-        self._emit(worker, State.RELEASING, reason or "released", collector)
-        return await self._dispose(worker, self.backends[worker.backend], force=False, collector=collector)
+            self.lifecycle.emit(worker, State.COMPLETED, reason or "released", collector)
+        self.lifecycle.emit(worker, State.RELEASING, reason or "released", collector)
+        return await self.lifecycle.dispose(worker, force=False, collector=collector)
 
-    async def _release_pooled(
-        self, pool: Pool, worker: Worker, reason: str, retire: bool, collector: _Collector
-    ) -> Outcome:
-        output, cut = worker.output.since(worker.output_mark)
-        worker.in_use = max(0, worker.in_use - 1)
-        worker.uses += 1
-        spec = pool.spec
-        if retire or (spec.max_uses and worker.uses >= spec.max_uses):
-            worker.retiring = True
-        if worker.state != State.FAILED:
-            self._emit(worker, State.COMPLETED, reason or "released", collector)
-        if not pool.usable(worker):
-            if worker.in_use == 0:
-                why = "caller saw it fail" if retire else f"used {worker.uses} times" if worker.retiring else "died"
-                outcome = await self._retire(pool, worker, why, collector)
-                return Outcome(outcome.events, output, cut, outcome.exit_code, outcome.exit_cause)
-            return Outcome(collector.events, output, cut, 0)  # the last user retires it
-        if not self._hand_over(pool, worker) and worker.in_use == 0:
-            worker.idle_since = time.monotonic()
-            self._emit(worker, State.IDLE, f"back in pool after {worker.uses} use(s)", collector)
-        return Outcome(collector.events, output, cut, 0)
-
-    async def cancel(self, worker_id: str, *, reason: str = "", owner: LeaseOwner | None = None) -> Outcome:
+    async def cancel(
+        self, worker_id: str, *, reason: str = "", owner: LeaseOwner | None = None, lease_id: str = ""
+    ) -> Disposal:
         """Abort: force-stop the worker now (timeouts, cancelled requests); never reused."""
         worker = self._get(worker_id)
-        self._drop_lease(worker, owner)
-        collector = _Collector()
-        if worker.pooled and (pool := self.pools.get(worker.plugin.pool_key)) is not None:
-            with contextlib.suppress(ValueError):
-                pool.workers.remove(worker)
-            pool.wake.set()
+        self.leases.drop_all(worker)
+        self.pools.remove(worker)
+        collector = Collector()
         if worker.state != State.FAILED:
-            self._emit(worker, State.FAILED, f"cancelled: {reason or 'no reason given'}", collector)
-        return await self._dispose(worker, self.backends[worker.backend], force=True, collector=collector)
+            self.lifecycle.emit(worker, State.FAILED, f"cancelled: {reason or 'no reason given'}", collector)
+        return await self.lifecycle.dispose(worker, force=True, collector=collector)
 
-    async def _dispose(self, worker: Worker, backend: WorkerBackend, *, force: bool, collector: _Collector) -> Outcome:
-        if worker.pid or worker.runtime_state:
-            how = "force-stop" if force else f"SIGTERM, SIGKILL after {self.stop_grace_s:.0f} s"
-            self._emit(worker, State.STOPPING, how, collector)
+    # --- leases ---------------------------------------------------------------------------
+
+    def renew(self, owner: LeaseOwner | None, usages: list[Usage]) -> Renewal:
+        """Extend ``owner``'s leases, take in its usage, and say which leases it must give back."""
+        renewal = Renewal()
+        touched: set[str] = set()
+        for usage in usages:
+            lease = self.leases.renew(owner, usage.lease_id, busy=usage.busy)
+            if lease is None:
+                renewal.unknown.append(usage.lease_id)
+                continue
+            worker = self.workers.get(lease.worker_id)
+            if worker is None:
+                renewal.unknown.append(usage.lease_id)
+                continue
+            worker.uses += usage.uses
+            touched.add(worker.worker_id)
+            pool = self.pools.of(worker)
+            if not lease.revoked and pool is not None and pool.spec.max_uses and worker.uses >= pool.spec.max_uses:
+                worker.retiring = True
+            if worker.retiring and not lease.revoked:
+                lease.revoked = f"worker {worker.worker_id} is being recycled (used {worker.uses} times)"
+            if lease.revoked:
+                renewal.revoked[lease.lease_id] = lease.revoked
+        for worker_id in touched:
+            self._show_use(self.workers[worker_id])
+        return renewal
+
+    def _show_use(self, worker: Worker) -> None:
+        """A pooled worker's state as its holders last reported it (busy: executing; else idle)."""
+        if self.pools.of(worker) is None or worker.state in {State.FAILED, State.STOPPING, State.REMOVED}:
+            return
+        busy = sum(1 for lease in worker.leases.values() if lease.busy)
+        if busy and worker.state != State.EXECUTING:
+            self.lifecycle.emit(worker, State.EXECUTING, f"running {busy} invocation(s) on held seats", None)
+        elif not busy and worker.leases and worker.state == State.EXECUTING:
+            self.lifecycle.emit(worker, State.IDLE, f"{len(worker.leases)} seat(s) held, idle", None)
+
+    def _worker_exited(self, worker: Worker) -> None:
+        """A worker died on its own: whoever holds it must give it back (and will learn why)."""
+        for lease in worker.leases.values():
+            lease.revoked = lease.revoked or f"worker {worker.worker_id} exited"
+
+    async def expire_leases(self, now: float | None = None) -> list[str]:
+        """Take back the workers of leases whose holders stopped renewing them; their ids."""
+        taken: list[str] = []
+        for lease in self.leases.expired(now):
+            worker = self.workers.get(lease.worker_id)
+            self.leases.leases.pop(lease.lease_id, None)
+            if worker is None:
+                continue
+            worker.leases.pop(lease.lease_id, None)
+            holder = lease.owner[0] if lease.owner else "its gateway"
+            why = f"lease expired: {holder} stopped renewing it for {self.leases.ttl_s:g} s"
+            log.warning("%s of %s: %s", lease.lease_id, worker.worker_id, why)
+            taken.append(worker.worker_id)
+            await self._take_back(worker, why, Collector())
+        return taken
+
+    async def _take_back(self, worker: Worker, why: str, collector: Collector) -> None:
+        """A lease's holder is gone: stop an ephemeral worker; retire a pooled one (its dead holder
+        may have left it mid-invocation) once nobody else uses it."""
+        pool = self.pools.of(worker)
+        if pool is None:
+            if worker.worker_id in self.workers:
+                collector.events += (await self.cancel(worker.worker_id, reason=why)).events
+            return
+        worker.in_use = max(0, worker.in_use - 1)
+        worker.retiring = True
+        for lease in worker.leases.values():
+            lease.revoked = lease.revoked or why
+        if worker.in_use == 0:
+            await self.pools.retire(pool, worker, why, collector)
+
+    async def _expire_forever(self) -> None:
+        while not self.lifecycle.closing:
+            await asyncio.sleep(LEASE_CHECK_INTERVAL_S)
             try:
-                if force:
-                    code = await backend.kill(worker)
-                else:
-                    code = await backend.stop(worker, grace_s=self.stop_grace_s)
-            except Exception as exc:
-                log.exception("stopping %s failed", worker.worker_id)
-                code = -1
-                self._emit(worker, State.FAILED, f"stop failed: {exc}", collector)
-        else:
-            code = -1
-        worker.exit_code = code
-        self.workers.pop(worker.worker_id, None)
-        if monitor := worker.runtime_state.get("monitor"):
-            monitor.cancel()
-        cause = await self._exit_cause(worker, backend, code) if code != -1 else None
-        self._emit(worker, State.REMOVED, f"exit code {code}" + (f" ({cause.detail})" if cause else ""), collector)
-        return Outcome(collector.events, worker.output.text(), worker.output.truncated, code, cause)
-
-    # --- leases of gateways that died -----------------------------------------------------
-
-    @staticmethod
-    def _drop_lease(worker: Worker, owner: LeaseOwner | None) -> None:
-        if owner is not None and worker.leases.get(owner, 0) > 0:
-            worker.leases[owner] -= 1
-            if not worker.leases[owner]:
-                del worker.leases[owner]
+                await self.expire_leases()
+            except Exception:
+                log.exception("expiring leases failed")
 
     async def reclaim(
         self, instance_id: str, *, started_before_ns: int, reason: str = ""
@@ -536,26 +311,20 @@ class Supervisor:
         mid-invocation), now if nobody else uses them, else by their last live user.
         """
         why = reason or f"gateway {instance_id} restarted"
-        collector = _Collector()
-        reclaimed: list[Worker] = []
-        for worker in list(self.workers.values()):
-            dead = [o for o in worker.leases if o[0] == instance_id and o[1] < started_before_ns]
-            if not dead:
+        collector = Collector()
+        reclaimed: list[str] = []
+        for lease in self.leases.of_instance(instance_id, started_before_ns=started_before_ns):
+            worker = self.workers.get(lease.worker_id)
+            self.leases.leases.pop(lease.lease_id, None)
+            if worker is None:
                 continue
-            held = sum(worker.leases.pop(owner) for owner in dead)
-            reclaimed.append(worker)
-            pool = self.pools.get(worker.plugin.pool_key) if worker.pooled else None
-            if pool is None:
-                outcome = await self.cancel(worker.worker_id, reason=f"lease reclaimed: {why}")
-                collector.events += outcome.events
-                continue
-            worker.in_use = max(0, worker.in_use - held)
-            worker.retiring = True
-            if worker.in_use == 0:
-                await self._retire(pool, worker, f"lease reclaimed: {why}", collector)
+            worker.leases.pop(lease.lease_id, None)
+            if worker.worker_id not in reclaimed:
+                reclaimed.append(worker.worker_id)
+            await self._take_back(worker, f"lease reclaimed: {why}", collector)
         if reclaimed:
             log.warning("reclaimed %d worker(s) from dead gateway %s", len(reclaimed), instance_id)
-        return [w.worker_id for w in reclaimed], collector.events
+        return reclaimed, collector.events
 
     # --- life of the supervisor -----------------------------------------------------------
 
@@ -569,31 +338,27 @@ class Supervisor:
         # After reaping: what a backend starts for itself (the process backend's Python zygote)
         # would otherwise be taken for an orphan. Only the default backend: the others may never
         # be asked for a worker, and start what they need on first use.
-        if (prepare := getattr(self.backends[self.default_backend], "prepare", None)) is not None:
-            prepare(self.runtime)
+        self.backends[self.default_backend].prepare(self.runtime)
+        self._expiry = asyncio.create_task(self._expire_forever())
         return reaped
 
     async def shutdown(self) -> None:
         """Stop every worker (gracefully, then by force) and end all watch streams."""
-        self._closing = True
-        for pool in self.pools.values():
-            if pool.maintainer is not None:
-                pool.maintainer.cancel()
-            for waiter in pool.waiters:
-                waiter.cancel()
-        await asyncio.gather(
-            *(
-                self.release(worker_id, reason="supervisor shutting down", retire=True)
-                for worker_id in list(self.workers)
-            ),
-            return_exceptions=True,
-        )
+        self.lifecycle.closing = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self.pools.close()
+        await asyncio.gather(*(self._stop(worker) for worker in list(self.workers.values())), return_exceptions=True)
         for backend in self.backends.values():
-            if (close := getattr(backend, "close", None)) is not None:
-                try:
-                    await close()
-                except Exception:
-                    log.exception("closing the %s backend failed", backend.name)
-        for queue in list(self._watchers):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+            try:
+                await backend.close()
+            except Exception:
+                log.exception("closing the %s backend failed", backend.name)
+        self.lifecycle.end_watches()
+
+    async def _stop(self, worker: Worker) -> None:
+        self.leases.drop_all(worker)
+        collector = Collector()
+        if worker.state != State.FAILED:
+            self.lifecycle.emit(worker, State.RELEASING, "supervisor shutting down", collector)
+        await self.lifecycle.dispose(worker, force=False, collector=collector)

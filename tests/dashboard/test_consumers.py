@@ -144,7 +144,7 @@ async def test_workers_board_follows_the_supervisors_and_shows_one_that_is_down(
         boards += await _receive_until(communicator, f'id="sup-127-0-0-1-{port}"') if str(port) not in boards else ""
         assert ">down<" in boards and "retrying in" in boards
         plugin = PluginRef(name="subtract_numbers", runtime="python", entrypoint="plugins.subtract_numbers:plugin")
-        worker, _, _ = await supervisor.allocate(plugin)
+        worker, _, _, _ = await supervisor.allocate(plugin)
         executing = await _receive_until(communicator, 'data-state="executing"')
         assert worker.worker_id in executing and "state-counts-data" in executing and "executing \u00d7 1" in executing
         await supervisor.release(worker.worker_id, reason="done")

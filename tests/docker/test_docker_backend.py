@@ -12,8 +12,9 @@ import pytest
 
 from platform_core.rpc import ppp_grpc, ppp_pb2
 from platform_core.supervisor.backends.docker import LABEL_PLUGIN, LABEL_WORKER, DockerBackend
+from platform_core.supervisor.errors import WorkerFailedToStart
 from platform_core.supervisor.model import PluginRef, State
-from platform_core.supervisor.service import Supervisor, WorkerFailedToStart
+from platform_core.supervisor.service import Supervisor
 from tests.docker.conftest import PYTHON_IMAGE, SESSION_SUPERVISORS, containers_of, require_image, wait_until_gone
 
 pytestmark = pytest.mark.docker
@@ -54,7 +55,7 @@ async def _health(address: str) -> int:
 
 async def test_allocate_and_release_a_container(make_supervisor, docker_client):
     supervisor = make_supervisor()
-    worker, events, _warm = await supervisor.allocate(SUBTRACT)
+    worker, events, _warm, _ = await supervisor.allocate(SUBTRACT)
 
     assert [e.state for e in events] == [
         State.REQUESTED,
@@ -105,7 +106,7 @@ async def test_a_worker_that_cannot_start_reports_its_output(make_supervisor, do
 
 async def test_cancel_force_removes_the_container(make_supervisor, docker_client):
     supervisor = make_supervisor()
-    worker, _events, _warm = await supervisor.allocate(SUBTRACT)
+    worker, _events, _warm, _ = await supervisor.allocate(SUBTRACT)
 
     outcome = await supervisor.cancel(worker.worker_id, reason="test")
 
@@ -133,7 +134,7 @@ async def test_an_allocation_cancelled_mid_launch_leaves_no_container(make_super
 async def test_a_worker_dying_on_its_own_is_noticed(make_supervisor, docker_client):
     supervisor = make_supervisor()
     events = supervisor.watch()
-    worker, _events, _warm = await supervisor.allocate(SUBTRACT)
+    worker, _events, _warm, _ = await supervisor.allocate(SUBTRACT)
 
     docker_client.api.kill(containers_of(docker_client, supervisor.supervisor_id)[0]["Id"])
 

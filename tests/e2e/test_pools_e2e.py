@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import pytest
+
+from tests.support.platform import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -16,16 +20,39 @@ def test_pooled_invocations_reuse_a_warm_worker(api):
     assert first.status_code == 200, first.text
     assert second.status_code == 200, second.text
     assert (first.json()["result"]["result"], second.json()["result"]["result"]) == (5.0, 7.0)
-    # The pool keeps min_idle warm workers: the second call gets one of them, never a new spawn.
+    # The gateway keeps the seat of the first call: the second one runs on it without asking the
+    # supervisor anything (no AllocateWorker, no ReleaseWorker), on an initialized channel.
     stored = api.get(f"/api/v1/invocations/{second.json()['invocation_id']}").json()
-    assert stored["worker_warm"] is True
-    kinds = [e["kind"] for e in stored["trace"]]
-    assert "worker_spawning" not in kinds, "a warm worker is not spawned again"
-    assert "init_cached" in kinds
-    assert "worker_idle" in kinds, "the worker goes back to its pool"
-    assert "worker_stopping" not in kinds
-    workers = [w for s in api.get("/api/v1/workers").json()["supervisors"] for w in s["workers"]]
-    assert any(w["worker_id"] == second.json()["worker_id"] and w["state"] == "idle" for w in workers)
+    assert stored["worker_warm"] is True and stored["worker_id"] == first.json()["worker_id"]
+    kinds = [e["kind"] for e in stored["trace"] if e["kind"] not in {"log", "progress"}]  # the plugin's own
+    assert kinds == [
+        "request",
+        "lookup",
+        "lookup_result",
+        "validate_input",
+        "allocate_request",
+        "lease_used",
+        "channel_open",
+        "init_cached",
+        "invoke_request",
+        "completed",
+        "validate_output",
+        "channel_close",
+        "lease_returned",
+        "response",
+    ]
+    offsets = [e["offset_ms"] for e in stored["trace"]]
+    assert offsets == sorted(offsets), "the trace is in time order"
+    assert all(stored["timings_ms"][phase] is not None for phase in ("allocation", "init", "execution", "release"))
+    # The supervisor learns of the use from the gateway's lease report, a moment later.
+    wait_for(
+        lambda: any(
+            w["worker_id"] == second.json()["worker_id"] and w["state"] == "idle" and w["uses"] >= 2
+            for s in api.get("/api/v1/workers").json()["supervisors"]
+            for w in s["workers"]
+        ),
+        what="the workers list shows the worker idle with both uses",
+    )
 
 
 def test_a_full_pool_answers_503_with_retry_after(platform, api):
@@ -55,3 +82,25 @@ def test_a_full_pool_answers_503_with_retry_after(platform, api):
     assert holder["response"].status_code == 200
     stored = api.get(f"/api/v1/invocations/{refused.json()['invocation_id']}").json()
     assert stored["status"] == "unavailable"
+
+
+def test_a_kept_worker_that_crashes_is_never_used_again(platform, api):
+    platform.add_plugin_variant("subtract_numbers", "subtract_crashy", mode="pooled", min_idle=0, max_workers=2)
+    first = api.post("/api/v1/plugins/subtract_crashy/invoke", json={"operand1": 3, "operand2": 1}).json()
+    (worker,) = [
+        w
+        for s in api.get("/api/v1/workers").json()["supervisors"]
+        for w in s["workers"]
+        if w["worker_id"] == first["worker_id"]
+    ]
+    os.kill(worker["pid"], signal.SIGKILL)
+    after = api.post("/api/v1/plugins/subtract_crashy/invoke", json={"operand1": 3, "operand2": 1})
+    assert after.status_code == 200, after.text
+    assert after.json()["worker_id"] != first["worker_id"]
+    wait_for(
+        lambda: (
+            first["worker_id"]
+            not in {w["worker_id"] for s in api.get("/api/v1/workers").json()["supervisors"] for w in s["workers"]}
+        ),
+        what="the crashed worker is retired",
+    )

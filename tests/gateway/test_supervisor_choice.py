@@ -179,7 +179,7 @@ async def test_the_listing_steers_allocations_to_free_slots(settings, view, supe
     busy, free = supervisors
     supervisors[busy].workers.update({"w1", "w2", "w3", "w4", "w5", "w6"})
     configure(settings, busy, free)
-    await runtime_client.workers_list()  # any listing feeds the view
+    await runtime_client.workers_list(scope=None)  # any listing feeds the view
     leases = [await allocate() for _ in range(4)]
     assert [lease.supervisor for lease in leases] == [free] * 4
 
@@ -199,7 +199,7 @@ async def test_a_supervisor_that_is_down_is_failed_over_within_the_request_and_t
     for _ in range(3):
         assert (await allocate(trace)).supervisor == alive
     assert [event.kind for event in trace.events].count("allocate_rpc") == 3  # no more tries of the dead one
-    [entry] = [e for e in await runtime_client.workers_list() if e["address"] == dead]
+    [entry] = [e for e in await runtime_client.workers_list(scope=None) if e["address"] == dead]
     assert entry["up"] is False
 
 

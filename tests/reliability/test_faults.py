@@ -24,7 +24,7 @@ from tests.reliability.hostile import (
     subtract_still_works,
     workers_of,
 )
-from tests.support.platform import REPO, wait_for_port
+from tests.support.platform import REPO, wait_for, wait_for_port
 
 pytestmark = pytest.mark.e2e
 
@@ -153,3 +153,37 @@ def test_a_gateway_killed_mid_invocation_marks_it_interrupted_on_restart(fresh_p
         # A restart that finds nothing to recover changes nothing else.
         assert api.get("/api/v1/invocations", params={"status": "running"}).json()["count"] == 0
         subtract_still_works(api)
+
+
+def _supervisor_workers(platform, runtime: str = "python") -> list:
+    """The supervisor's own list (the gateway may be gone): ListWorkers over gRPC."""
+    import grpc
+
+    from platform_core.rpc import sup_grpc, sup_pb2
+
+    with grpc.insecure_channel(f"127.0.0.1:{platform.supervisor_ports[runtime]}") as channel:
+        return list(
+            sup_grpc.RuntimeSupervisorStub(channel).ListWorkers(sup_pb2.ListWorkersRequest(), timeout=5).workers
+        )
+
+
+def test_a_gateway_killed_for_good_loses_its_workers_when_their_leases_expire(fresh_platform):
+    """No restart, no ReclaimLeases: the supervisor takes the workers back by itself."""
+    platform = fresh_platform(extra_env={"LEASE_TTL_S": "2"})
+    platform.add_plugin_variant("subtract_numbers", "subtract_kept", mode="pooled", min_idle=0, max_workers=1)
+    with platform.client() as api:
+        kept = api.post("/api/v1/plugins/subtract_kept/invoke", json={"operand1": 2, "operand2": 1}).json()
+        call = Background.post(platform, "/api/v1/plugins/slow_count/invoke", SLOW)
+        slow = executing_worker(api, "slow_count")
+    held = {w.worker_id: w.pid for w in _supervisor_workers(platform)}
+    assert {kept["worker_id"], slow["worker_id"]} <= set(held)
+    platform.stop_process("gateway", signal.SIGKILL)
+    call.thread.join(timeout=10)
+
+    wait_for(
+        lambda: not {kept["worker_id"], slow["worker_id"]} & {w.worker_id for w in _supervisor_workers(platform)},
+        what="the supervisor took back the workers of the dead gateway (lease TTL 2 s)",
+        timeout_s=15,
+    )
+    assert _gone(held[kept["worker_id"]]) and _gone(held[slow["worker_id"]])
+    assert platform.log("supervisor-python").count("lease expired") >= 2

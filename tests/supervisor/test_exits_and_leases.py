@@ -43,12 +43,12 @@ def test_causes_name_limits_signals_and_exits():
 
 async def test_a_kill_from_outside_is_named_and_a_stop_of_ours_is_not(socket_root):
     supervisor = make_supervisor(socket_root)
-    stopped, _, _ = await supervisor.allocate(SUBTRACT)
+    stopped, _, _, _ = await supervisor.allocate(SUBTRACT)
     assert (await supervisor.release(stopped.worker_id)).exit_cause is None
-    cancelled, _, _ = await supervisor.allocate(SUBTRACT)
+    cancelled, _, _, _ = await supervisor.allocate(SUBTRACT)
     assert (await supervisor.cancel(cancelled.worker_id)).exit_cause is None
 
-    killed, _, _ = await supervisor.allocate(SUBTRACT)
+    killed, _, _, _ = await supervisor.allocate(SUBTRACT)
     os.kill(killed.pid, signal.SIGKILL)
     outcome = await supervisor.release(killed.worker_id, retire=True)
     assert outcome.exit_cause is not None and outcome.exit_cause.kind == "killed"
@@ -58,7 +58,7 @@ async def test_a_kill_from_outside_is_named_and_a_stop_of_ours_is_not(socket_roo
 
 async def test_the_cpu_time_limit_stops_a_spinner_and_says_so(socket_root):
     supervisor = make_supervisor(socket_root)
-    worker, _, _ = await supervisor.allocate(SPINNER)
+    worker, _, _, _ = await supervisor.allocate(SPINNER)
     async with grpc.aio.insecure_channel(worker.address) as channel:
         call = ppp_grpc.PluginWorkerStub(channel).Invoke(
             ppp_pb2.InvokeRequest(primitive="cpu_spinner", arguments=b"{}")
@@ -77,10 +77,10 @@ async def test_the_cpu_time_limit_stops_a_spinner_and_says_so(socket_root):
 async def test_reclaim_stops_what_an_earlier_life_of_a_gateway_holds(socket_root):
     supervisor = make_supervisor(socket_root)
     instance, started = GATEWAY
-    earlier, _, _ = await supervisor.allocate(SUBTRACT, owner=(instance, started))
-    current, _, _ = await supervisor.allocate(SUBTRACT, owner=(instance, started + 10))
-    other, _, _ = await supervisor.allocate(SUBTRACT, owner=("gateway-b:8080", started))
-    released, _, _ = await supervisor.allocate(SUBTRACT, owner=(instance, started))
+    earlier, _, _, _ = await supervisor.allocate(SUBTRACT, owner=(instance, started))
+    current, _, _, _ = await supervisor.allocate(SUBTRACT, owner=(instance, started + 10))
+    other, _, _, _ = await supervisor.allocate(SUBTRACT, owner=("gateway-b:8080", started))
+    released, _, _, _ = await supervisor.allocate(SUBTRACT, owner=(instance, started))
     await supervisor.release(released.worker_id, owner=(instance, started))
 
     reclaimed, events = await supervisor.reclaim(instance, started_before_ns=started + 5)
@@ -95,8 +95,8 @@ async def test_reclaim_stops_what_an_earlier_life_of_a_gateway_holds(socket_root
 async def test_reclaim_retires_a_pooled_worker_once_its_live_users_are_done(socket_root):
     supervisor = make_supervisor(socket_root)
     dead, live = ("gateway-a:8080", 1), ("gateway-b:8080", 1)
-    worker, _, _ = await supervisor.allocate(POOLED, owner=dead)
-    same, _, warm = await supervisor.allocate(POOLED, owner=live)
+    worker, _, _, _ = await supervisor.allocate(POOLED, owner=dead)
+    same, _, warm, _ = await supervisor.allocate(POOLED, owner=live)
     assert same is worker and warm
 
     assert (await supervisor.reclaim("gateway-a:8080", started_before_ns=2))[0] == [worker.worker_id]
@@ -109,7 +109,7 @@ async def test_reclaim_retires_a_pooled_worker_once_its_live_users_are_done(sock
 @pytest.mark.skipif(not cgroups.available(), reason="no pids cgroups here (needs root)")
 async def test_a_worker_lives_in_a_pids_cgroup_that_goes_with_it(socket_root):
     supervisor = make_supervisor(socket_root)
-    worker, _, _ = await supervisor.allocate(
+    worker, _, _, _ = await supervisor.allocate(
         PluginRef(name="s", runtime="python", entrypoint="plugins.subtract_numbers:plugin", limits=Limits(pids=40))
     )
     group = worker.runtime_state["cgroup"]

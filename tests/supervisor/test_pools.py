@@ -9,8 +9,8 @@ import signal
 
 import pytest
 
+from platform_core.supervisor.errors import CapacityExhausted
 from platform_core.supervisor.model import PluginRef, PoolSpec, State
-from platform_core.supervisor.service import CapacityExhausted
 from tests.supervisor.conftest import alive, make_supervisor
 
 BASE = PluginRef(name="subtract_numbers", runtime="python", entrypoint="plugins.subtract_numbers:plugin")
@@ -33,13 +33,13 @@ async def test_prewarm_starts_min_idle_workers_and_hands_them_out_warm(socket_ro
     supervisor.prewarm(plugin)
     await wait_until(lambda: [w.state for w in supervisor.workers.values()] == [State.IDLE, State.IDLE])
 
-    worker, events, warm = await supervisor.allocate(plugin)
+    worker, events, warm, _ = await supervisor.allocate(plugin)
     assert warm
     assert [e.state for e in events] == [State.EXECUTING], "a warm allocation spawns nothing"
     outcome = await supervisor.release(worker.worker_id, reason="done")
     assert [e.state for e in outcome.events] == [State.COMPLETED, State.IDLE]
     assert alive(worker.pid)
-    again, _, warm_again = await supervisor.allocate(plugin)
+    again, _, warm_again, _ = await supervisor.allocate(plugin)
     assert warm_again
     assert again.uses == 1 or again.worker_id != worker.worker_id
     await supervisor.shutdown()
@@ -51,13 +51,13 @@ async def test_reuse_then_recycle_after_max_uses(socket_root):
     plugin = pooled(max_workers=1, max_uses=3)
     seen = []
     for _ in range(3):
-        worker, _, _ = await supervisor.allocate(plugin)
+        worker, _, _, _ = await supervisor.allocate(plugin)
         seen.append((worker.worker_id, worker.pid))
         outcome = await supervisor.release(worker.worker_id)
     assert len(set(seen)) == 1, "one worker served all three"
     assert outcome.events[-1].state == State.REMOVED, "recycled after max_uses"
     assert not alive(seen[0][1])
-    fresh, _, warm = await supervisor.allocate(plugin)
+    fresh, _, warm, _ = await supervisor.allocate(plugin)
     assert fresh.worker_id != seen[0][0]
     assert not warm
     await supervisor.shutdown()
@@ -66,17 +66,17 @@ async def test_reuse_then_recycle_after_max_uses(socket_root):
 async def test_a_worker_the_caller_saw_fail_is_never_handed_out_again(socket_root):
     supervisor = make_supervisor(socket_root)
     plugin = pooled(max_workers=2)
-    worker, _, _ = await supervisor.allocate(plugin)
+    worker, _, _, _ = await supervisor.allocate(plugin)
     outcome = await supervisor.release(worker.worker_id, reason="worker_lost", retire=True)
     assert outcome.events[-1].state == State.REMOVED
-    other, _, _ = await supervisor.allocate(plugin)
+    other, _, _, _ = await supervisor.allocate(plugin)
     assert other.worker_id != worker.worker_id
 
     # A worker that dies while idle is dropped too.
     await supervisor.release(other.worker_id)
     os.kill(other.pid, signal.SIGKILL)
     await wait_until(lambda: other.worker_id not in supervisor.workers)
-    third, _, _ = await supervisor.allocate(plugin)
+    third, _, _, _ = await supervisor.allocate(plugin)
     assert third.worker_id not in {worker.worker_id, other.worker_id}
     await supervisor.shutdown()
 
@@ -85,7 +85,7 @@ async def test_idle_workers_beyond_min_idle_stop_after_the_idle_timeout(socket_r
     supervisor = make_supervisor(socket_root)
     plugin = pooled(min_idle=1, max_workers=3, idle_timeout_s=0.2)
     leases = await asyncio.gather(*(supervisor.allocate(plugin) for _ in range(3)))
-    for worker, _, _ in leases:
+    for worker, *_ in leases:
         await supervisor.release(worker.worker_id)
     await wait_until(lambda: len(supervisor.workers) == 1, timeout_s=10)
     assert next(iter(supervisor.workers.values())).state == State.IDLE
@@ -95,11 +95,11 @@ async def test_idle_workers_beyond_min_idle_stop_after_the_idle_timeout(socket_r
 async def test_a_full_pool_queues_fairly_then_answers_capacity_exhausted(socket_root):
     supervisor = make_supervisor(socket_root)
     plugin = pooled(max_workers=1, queue_timeout_s=2.0)
-    holder, _, _ = await supervisor.allocate(plugin)
+    holder, _, _, _ = await supervisor.allocate(plugin)
     order = []
 
     async def wait_in_line(name: str) -> None:
-        worker, _, warm = await supervisor.allocate(plugin)
+        worker, _, warm, _ = await supervisor.allocate(plugin)
         order.append(name)
         assert warm
         assert worker.worker_id == holder.worker_id
@@ -114,8 +114,8 @@ async def test_a_full_pool_queues_fairly_then_answers_capacity_exhausted(socket_
     await asyncio.gather(first, second)
     assert order == ["first", "second"]
 
-    busy, _, _ = await supervisor.allocate(plugin)
-    supervisor.pools[plugin.pool_key].plugin = pooled(max_workers=1, queue_timeout_s=0.2)
+    busy, _, _, _ = await supervisor.allocate(plugin)
+    supervisor.pools.pools[plugin.pool_key].plugin = pooled(max_workers=1, queue_timeout_s=0.2)
     with pytest.raises(CapacityExhausted, match="busy"):
         await supervisor.allocate(pooled(max_workers=1, queue_timeout_s=0.2))
     await supervisor.release(busy.worker_id)
@@ -127,12 +127,12 @@ async def test_concurrency_per_worker_is_bounded(socket_root):
     plugin = pooled(max_workers=2, max_concurrency=2, queue_timeout_s=0.3)
     leases = [await supervisor.allocate(plugin) for _ in range(4)]
     per_worker: dict[str, int] = {}
-    for worker, _, _ in leases:
+    for worker, *_ in leases:
         per_worker[worker.worker_id] = per_worker.get(worker.worker_id, 0) + 1
     assert sorted(per_worker.values()) == [2, 2]
     with pytest.raises(CapacityExhausted):
         await supervisor.allocate(plugin)
-    for worker, _, _ in leases:
+    for worker, *_ in leases:
         await supervisor.release(worker.worker_id)
     assert all(w.in_use == 0 for w in supervisor.workers.values())
     await supervisor.shutdown()
@@ -141,10 +141,10 @@ async def test_concurrency_per_worker_is_bounded(socket_root):
 async def test_cancel_removes_a_pooled_worker_from_its_pool(socket_root):
     supervisor = make_supervisor(socket_root)
     plugin = pooled(max_workers=1)
-    worker, _, _ = await supervisor.allocate(plugin)
+    worker, _, _, _ = await supervisor.allocate(plugin)
     await supervisor.cancel(worker.worker_id, reason="timeout")
-    assert supervisor.pools[plugin.pool_key].workers == []
-    fresh, _, warm = await supervisor.allocate(plugin)
+    assert supervisor.pools.pools[plugin.pool_key].workers == []
+    fresh, _, warm, _ = await supervisor.allocate(plugin)
     assert fresh.worker_id != worker.worker_id
     assert not warm
     await supervisor.shutdown()

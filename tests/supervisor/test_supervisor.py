@@ -16,8 +16,8 @@ import pytest
 from platform_core.rpc import sup_grpc, sup_pb2
 from platform_core.supervisor import grpc_service
 from platform_core.supervisor.backends.process import Launcher, ProcessBackend, default_launchers
+from platform_core.supervisor.errors import CapacityExhausted, WorkerFailedToStart, WorkerNotReady
 from platform_core.supervisor.model import Limits, PluginRef, State
-from platform_core.supervisor.service import CapacityExhausted, WorkerFailedToStart, WorkerNotReady
 from tests.supervisor.conftest import alive, make_supervisor
 from tests.support.platform import REPO, free_port, wait_for_port
 
@@ -26,7 +26,7 @@ SUBTRACT = PluginRef(name="subtract_numbers", runtime="python", entrypoint="plug
 
 async def test_allocate_and_release_walk_the_seed_lifecycle(socket_root):
     supervisor = make_supervisor(socket_root)
-    worker, events, warm = await supervisor.allocate(SUBTRACT)
+    worker, events, warm, _ = await supervisor.allocate(SUBTRACT)
     assert not warm
 
     assert worker.worker_id == "worker-20001"
@@ -47,7 +47,7 @@ async def test_allocate_and_release_walk_the_seed_lifecycle(socket_root):
     assert not alive(worker.pid)
     assert not Path(worker.address[7:]).parent.exists(), "the private socket directory is removed"
     assert supervisor.workers == {}
-    second, _, _ = await supervisor.allocate(SUBTRACT)
+    second, _, _, _ = await supervisor.allocate(SUBTRACT)
     assert second.worker_id == "worker-20002"
     await supervisor.shutdown()
 
@@ -60,7 +60,7 @@ async def test_worker_gets_its_resource_limits(socket_root):
         entrypoint="plugins.subtract_numbers:plugin",
         limits=Limits(memory_bytes=300 * 1024 * 1024, cpu_seconds=7),
     )
-    worker, _, _ = await supervisor.allocate(plugin)
+    worker, _, _, _ = await supervisor.allocate(plugin)
     limits = Path(f"/proc/{worker.pid}/limits").read_text()
     assert f"{300 * 1024 * 1024}" in next(line for line in limits.splitlines() if "address space" in line)
     assert " 7 " in next(line for line in limits.splitlines() if "cpu time" in line)
@@ -109,12 +109,12 @@ async def test_cancel_kills_at_once_and_crashes_are_noticed(socket_root):
             events.append(event)
 
     watching = asyncio.create_task(watch())
-    first, _, _ = await supervisor.allocate(SUBTRACT)
+    first, _, _, _ = await supervisor.allocate(SUBTRACT)
     outcome = await supervisor.cancel(first.worker_id, reason="timeout")
     assert [e.state for e in outcome.events] == [State.FAILED, State.STOPPING, State.REMOVED]
     assert outcome.exit_code == -signal.SIGKILL
 
-    second, _, _ = await supervisor.allocate(SUBTRACT)
+    second, _, _, _ = await supervisor.allocate(SUBTRACT)
     os.kill(second.pid, signal.SIGKILL)
     for _ in range(200):
         if second.state == State.FAILED:
@@ -130,7 +130,7 @@ async def test_cancel_kills_at_once_and_crashes_are_noticed(socket_root):
 
 async def test_shutdown_stops_every_worker(socket_root):
     supervisor = make_supervisor(socket_root)
-    workers = [w for w, _, _ in await asyncio.gather(*(supervisor.allocate(SUBTRACT) for _ in range(3)))]
+    workers = [w for w, *_ in await asyncio.gather(*(supervisor.allocate(SUBTRACT) for _ in range(3)))]
     await supervisor.shutdown()
     assert not any(alive(w.pid) for w in workers)
     with pytest.raises(CapacityExhausted):
@@ -140,7 +140,7 @@ async def test_shutdown_stops_every_worker(socket_root):
 async def test_orphans_of_an_earlier_life_are_reaped(socket_root):
     earlier = ProcessBackend(supervisor_id="python-test", socket_root=socket_root)
     supervisor = make_supervisor(socket_root)
-    worker, _, _ = await supervisor.allocate(SUBTRACT)
+    worker, _, _, _ = await supervisor.allocate(SUBTRACT)
     # The supervisor "crashes": its bookkeeping is gone, the worker process is not.
     supervisor.workers.clear()
     assert await earlier.reap_orphans() == 1

@@ -21,8 +21,9 @@ from platform_core.rpc import ppp_grpc, ppp_pb2
 from platform_core.supervisor.backends import cgroups
 from platform_core.supervisor.backends import process as process_backend
 from platform_core.supervisor.backends.process import Launcher, ProcessBackend, default_launchers
+from platform_core.supervisor.errors import WorkerFailedToStart
 from platform_core.supervisor.model import Limits, PluginRef, State, Worker
-from platform_core.supervisor.service import Supervisor, WorkerFailedToStart
+from platform_core.supervisor.service import Supervisor
 from tests.supervisor.conftest import alive
 from tests.support.platform import REPO
 
@@ -117,7 +118,7 @@ async def test_python_workers_are_forked_from_the_zygote_and_isolated(socket_roo
     monkeypatch.setenv("SUPERVISOR_ONLY_SECRET", "hunter2")
     supervisor = make(socket_root, launchers=probe_launchers(probe_dir))
     plugin = dataclasses.replace(PROBE, limits=Limits(memory_bytes=300 * 1024 * 1024, cpu_seconds=7))
-    worker, events, _ = await supervisor.allocate(plugin)
+    worker, events, _, _ = await supervisor.allocate(plugin)
     assert "forked from zygote" in next(e.detail for e in events if e.state == State.STARTING)
     zygote = parent_of(worker.pid)
     assert zygote != os.getpid()
@@ -174,19 +175,19 @@ async def test_python_workers_are_forked_from_the_zygote_and_isolated(socket_roo
 
 async def test_forked_workers_output_and_exit_codes(socket_root, probe_dir):
     supervisor = make(socket_root, launchers=probe_launchers(probe_dir))
-    worker, _, _ = await supervisor.allocate(PROBE)
+    worker, _, _, _ = await supervisor.allocate(PROBE)
     outcome = await supervisor.release(worker.worker_id)
     assert "probe imported (stdout)" in outcome.output
     assert "probe imported (stderr)" in outcome.output
     assert outcome.exit_code == 0, "SIGTERM: the SDK stops gracefully"
 
-    crashing, _, _ = await supervisor.allocate(PROBE)
+    crashing, _, _, _ = await supervisor.allocate(PROBE)
     with pytest.raises(grpc.aio.AioRpcError):
         await invoke(crashing, {"exit": 3})
     await wait_until(lambda: crashing.state == State.FAILED)
     assert (await supervisor.release(crashing.worker_id)).exit_code == 3, "the zygote reports the exit status"
 
-    killed, _, _ = await supervisor.allocate(PROBE)
+    killed, _, _, _ = await supervisor.allocate(PROBE)
     assert (await supervisor.cancel(killed.worker_id)).exit_code == -signal.SIGKILL
 
     with pytest.raises(WorkerFailedToStart) as caught:
@@ -198,7 +199,7 @@ async def test_forked_workers_output_and_exit_codes(socket_root, probe_dir):
 
 async def test_a_dead_zygote_falls_back_to_spawning_then_comes_back(socket_root, monkeypatch, caplog):
     supervisor = make(socket_root)
-    first, _, _ = await supervisor.allocate(SUBTRACT)
+    first, _, _, _ = await supervisor.allocate(SUBTRACT)
     zygote = parent_of(first.pid)
     with caplog.at_level(logging.WARNING):
         os.kill(zygote, signal.SIGKILL)
@@ -206,12 +207,12 @@ async def test_a_dead_zygote_falls_back_to_spawning_then_comes_back(socket_root,
         await wait_until(lambda: first.state == State.FAILED)
     assert any("zygote" in record.message and "gone" in record.message for record in caplog.records)
 
-    spawned, events, _ = await supervisor.allocate(SUBTRACT)
+    spawned, events, _, _ = await supervisor.allocate(SUBTRACT)
     assert parent_of(spawned.pid) == os.getpid(), "spawned by the supervisor itself"
     assert "process started" in next(e.detail for e in events if e.state == State.STARTING)
 
     monkeypatch.setattr(process_backend, "ZYGOTE_RESTART_INTERVAL_S", 0.0)
-    forked, _, _ = await supervisor.allocate(SUBTRACT)
+    forked, _, _, _ = await supervisor.allocate(SUBTRACT)
     assert parent_of(forked.pid) not in {os.getpid(), zygote}, "a new zygote forked it"
     assert (await supervisor.release(first.worker_id)).exit_code == -signal.SIGKILL
     for worker in (spawned, forked):
@@ -224,7 +225,7 @@ async def test_a_zygote_that_cannot_start_or_fork_never_fails_an_allocation(sock
     broken["python"] = dataclasses.replace(broken["python"], zygote_argv=[sys.executable, "-c", "raise SystemExit(3)"])
     supervisor = make(socket_root, launchers=broken)
     with caplog.at_level(logging.WARNING):
-        worker, _, _ = await supervisor.allocate(SUBTRACT)
+        worker, _, _, _ = await supervisor.allocate(SUBTRACT)
     assert parent_of(worker.pid) == os.getpid()
     assert any("cannot start the python zygote" in record.message for record in caplog.records)
     await supervisor.shutdown()
@@ -233,7 +234,7 @@ async def test_a_zygote_that_cannot_start_or_fork_never_fails_an_allocation(sock
     # A preloaded module that starts a thread: forking now could deadlock the child, so the zygote refuses.
     threaded = make(socket_root, launchers=probe_launchers(probe_dir), zygote_preload=["zyg_threads"])
     with caplog.at_level(logging.WARNING):
-        worker, _, _ = await threaded.allocate(SUBTRACT)
+        worker, _, _, _ = await threaded.allocate(SUBTRACT)
     assert parent_of(worker.pid) == os.getpid()
     assert any("refusing to fork" in record.message for record in caplog.records)
     await threaded.shutdown()
@@ -244,7 +245,7 @@ async def test_a_forked_worker_is_in_its_pids_cgroup_before_its_plugin_runs(sock
     supervisor = make(socket_root, launchers=probe_launchers(probe_dir))
     plugin = dataclasses.replace(PROBE, name="zyg_cgroup", entrypoint="zyg_cgroup:plugin")
     for _ in range(3):  # the plugin's import ran a millisecond after the fork, every time
-        worker, _, _ = await supervisor.allocate(plugin)
+        worker, _, _, _ = await supervisor.allocate(plugin)
         outcome = await supervisor.release(worker.worker_id)
         assert "/plugin-platform/python-test-" in outcome.output and f"/{worker.worker_id} " in outcome.output
     await supervisor.shutdown()
@@ -252,14 +253,14 @@ async def test_a_forked_worker_is_in_its_pids_cgroup_before_its_plugin_runs(sock
 
 async def test_the_zygote_can_be_turned_off(socket_root):
     supervisor = make(socket_root, zygote=False)
-    worker, _, _ = await supervisor.allocate(SUBTRACT)
+    worker, _, _, _ = await supervisor.allocate(SUBTRACT)
     assert parent_of(worker.pid) == os.getpid()
     await supervisor.shutdown()
 
 
 async def test_a_zygote_of_an_earlier_life_is_reaped(socket_root):
     supervisor = make(socket_root)
-    worker, _, _ = await supervisor.allocate(SUBTRACT)
+    worker, _, _, _ = await supervisor.allocate(SUBTRACT)
     zygote = parent_of(worker.pid)
     # The supervisor "crashes": a new life of it finds the worker and the zygote by their pid files.
     supervisor.workers.clear()
@@ -282,7 +283,7 @@ DRIVER = textwrap.dedent(
 
     async def main():
         supervisor = make(Path(sys.argv[1]), launchers=probe_launchers(Path(sys.argv[2])))
-        worker, _, _ = await supervisor.allocate(PROBE)
+        worker, _, _, _ = await supervisor.allocate(PROBE)
         spawned = (await invoke(worker, {"spawn": True}))["pid"]
         print(json.dumps({"zygote": parent_of(worker.pid), "worker": worker.pid, "spawned": spawned}), flush=True)
         await asyncio.sleep(3600)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,15 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0)
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def wait_for(predicate: Callable[[], object], *, what: str, timeout_s: float = 10.0, every_s: float = 0.02) -> None:
+    """Poll ``predicate`` until it is true, or fail naming ``what`` did not happen in time."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout_s:g} s: {what}")
+        time.sleep(every_s)
 
 
 def running_worker(api: httpx.Client, plugin: str, timeout_s: float = 10.0) -> dict:

@@ -6,20 +6,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from platform_core.supervisor.model import State, Worker
+from platform_core.supervisor.model import ExitCause, State, Worker
 
 Emit = Callable[[Worker, State, str], None]
 
 
 class WorkerBackend(Protocol):
-    """How a supervisor starts and stops workers.
-
-    Optional, looked up by the supervisor: ``prepare(runtime: str) -> None`` (called once orphans
-    are reaped: start what makes later starts fast, in the background) and ``async close()``
-    (called at shutdown, after every worker is stopped).
-    """
+    """How a supervisor starts and stops workers: everything the supervisor calls."""
 
     name: str
+
+    def prepare(self, runtime: str) -> None:
+        """Called once orphans are reaped: start what makes later starts fast, in the background."""
+
+    async def close(self) -> None:
+        """Called at shutdown, after every worker is stopped."""
+
+    async def exit_cause(self, worker: Worker, code: int) -> ExitCause | None:
+        """Why ``worker`` (exited with ``code``) ended on its own, or None if it was stopped as asked."""
 
     async def start(self, worker: Worker, emit: Emit) -> Path:
         """Start ``worker``; emit SPAWNING and STARTING; return the path of its PPP socket.

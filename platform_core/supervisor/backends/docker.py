@@ -395,6 +395,12 @@ class DockerBackend:
                 log.warning("following OOM events failed (%s); again in 1 s", _explain(exc))
             time.sleep(1.0)  # the stream ended (engine restarted): follow it again
 
+    def prepare(self, runtime: str) -> None:
+        """Nothing to start ahead: the engine and the images are there or not."""
+
+    async def close(self) -> None:
+        """Nothing of its own to stop: every container went with its worker."""
+
     async def exit_cause(self, worker: Worker, code: int) -> ExitCause | None:
         """Why the container ended on its own: its memory limit (OOM event), CPU time, a crash."""
         container: Container | None = worker.runtime_state.get("container")

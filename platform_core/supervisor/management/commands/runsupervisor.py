@@ -105,6 +105,8 @@ class Command(BaseCommand):
             ready_timeout_s=settings.PLATFORM_WORKER_READY_TIMEOUT_S,
             stop_grace_s=settings.PLATFORM_WORKER_STOP_GRACE_S,
             output_limit=settings.PLATFORM_MAX_LOG_BYTES,
+            lease_ttl_s=settings.PLATFORM_LEASE_TTL_S,
+            tenant_share=settings.PLATFORM_TENANT_SLOT_SHARE,
         )
         asyncio.run(self._serve(supervisor, listen, self._pooled_plugins(runtime)))
 
