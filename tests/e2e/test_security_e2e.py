@@ -6,7 +6,8 @@ import grpc
 import pytest
 
 from platform_core.rpc import sup_grpc, sup_pb2
-from tests.support.platform import Platform
+from tests.reliability.hostile import Background
+from tests.support.platform import Platform, running_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +28,23 @@ def test_tenants_see_only_their_own_invocations_over_http(platform):
         assert a.get(f"/api/v1/invocations/{made['invocation_id']}").json()["tenant_id"] == "acme"
         assert g.get(f"/api/v1/invocations/{made['invocation_id']}").status_code == 404
         assert made["invocation_id"] not in g.get("/api/v1/invocations").text
+
+
+def test_tenants_see_only_the_workers_started_for_them(platform):
+    acme, globex = platform.create_api_key("acme"), platform.create_api_key("globex")
+    with platform.client(api_key=acme) as a, platform.client(api_key=globex) as g, platform.client() as staff:
+        call = Background.post(
+            platform, "/api/v1/plugins/slow_count/invoke", {"steps": 20, "delay_ms": 100}, api_key=acme
+        )
+        worker = running_worker(staff, "slow_count")
+
+        def listed(client) -> set[str]:
+            return {w["worker_id"] for s in client.get("/api/v1/workers").json()["supervisors"] for w in s["workers"]}
+
+        assert worker["worker_id"] in listed(a) and worker["tenant_id"] == "acme"
+        assert worker["worker_id"] not in listed(g)
+        assert not [w for s in g.get("/api/v1/workers").json()["supervisors"] for w in s["workers"]]
+        assert call.result(timeout_s=30).status_code == 200
 
 
 def test_supervisor_with_a_secret_serves_the_gateway_and_refuses_others():

@@ -67,12 +67,12 @@ class Background:
     box: dict[str, Any]
 
     @classmethod
-    def post(cls, platform: Platform, path: str, body: dict[str, Any]) -> Background:
+    def post(cls, platform: Platform, path: str, body: dict[str, Any], *, api_key: str | None = None) -> Background:
         box: dict[str, Any] = {}
 
         def call() -> None:
             started = time.monotonic()
-            with platform.client() as client:
+            with platform.client(api_key=api_key) as client:
                 try:
                     box["response"] = client.post(path, json=body)
                 except httpx.HTTPError as exc:  # reported by result(), not lost in the thread
