@@ -160,7 +160,7 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
             P.GATEWAY,
             "lookup_result",
             2,
-            f"PluginSpec({plugin.runtime}, {plugin.entrypoint}, {plugin.mode})",
+            f"PluginSpec({plugin.runtime_id}, {plugin.entrypoint}, {plugin.mode})",
         )
         arguments = finish.arguments = _parse_arguments(body)
         if problems := schema_errors(plugin.input_validator, arguments):
@@ -288,7 +288,7 @@ def _explained(exc: errors.GatewayError, report: ReleaseReport, plugin) -> error
         return errors.WorkerLost(f"{exc.message}: {report.exit_detail}")
     if report.supervisor_lost:
         return errors.SupervisorUnavailable(
-            f"{exc.message}; its {plugin.runtime} runtime supervisor went away too (the worker died with it): "
+            f"{exc.message}; its {plugin.runtime_id} runtime supervisor went away too (the worker died with it): "
             "retry once it is back"
         )
     return exc

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 
 from platform_core.rpc import FAST_CHANNEL_OPTIONS, ppp_grpc, ppp_pb2
+from platform_core.runtimes import worker_id_base
 from platform_core.supervisor.backends import WorkerBackend, WorkerStartError
 from platform_core.supervisor.model import (
     BoundedOutput,
@@ -28,9 +29,6 @@ from platform_core.supervisor.model import (
 )
 
 log = logging.getLogger(__name__)
-
-# The seed's worker id ranges: worker-10001... for java, worker-20001... for python.
-WORKER_ID_BASE = {"java": 10000, "python": 20000}
 
 
 class SupervisorError(Exception):
@@ -132,7 +130,7 @@ class Supervisor:
         self.pools: dict[tuple, Pool] = {}
         self._tasks: set[asyncio.Task] = set()
         self.health_interval_s = health_interval_s
-        self._ids = itertools.count(WORKER_ID_BASE.get(runtime, 30000) + 1)
+        self._ids = itertools.count(worker_id_base(runtime) + 1)
         self._watchers: set[asyncio.Queue[Event | None]] = set()
         self._closing = False
 

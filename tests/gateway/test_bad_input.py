@@ -10,7 +10,7 @@ from platform_core.gateway import errors
 from platform_core.gateway.execution import _explained, _parse_arguments, json_depth
 from platform_core.gateway.runtime_client import ReleaseReport
 
-PLUGIN = SimpleNamespace(memory_mb=256, runtime="python")
+PLUGIN = SimpleNamespace(memory_mb=256, runtime_id="python")
 
 
 def nested(depth: int) -> bytes:

@@ -21,7 +21,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from platform_core.supervisor.backends.docker import DEFAULT_IMAGES, DockerUnavailable, connect
+from platform_core.supervisor.backends.docker import DockerUnavailable, connect
 
 REPO = Path(settings.BASE_DIR)
 CONTEXTS = {"python": REPO / "plugin_workers" / "python", "java": REPO / "plugin_workers" / "java"}
@@ -84,9 +84,11 @@ class Command(BaseCommand):
         from platform_core.registry.models import PluginSpec
 
         wanted: dict[str, set[str]] = defaultdict(set)
-        for plugin_runtime, image in PluginSpec.objects.filter(enabled=True).values_list("runtime", "image"):
-            if plugin_runtime in runtimes and plugin_runtime in CONTEXTS:
-                wanted[plugin_runtime].add(image or DEFAULT_IMAGES[plugin_runtime])
+        rows = PluginSpec.objects.filter(enabled=True).values_list("runtime", "image", "runtime__image")
+        for plugin_runtime, image, runtime_image in rows:
+            # Other runtimes (added with `manage.py runtime add --image`) bring images of their own.
+            if plugin_runtime in runtimes and plugin_runtime in CONTEXTS and (image or runtime_image):
+                wanted[plugin_runtime].add(image or runtime_image)
         return wanted
 
     def _run(self, command: list[str]) -> None:
