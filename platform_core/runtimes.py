@@ -92,6 +92,19 @@ class RuntimeSpec:
             **options,  # type: ignore[arg-type]
         )
 
+    def as_json(self) -> dict[str, object]:
+        """The recipe as JSON-able lists and objects, name excluded (the Runtime model's fields)."""
+        return {
+            "command": list(self.command),
+            "workdir": self.workdir,
+            "env": dict(self.env),
+            "image": self.image,
+            "container_command": list(self.container_command),
+            "limit_address_space": self.limit_address_space,
+            "zygote_command": list(self.zygote_command),
+            "zygote_args": list(self.zygote_args),
+        }
+
     def errors(self) -> list[str]:
         """What makes this recipe unusable, for people ([] when it is fine)."""
         problems = template_errors(self.command, "command")

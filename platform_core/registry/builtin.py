@@ -8,7 +8,6 @@ admin alone unless ``--reset``).
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from platform_core.runtimes import BUILTIN_RUNTIMES, RuntimeSpec
@@ -122,12 +121,7 @@ BUILTIN_PLUGINS: list[dict[str, Any]] = [
 
 def runtime_fields(spec: RuntimeSpec) -> dict[str, Any]:
     """The ``Runtime`` model's fields (JSON lists and objects) of a spec, name excluded."""
-    fields = asdict(spec)
-    del fields["name"]
-    fields["env"] = dict(spec.env)
-    for key in ("command", "container_command", "zygote_command", "zygote_args"):
-        fields[key] = list(fields[key])
-    return fields
+    return spec.as_json()
 
 
 def builtin_runtimes_load(runtime_model: Any, *, reset: bool = False) -> tuple[int, int]:

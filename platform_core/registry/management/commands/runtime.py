@@ -1,6 +1,7 @@
 """``manage.py runtime add|list|show|remove``: the registry's language runtimes.
 
-    manage.py runtime add node --command 'node {root}/plugin_workers/node/bin/ppp-worker.js {entrypoint} --unix {socket}'
+    manage.py runtime add node \\
+        --command 'node {root}/plugin_workers/node/bin/ppp-worker.js {entrypoint} --unix {socket}'
     manage.py runtime add go --command '/opt/go-worker/worker --unix {socket}' --image go-worker:1 \\
         --container-command '--unix {socket}' --env GOMAXPROCS=1
 
