@@ -61,6 +61,26 @@ SLOW_COUNT_OUTPUT: dict[str, Any] = {
     "required": ["counted", "elapsed_ms"],
 }
 
+COUNT_PRIMES_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "limit": {"type": "integer", "minimum": 2, "maximum": 100_000_000, "default": 1_000_000},
+        "list": {"type": "boolean", "default": False, "description": "return the primes too (limit up to 10^7)"},
+        "delay_ms": {"type": "integer", "minimum": 0, "maximum": 2000, "default": 0},
+    },
+    "additionalProperties": False,
+}
+COUNT_PRIMES_OUTPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "count": {"type": "integer"},
+        "largest": {"type": "integer"},
+        "primes": {"type": "array", "items": {"type": "integer"}},
+        "elapsed_ms": {"type": "number"},
+    },
+    "required": ["count", "largest", "elapsed_ms"],
+}
+
 BUILTIN_PLUGINS: list[dict[str, Any]] = [
     _calculator(
         "add_numbers",
@@ -114,6 +134,18 @@ BUILTIN_PLUGINS: list[dict[str, Any]] = [
         "description": "The Java twin of slow_count: a progress message per step.",
         "input_schema": SLOW_COUNT_INPUT,
         "output_schema": SLOW_COUNT_OUTPUT,
+        "timeout_s": 120.0,
+    },
+    {
+        "name": "count_primes",
+        "operation": None,
+        "runtime": "node",
+        "entrypoint": "plugins/count_primes",
+        "image": "",
+        "description": "Counts the primes up to limit (Node.js worker, segmented sieve): a progress message per "
+        "segment; delay_ms to watch it live, list for the primes themselves.",
+        "input_schema": COUNT_PRIMES_INPUT,
+        "output_schema": COUNT_PRIMES_OUTPUT,
         "timeout_s": 120.0,
     },
 ]

@@ -14,7 +14,14 @@ from platform_core.supervisor.conformance import FAIL, PASS, Report, Target, run
 
 pytestmark = pytest.mark.e2e
 
-WORKER = ["{python}", "{root}/tests/support/proto_worker.py", "--unix", "{socket}", "--max-concurrency", "{concurrency}"]
+WORKER = [
+    "{python}",
+    "{root}/tests/support/proto_worker.py",
+    "--unix",
+    "{socket}",
+    "--max-concurrency",
+    "{concurrency}",
+]
 
 
 def check(fault: str, **options) -> Report:
@@ -48,8 +55,9 @@ def test_a_worker_that_hangs_fails_at_the_deadline():
 def test_a_second_terminal_message_fails():
     report = check("two_terminals")
 
-    assert "exactly one terminal message must end the stream, got: log, progress, completed, failed" in (
-        failures(report)["invoke"]
+    assert (
+        "exactly one terminal message must end the stream, got: log, progress, completed, failed"
+        in (failures(report)["invoke"])
     )
 
 

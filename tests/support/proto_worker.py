@@ -26,8 +26,8 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the generated stubs of the platform
 
-from platform_core.rpc._gen import plugin_protocol_pb2 as pb  # noqa: E402
-from platform_core.rpc._gen import plugin_protocol_pb2_grpc as pb_grpc  # noqa: E402
+from platform_core.rpc._gen import plugin_protocol_pb2 as pb
+from platform_core.rpc._gen import plugin_protocol_pb2_grpc as pb_grpc
 
 PRIMITIVE = "shout"
 CHUNK = 1024 * 1024
