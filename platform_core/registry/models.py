@@ -51,7 +51,7 @@ class Runtime(models.Model):
     name = models.CharField(
         max_length=20,  # as Invocation.runtime
         unique=True,
-        validators=[RegexValidator(r"^[a-z][a-z0-9_-]*$", "lower-case letters, digits, - and _, e.g. node")],
+        validators=[RegexValidator(r"^[a-z][a-z0-9_]*$", "lower-case letters, digits and _, e.g. node")],
         help_text="What plugins name and SUPERVISORS lists, e.g. node.",
     )
     description = models.TextField(blank=True)

@@ -159,13 +159,14 @@ class Platform:
         wait_for_port(self.http_port, gateway)
         return self
 
-    def start_supervisor(self, runtime: str) -> subprocess.Popen:
+    def start_supervisor(self, runtime: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start the supervisor of ``runtime`` (``env``: variables that differ from the platform's)."""
         port = self.supervisor_ports[runtime]
         log = open(self.workdir / f"supervisor-{runtime}.log", "ab")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "manage.py", "runsupervisor", "--runtime", runtime, "--listen", f"127.0.0.1:{port}"],
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

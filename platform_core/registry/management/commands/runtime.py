@@ -60,7 +60,7 @@ class Command(BaseCommand):
             description=f"Register a runtime. Placeholders in commands: {placeholders}.",
             called_from_command_line=getattr(parser, "called_from_command_line", None),
         )
-        add.add_argument("name", help="e.g. node (lower-case letters, digits, - and _)")
+        add.add_argument("name", help="e.g. node (lower-case letters, digits and _)")
         add.add_argument(
             "--command", required=True, help="a worker's command on the process backend; must contain {socket}"
         )
