@@ -84,7 +84,8 @@ async function countPrimes(args, ctx) {
         if (list) listed.push(low + i);
       }
     }
-    ctx.progress((100 * (high - 1)) / (limit - 1), `Sieved up to ${high}: ${count} primes so far`);
+    const percent = Math.round((1000 * (high - 1)) / (limit - 1)) / 10;
+    ctx.progress(percent, `Sieved up to ${high}: ${count} primes so far`);
     if (ctx.signal.aborted) throw new PluginError('the caller went away', 'cancelled');
     // Yield to the event loop: progress goes out now, and Health and other calls are answered.
     await pause(delayMs);
