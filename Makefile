@@ -45,7 +45,7 @@ $(NODE_MODULES): plugin_workers/node/package.json plugin_workers/node/package-lo
 
 # Worker images of the registered plugins for the docker backend (docs/DOCKER.md), when a Docker
 # Engine answers; without one, everything runs on the process backend, which needs no image.
-images: $(INSTALLED) $(GENERATED) java migrate
+images: $(INSTALLED) $(GENERATED) java node migrate
 	@if scripts/docker-engine.sh available; then $(PY) manage.py buildimages; \
 	else echo "no Docker Engine: workers run on the process backend (scripts/docker-engine.sh ensure starts one)"; fi
 

@@ -1,7 +1,7 @@
 """``manage.py buildimages``: build the container images of the registered plugins (docker backend).
 
 Every distinct ``image`` of the enabled plugins in the registry is built from its runtime's
-worker directory (python → plugin_workers/python, java → plugin_workers/java). Our machines
+worker directory (python, java, node → plugin_workers/RUNTIME; other runtimes bring their own image). Our machines
 have no registry, so by default the images are built on the local base images, which
 ``scripts/build-base-images.sh`` makes with debootstrap when they are missing;
 ``--base-image RUNTIME=IMAGE`` builds on another base instead (e.g. ``python=python:3.12-slim``
@@ -12,6 +12,7 @@ with no network for RUN steps, and remove intermediate containers even when a st
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import sys
 import time
@@ -24,8 +25,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from platform_core.supervisor.backends.docker import DockerUnavailable, connect
 
 REPO = Path(settings.BASE_DIR)
-CONTEXTS = {"python": REPO / "plugin_workers" / "python", "java": REPO / "plugin_workers" / "java"}
-LOCAL_BASES = {"python": "plugin-platform/python-base:local", "java": "plugin-platform/java-base:local"}
+CONTEXTS = {
+    "python": REPO / "plugin_workers" / "python",
+    "java": REPO / "plugin_workers" / "java",
+    "node": REPO / "plugin_workers" / "node",
+}
+LOCAL_BASES = {
+    "python": "plugin-platform/python-base:local",
+    "java": "plugin-platform/java-base:local",
+    "node": "plugin-platform/node-base:local",
+}
 JAVA_JAR = CONTEXTS["java"] / "build" / "ppp-java-worker.jar"
 
 
@@ -98,13 +107,19 @@ class Command(BaseCommand):
             raise CommandError(f"{command[0]} failed")
 
     def _prepare(self, runtime: str) -> None:
-        """What a worker image is built from: the generated PPP code, the Java jar."""
+        """What a worker image is built from: the generated PPP code, the Java jar, the Node packages."""
         if runtime == "python" and not (CONTEXTS["python"] / "ppp_sdk" / "_gen").is_dir():
             self._run([sys.executable, "-m", "platform_core.codegen"])
         if runtime == "java":
             self._run([str(CONTEXTS["java"] / "build.sh")])  # a no-op when the jar is up to date
             if not JAVA_JAR.exists():
                 raise CommandError(f"{JAVA_JAR.relative_to(REPO)} was not built")
+        if runtime == "node":
+            if not (CONTEXTS["node"] / "node_modules" / "@grpc" / "grpc-js").is_dir():
+                raise CommandError("plugin_workers/node/node_modules is missing: run `make node`")
+            # The SDK reads the proto at run time; the build context cannot reach protos/ itself.
+            (CONTEXTS["node"] / "protos").mkdir(exist_ok=True)
+            shutil.copy2(REPO / "protos" / "plugin_protocol.proto", CONTEXTS["node"] / "protos")
 
     def _ensure_local_base(self, client, runtime: str) -> None:
         from docker.errors import ImageNotFound
