@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
-
 import pytest
 
 from platform_core.runtimes import ROOT, worker_id_base
 from tests.conftest import add_plugin_variant
-from tests.support.platform import running_worker
+from tests.support.platform import killed_mid_invocation
 
 pytestmark = [pytest.mark.e2e, pytest.mark.node]
 
@@ -70,22 +65,8 @@ def test_pooled_node_workers_are_reused(platform, api):
 
 
 def test_a_node_worker_killed_mid_invocation_is_502_and_gone(platform, api):
-    result: dict = {}
+    response, worker = killed_mid_invocation(platform, api, "count_primes", {"limit": 1000, "delay_ms": 300})
 
-    def call() -> None:
-        with platform.client() as client:
-            result["response"] = client.post(
-                "/api/v1/plugins/count_primes/invoke", json={"limit": 1000, "delay_ms": 300}
-            )
-
-    caller = threading.Thread(target=call)
-    caller.start()
-    worker = running_worker(api, "count_primes", timeout_s=30)
-    time.sleep(0.3)  # let it get into its segments
-    os.kill(worker["pid"], signal.SIGKILL)
-    caller.join(timeout=30)
-
-    response = result["response"]
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "worker_lost"
     assert worker["worker_id"] not in str(api.get("/api/v1/workers").json())

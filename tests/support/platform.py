@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,25 @@ def running_worker(api: httpx.Client, plugin: str, timeout_s: float = 10.0) -> d
                     return worker
         time.sleep(0.02)
     raise AssertionError(f"no executing {plugin} worker appeared")
+
+
+def killed_mid_invocation(
+    platform: Platform, api: httpx.Client, plugin: str, arguments: dict
+) -> tuple[httpx.Response, dict]:
+    """Invoke ``plugin`` and SIGKILL its worker while it runs: (the response, the worker as listed)."""
+    result: dict = {}
+
+    def call() -> None:
+        with platform.client() as client:
+            result["response"] = client.post(f"/api/v1/plugins/{plugin}/invoke", json=arguments)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    worker = running_worker(api, plugin, timeout_s=30)
+    time.sleep(0.3)  # let it get into its work
+    os.kill(worker["pid"], signal.SIGKILL)
+    caller.join(timeout=30)
+    return result["response"], worker
 
 
 def pids_using(path_fragment: str) -> list[int]:
