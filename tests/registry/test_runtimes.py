@@ -135,3 +135,26 @@ def test_runtime_command_line(db):
     call_command("runtime", "remove", "tiny", stdout=StringIO())
     with pytest.raises(CommandError, match="no runtime 'tiny'"):
         call_command("runtime", "remove", "tiny")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_keeps_plugins_of_runtimes_it_does_not_know():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("registry", "0004_plugin_pool")])
+    old = executor.loader.project_state([("registry", "0004_plugin_pool")]).apps.get_model("registry", "PluginSpec")
+    old.objects.create(name="legacy", runtime="cobol", entrypoint="x")
+    try:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+        legacy = PluginSpec.objects.select_related("runtime").get(name="legacy")
+        assert legacy.runtime.name == "cobol" and legacy.runtime.command == []
+        assert "give it a command" in legacy.runtime.description
+        assert "the command is empty" in legacy.runtime.spec().errors()
+    finally:
+        PluginSpec.objects.filter(name="legacy").delete()
+        Runtime.objects.filter(name="cobol").delete()
