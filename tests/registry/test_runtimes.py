@@ -158,3 +158,17 @@ def test_the_migration_keeps_plugins_of_runtimes_it_does_not_know():
     finally:
         PluginSpec.objects.filter(name="legacy").delete()
         Runtime.objects.filter(name="cobol").delete()
+
+
+def test_only_superusers_may_write_runtimes_in_the_admin(db, client, admin_client):
+    from django.contrib.auth.models import Permission, User
+
+    staff = User.objects.create_user("staff", password="x", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(codename__endswith="_runtime"))
+    client.force_login(staff)
+
+    assert client.get("/admin/registry/runtime/add/").status_code == 403
+    assert client.post("/admin/registry/runtime/add/", {"name": "evil"}).status_code == 403
+    assert admin_client.get("/admin/registry/runtime/add/").status_code == 200
+    page = admin_client.get("/admin/registry/runtime/")
+    assert page.status_code == 200 and b"ppp_sdk" in page.content
