@@ -5,10 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 GENERATED := platform_core/rpc/_gen/.stamp
+NODE_MODULES := plugin_workers/node/node_modules/.package-lock.json
 
-.PHONY: run test test-fast test-postgres lint protos check-protos java images setup migrate bench clean
+.PHONY: run test test-fast test-postgres lint protos check-protos java node images setup migrate bench clean
 
-setup: $(INSTALLED) $(GENERATED) java migrate images
+setup: $(INSTALLED) $(GENERATED) java node migrate images
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,9 +33,19 @@ check-protos: $(INSTALLED)
 java:
 	@if [ -x plugin_workers/java/build.sh ]; then plugin_workers/java/build.sh; fi
 
+# Node.js workers: @grpc/grpc-js and @grpc/proto-loader from npm, exactly as package-lock.json says
+# (Node.js and npm from Debian's apt when the machine has none).
+node: $(NODE_MODULES)
+
+$(NODE_MODULES): plugin_workers/node/package.json plugin_workers/node/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q nodejs npm; }
+	cd plugin_workers/node && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # Worker images of the registered plugins for the docker backend (docs/DOCKER.md), when a Docker
 # Engine answers; without one, everything runs on the process backend, which needs no image.
-images: $(INSTALLED) $(GENERATED) java migrate
+images: $(INSTALLED) $(GENERATED) java node migrate
 	@if scripts/docker-engine.sh available; then $(PY) manage.py buildimages; \
 	else echo "no Docker Engine: workers run on the process backend (scripts/docker-engine.sh ensure starts one)"; fi
 
@@ -66,4 +77,5 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV) var platform_core/rpc/_gen plugin_workers/python/ppp_sdk/_gen plugin_workers/java/build
+	rm -rf $(VENV) var platform_core/rpc/_gen plugin_workers/python/ppp_sdk/_gen plugin_workers/java/build \
+		plugin_workers/node/node_modules

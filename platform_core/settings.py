@@ -128,7 +128,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum
 
 # --- Plugin platform ----------------------------------------------------------------------
 # Where each runtime's supervisor listens: "runtime=host:port[|host:port...],..."
-PLATFORM_SUPERVISORS = env_map("SUPERVISORS", "python=127.0.0.1:9092,java=127.0.0.1:9091")
+PLATFORM_SUPERVISORS = env_map("SUPERVISORS", "python=127.0.0.1:9092,java=127.0.0.1:9091,node=127.0.0.1:9093")
 # Default worker backend of a supervisor started without --backend.
 PLATFORM_WORKER_BACKEND = env_choice("WORKER_BACKEND", "process", {"process", "docker"})
 # Backends a supervisor enables besides its default, for plugins whose registry `backend`

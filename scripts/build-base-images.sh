@@ -3,8 +3,9 @@
 #
 #   plugin-platform/python-base:local  Debian bookworm minbase + python3 + PyPI grpcio/protobuf
 #   plugin-platform/java-base:local    Debian bookworm minbase + JRE 17 + Debian's grpc-java jars
+#   plugin-platform/node-base:local    Debian bookworm minbase + Debian's Node.js
 #
-#   scripts/build-base-images.sh [python|java|all]     (default: all)
+#   scripts/build-base-images.sh [python|java|node|all]     (default: all)
 #
 # Each image is built only when missing; `docker image rm` it to force a rebuild.
 # Debian's python3-grpcio/python3-protobuf are too old for our generated code, so the Python
@@ -18,6 +19,7 @@ CACHE=${PLUGIN_PLATFORM_CACHE:-/var/cache/plugin-platform}
 APT_LOG=/var/log/plugin-platform-apt.log
 PYTHON_IMAGE=plugin-platform/python-base:local
 JAVA_IMAGE=plugin-platform/java-base:local
+NODE_IMAGE=plugin-platform/node-base:local
 # libguava-java: grpc-netty needs Guava at run time, and libgrpc-java does not depend on it.
 JAVA_PACKAGES=openjdk-17-jre-headless,libgrpc-java,libguava-java,libnetty-java,libperfmark-java,libprotobuf-java,libgoogle-gson-java
 # Left out of the image: docs, man pages, translations.
@@ -139,8 +141,24 @@ build_java() {
   log "$image built in $((SECONDS - started)) s, size $(image_size "$image")"
 }
 
+build_node() {
+  local image=$NODE_IMAGE started=$SECONDS rootfs=$TMP/node version
+  if image_exists "$image"; then log "$image exists ($(image_size "$image")), skipping"; return; fi
+  # The worker's npm packages (@grpc/grpc-js, @grpc/proto-loader) are plain JavaScript: they are
+  # copied into the worker image from plugin_workers/node/node_modules, not installed here.
+  bootstrap "$rootfs" nodejs
+  version=$(chroot "$rootfs" node --version) || die "node does not run in the rootfs"
+  log "importing $image"
+  import_rootfs "$rootfs" "$image" \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change "LABEL org.plugin-platform.node=$version" \
+    --change 'CMD ["node", "--version"]'
+  log "$image built in $((SECONDS - started)) s, size $(image_size "$image")"
+}
+
 target=${1:-all}
-case $target in python | java | all) ;; *) echo "usage: $0 [python|java|all]" >&2; exit 2 ;; esac
+case $target in python | java | node | all) ;; *) echo "usage: $0 [python|java|node|all]" >&2; exit 2 ;; esac
 [[ $(id -u) == 0 ]] || die "must run as root (debootstrap, chroot)"
 "$ROOT/scripts/docker-engine.sh" ensure
 # One build at a time: two concurrent runs would both debootstrap and race on the tag.
@@ -149,5 +167,6 @@ flock 9
 case $target in
   python) build_python ;;
   java) build_java ;;
-  all) build_python; build_java ;;
+  node) build_node ;;
+  all) build_python; build_java; build_node ;;
 esac

@@ -5,8 +5,8 @@ from tests.support.platform import Platform
 
 @pytest.fixture(scope="session")
 def platform():
-    """A real platform (python supervisor + daphne gateway) for the whole e2e session."""
-    running = Platform().start()
+    """A real platform (python and node supervisors + daphne gateway) for the whole e2e session."""
+    running = Platform(runtimes=("python", "node")).start()
     # Variants of the built-in plugins: a short timeout for the timeout flow, pools for pooled mode.
     add_plugin_variant(running, "slow_count", "slow_count_short", timeout_s=1.0)
     add_plugin_variant(

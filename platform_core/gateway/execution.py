@@ -149,7 +149,7 @@ class _Run:
             self.trace.add(K.LOOKUP_RESULT, "not found")
             raise errors.UnknownPlugin(f"no enabled plugin or operation is called {name!r}; see GET /api/v1/plugins")
         self.finish.plugin, self.finish.plugin_name = plugin, plugin.name
-        self.trace.add(K.LOOKUP_RESULT, f"PluginSpec({plugin.runtime}, {plugin.entrypoint}, {plugin.mode})")
+        self.trace.add(K.LOOKUP_RESULT, f"PluginSpec({plugin.runtime_id}, {plugin.entrypoint}, {plugin.mode})")
         return plugin
 
     def validate_input(self, plugin: PluginSpec, body: bytes) -> Any:
@@ -296,7 +296,7 @@ def _explained(exc: errors.GatewayError, report: ReleaseReport, plugin: PluginSp
         return errors.WorkerLost(f"{exc.message}: {report.exit_detail}")
     if report.supervisor_lost:
         return errors.SupervisorUnavailable(
-            f"{exc.message}; its {plugin.runtime} runtime supervisor went away too (the worker died with it): "
+            f"{exc.message}; its {plugin.runtime_id} runtime supervisor went away too (the worker died with it): "
             "retry once it is back"
         )
     return exc

@@ -104,17 +104,17 @@ def _unavailable(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> error
 async def worker_allocate(*, plugin: PluginSpec, caller: Caller, trace: Trace, timeout_s: float) -> WorkerLease:
     """A ready worker from a supervisor of the plugin's runtime: the one with the most free slots,
     else the next one, within one deadline. A supervisor that is down or full is skipped."""
-    addresses = supervisor_addresses(plugin.runtime)
+    addresses = supervisor_addresses(plugin.runtime_id)
     trace.add(K.ALLOCATE_REQUEST, f"allocateWorker({plugin.name}, context)")
     if not addresses:
         trace.add(
             K.ALLOCATION_FAILED,
-            f"no {plugin.runtime} supervisor configured",
+            f"no {plugin.runtime_id} supervisor configured",
             source=K.ALLOCATE_REQUEST.target,
             target=K.ALLOCATE_REQUEST.source,
         )
         raise errors.SupervisorUnavailable(
-            f"no supervisor is configured for runtime {plugin.runtime!r} (set SUPERVISORS)"
+            f"no supervisor is configured for runtime {plugin.runtime_id!r} (set SUPERVISORS)"
         )
     request = sup_pb2.AllocateWorkerRequest(
         plugin=plugin_ref_message(plugin),
@@ -141,7 +141,7 @@ async def worker_allocate(*, plugin: PluginSpec, caller: Caller, trace: Trace, t
             response = await _stub(address).AllocateWorker(request, timeout=max(deadline - time.monotonic(), 0.1))
         except grpc.aio.AioRpcError as exc:
             capacity_view.lease_ended(address)
-            code, error = exc.code(), _allocation_error(plugin.runtime, address, exc)
+            code, error = exc.code(), _allocation_error(plugin.runtime_id, address, exc)
             failures.append(error)
             if code == grpc.StatusCode.UNAVAILABLE:
                 capacity_view.mark_down(address, reason=error.message, down_s=settings.PLATFORM_SUPERVISOR_DOWN_S)
@@ -149,10 +149,10 @@ async def worker_allocate(*, plugin: PluginSpec, caller: Caller, trace: Trace, t
                 capacity_view.mark_full(address)
             if address == candidates[-1] or code not in _TRY_NEXT or time.monotonic() >= deadline:
                 trace.add(K.ALLOCATION_FAILED, f"{code.name}: {exc.details()}")
-                raise _final_error(plugin.runtime, failures) from exc
+                raise _final_error(plugin.runtime_id, failures) from exc
             trace.add(
                 K.ALLOCATION_RETRY,
-                f"{code.name} from {address}: {exc.details()}; trying the next {plugin.runtime} supervisor",
+                f"{code.name} from {address}: {exc.details()}; trying the next {plugin.runtime_id} supervisor",
             )
             continue
         except BaseException:  # cancelled with the request: no lease was taken

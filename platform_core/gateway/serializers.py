@@ -13,7 +13,7 @@ def plugin_json(plugin: PluginSpec, *, schemas: bool = False) -> dict[str, Any]:
         "name": plugin.name,
         "operation": plugin.operation,
         "description": plugin.description,
-        "runtime": plugin.runtime,
+        "runtime": plugin.runtime_id,
         "backend": plugin.backend or None,
         "mode": plugin.mode,
         "timeout_s": plugin.timeout_s,

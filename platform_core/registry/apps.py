@@ -14,7 +14,10 @@ class RegistryConfig(AppConfig):
     verbose_name = "Plugin registry"
 
     def ready(self) -> None:
-        from platform_core.registry.models import PluginSpec
+        from platform_core.registry.models import PluginSpec, Runtime
 
-        post_save.connect(_clear_registry_cache, sender=PluginSpec, dispatch_uid="registry-cache-save")
-        post_delete.connect(_clear_registry_cache, sender=PluginSpec, dispatch_uid="registry-cache-delete")
+        # A cached plugin carries its runtime's recipe: an edit of either clears the cache.
+        for model in (PluginSpec, Runtime):
+            label = model._meta.model_name
+            post_save.connect(_clear_registry_cache, sender=model, dispatch_uid=f"registry-cache-save-{label}")
+            post_delete.connect(_clear_registry_cache, sender=model, dispatch_uid=f"registry-cache-delete-{label}")

@@ -23,7 +23,8 @@ def registry_cache_clear() -> None:
 
 @reconnecting  # runs on the invocation edge's sync thread (platform_core/db.py)
 def _enabled_plugin(name: str) -> PluginSpec | None:
-    return PluginSpec.objects.filter(Q(name=name) | Q(operation=name), enabled=True).first()
+    # With its runtime: allocation sends the runtime's recipe, and the gateway is async (no lazy loads).
+    return PluginSpec.objects.select_related("runtime").filter(Q(name=name) | Q(operation=name), enabled=True).first()
 
 
 async def plugin_get(*, name: str) -> PluginSpec | None:
@@ -41,11 +42,11 @@ async def plugin_get(*, name: str) -> PluginSpec | None:
 
 def plugin_by_name(*, name: str) -> PluginSpec | None:
     """The plugin called ``name``, enabled or not (the catalogue shows both), or None."""
-    return PluginSpec.objects.filter(name=name).first()
+    return PluginSpec.objects.select_related("runtime").filter(name=name).first()
 
 
 def plugins_list(*, include_disabled: bool = False) -> list[PluginSpec]:
-    query = PluginSpec.objects.all()
+    query = PluginSpec.objects.select_related("runtime")
     if not include_disabled:
         query = query.filter(enabled=True)
     return list(query)

@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 import grpc
 
 from platform_core.rpc import sup_grpc, sup_pb2
+from platform_core.runtimes import RuntimeSpec
 from platform_core.supervisor import errors, service
 from platform_core.supervisor.lifecycle import Disposal
 from platform_core.supervisor.model import Event, ExitCause, LeaseOwner, Limits, PluginRef, PoolSpec, Worker
@@ -35,12 +36,30 @@ def _pool(message: sup_pb2.PluginRef) -> PoolSpec | None:
     )
 
 
+def runtime_spec(message: sup_pb2.PluginRef) -> RuntimeSpec | None:
+    if not message.HasField("runtime_spec"):
+        return None
+    spec = message.runtime_spec
+    return RuntimeSpec.create(
+        spec.name or message.runtime,
+        spec.command,
+        workdir=spec.workdir,
+        env=dict(spec.env),
+        image=spec.image,
+        container_command=spec.container_command,
+        limit_address_space=not spec.no_address_space_limit,
+        zygote_command=spec.zygote_command,
+        zygote_args=spec.zygote_args,
+    )
+
+
 def plugin_ref(message: sup_pb2.PluginRef) -> PluginRef:
     """The supervisor's view of a PluginRef message."""
     limits = message.limits
     defaults = Limits()
     return PluginRef(
         pool=_pool(message),
+        runtime_spec=runtime_spec(message),
         name=message.name,
         runtime=message.runtime,
         entrypoint=message.entrypoint,

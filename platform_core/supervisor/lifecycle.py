@@ -21,14 +21,12 @@ from pathlib import Path
 import grpc
 
 from platform_core.rpc import FAST_CHANNEL_OPTIONS, ppp_grpc, ppp_pb2
+from platform_core.runtimes import worker_id_base
 from platform_core.supervisor.backends import WorkerBackend, WorkerStartError
 from platform_core.supervisor.errors import CapacityExhausted, InvalidRequest, WorkerFailedToStart, WorkerNotReady
 from platform_core.supervisor.model import BoundedOutput, Event, ExitCause, PluginRef, State, Worker
 
 log = logging.getLogger(__name__)
-
-# The seed's worker id ranges: worker-10001... for java, worker-20001... for python.
-WORKER_ID_BASE = {"java": 10000, "python": 20000}
 
 
 @dataclass
@@ -73,7 +71,7 @@ class Lifecycle:
         self.output_limit = output_limit
         self.workers: dict[str, Worker] = {}
         self.closing = False
-        self._ids = itertools.count(WORKER_ID_BASE.get(runtime, 30000) + 1)
+        self._ids = itertools.count(worker_id_base(runtime) + 1)
         self._watchers: set[asyncio.Queue[Event | None]] = set()
         # Each live worker's exit monitor (the supervisor's own tasks, not the backend's state).
         self._monitors: dict[str, asyncio.Task[None]] = {}

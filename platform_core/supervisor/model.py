@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from platform_core.runtimes import BUILTIN_RUNTIMES, RuntimeSpec
+
 
 class State(enum.IntEnum):
     """The seed's worker lifecycle states (values match runtime_supervisor.proto)."""
@@ -55,11 +57,18 @@ class PluginRef:
     limits: Limits = field(default_factory=Limits)
     # None: ephemeral, a fresh worker per allocation.
     pool: PoolSpec | None = None
+    # How to start it; None (a caller from before runtimes were data): the built-in recipe.
+    runtime_spec: RuntimeSpec | None = None
 
     @property
     def pool_key(self) -> tuple:
         """Workers are interchangeable only if they run the same thing the same way."""
-        return (self.name, self.runtime, self.entrypoint, self.image, self.backend, self.limits)
+        return (self.name, self.runtime, self.entrypoint, self.image, self.backend, self.limits, self.runtime_spec)
+
+    @property
+    def launch_spec(self) -> RuntimeSpec | None:
+        """The recipe to start this plugin's workers with, if there is one."""
+        return self.runtime_spec or BUILTIN_RUNTIMES.get(self.runtime)
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,6 @@ class Supervisor:
         lease_ttl_s: float = 15.0,
         tenant_share: float = 1.0,
     ) -> None:
-        self.runtime = runtime
-        self.supervisor_id = supervisor_id
         self.max_workers = max_workers
         self.tenant_share = tenant_share
         self.lifecycle = Lifecycle(
@@ -97,6 +95,18 @@ class Supervisor:
         self.leases = LeaseBook(ttl_s=lease_ttl_s)
         self._tenants_seen: dict[str, float] = {}
         self._expiry: asyncio.Task[None] | None = None
+
+    @property
+    def runtime(self) -> str:
+        return self.lifecycle.runtime
+
+    @runtime.setter
+    def runtime(self, runtime: str) -> None:
+        self.lifecycle.runtime = runtime
+
+    @property
+    def supervisor_id(self) -> str:
+        return self.lifecycle.supervisor_id
 
     @property
     def workers(self) -> dict[str, Worker]:

@@ -100,6 +100,27 @@ def test_slow_count_moves_the_progress_bar_while_the_diagram_grows(page, browser
     board.close()
 
 
+@pytest.mark.node
+def test_a_node_plugin_is_drawn_live_like_the_others(page, screenshot):
+    page.goto("/plugins/count_primes")
+    page.wait_for_selector(LIVE)
+    page.fill("#field-limit", "200000")
+    page.fill("#field-delay_ms", "150")
+    page.evaluate(RECORD)
+    page.click("#plugin-run button[type=submit]")
+    page.wait_for_function("() => window.seen.percents.length >= 3")
+    screenshot(page, "node-live-progress")
+    page.wait_for_selector("[data-testid=live-status]:text('succeeded')", timeout=60_000)
+    rows = page.locator("#live-events > li").count()
+    page.wait_for_function(f"() => Number(document.querySelector('.sequence-diagram').dataset.arrows) === {rows}")
+    seen = page.evaluate("() => window.seen")
+    assert len(seen["percents"]) >= 5 and seen["percents"][-1] == "100", seen["percents"]
+    assert len(set(seen["arrows"]) - {0}) >= 3 and seen["arrows"] == sorted(seen["arrows"]), seen["arrows"]
+    svg = page.inner_html(".sequence-diagram")
+    assert "Node Runtime" in svg and "Node worker" in svg
+    assert '"count": 17984' in page.inner_text("[data-testid=result]")
+
+
 def test_history_opens_an_invocation_and_replays_its_trace(page, api, screenshot):
     invocation_id = api.post("/api/v1/calculate/divide", json={"operand1": 9, "operand2": 3}).json()["invocation_id"]
     page.goto("/invocations")

@@ -162,3 +162,30 @@ async def test_reap_orphans_removes_an_earlier_lifes_containers(make_supervisor,
     assert not containers_of(docker_client, crashed.supervisor_id)
     assert not any((socket_root / f"{crashed.supervisor_id}.docker").iterdir())
     assert await restarted.start() == 0
+
+
+NODE_IMAGE = "node-plugin-worker:latest"
+
+
+async def test_a_node_worker_runs_in_its_runtimes_image(make_supervisor, docker_client):
+    """The docker backend runs any runtime the same way: the recipe's image and container command."""
+    from platform_core.runtimes import BUILTIN_RUNTIMES
+
+    require_image(docker_client, NODE_IMAGE)
+    supervisor = make_supervisor()
+    supervisor.runtime = "node"
+    plugin = PluginRef(
+        name="count_primes", runtime="node", entrypoint="plugins/count_primes", runtime_spec=BUILTIN_RUNTIMES["node"]
+    )
+    worker, events, _warm, _ = await supervisor.allocate(plugin)
+    spawn = next(e for e in events if e.state == State.SPAWNING).detail
+    assert f"{NODE_IMAGE} plugins/count_primes --unix /sock/worker.sock --max-concurrency 1" in spawn
+    async with grpc.aio.insecure_channel(worker.address) as channel:
+        request = ppp_pb2.InvokeRequest(primitive="count_primes", arguments=b'{"limit": 1000}', request_id="r")
+        messages = [m async for m in ppp_grpc.PluginWorkerStub(channel).Invoke(request, timeout=10)]
+    assert messages[-1].completed.output.startswith(b'{"count":168,"largest":997')
+    assert sum(m.HasField("progress") for m in messages) == 10
+
+    outcome = await supervisor.release(worker.worker_id)
+
+    assert outcome.exit_code == 0, "node handles SIGTERM as PID 1: a clean exit, no SIGKILL"

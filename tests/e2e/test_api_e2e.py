@@ -207,7 +207,7 @@ def test_concurrent_invocations_each_get_their_own_worker(platform):
 def test_health_workers_and_openapi(api):
     health = api.get("/api/v1/health").json()
     assert health["status"] == "ok"
-    assert {s["runtime"]: s["up"] for s in health["supervisors"]} == {"python": True, "java": False}
+    assert {s["runtime"]: s["up"] for s in health["supervisors"]} == {"python": True, "node": True, "java": False}
     document = api.get("/api/v1/openapi.json").json()
     assert document["openapi"].startswith("3.")
     assert "/api/v1/calculate/{operation}" in document["paths"]

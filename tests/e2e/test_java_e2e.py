@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
-
 import pytest
 
 from tests.conftest import add_plugin_variant
-from tests.support.platform import REPO, Platform, running_worker
+from tests.support.platform import REPO, Platform, killed_mid_invocation
 
 pytestmark = [pytest.mark.e2e, pytest.mark.java]
 
@@ -65,22 +60,8 @@ def test_java_worker_rejects_bad_input_with_400(japi):
 
 
 def test_java_worker_killed_mid_invocation_is_502_and_gone(java_platform, japi):
-    result: dict = {}
+    response, worker = killed_mid_invocation(java_platform, japi, "slow_count_java", {"steps": 40, "delay_ms": 100})
 
-    def call() -> None:
-        with java_platform.client() as client:
-            result["response"] = client.post(
-                "/api/v1/plugins/slow_count_java/invoke", json={"steps": 40, "delay_ms": 100}
-            )
-
-    caller = threading.Thread(target=call)
-    caller.start()
-    worker = running_worker(japi, "slow_count_java", timeout_s=30)
-    time.sleep(0.3)  # let it get into its counting
-    os.kill(worker["pid"], signal.SIGKILL)
-    caller.join(timeout=30)
-
-    response = result["response"]
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "worker_lost"
     assert worker["worker_id"] not in str(japi.get("/api/v1/workers").json())

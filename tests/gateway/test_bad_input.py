@@ -11,7 +11,7 @@ from platform_core.gateway import errors
 from platform_core.gateway.execution import _explained, arguments_parse, json_depth
 from platform_core.gateway.runtime_client import ReleaseReport
 
-PLUGIN = SimpleNamespace(memory_mb=256, runtime="python")
+PLUGIN = SimpleNamespace(memory_mb=256, runtime_id="python")
 
 
 def nested(depth: int) -> bytes:

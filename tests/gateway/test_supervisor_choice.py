@@ -13,8 +13,10 @@ import pytest
 from platform_core.gateway import errors, runtime_client
 from platform_core.gateway.supervisor_choice import CapacityView
 from platform_core.invocations.trace import Trace
-from platform_core.registry.models import PluginSpec
+from platform_core.registry.builtin import runtime_fields
+from platform_core.registry.models import PluginSpec, Runtime
 from platform_core.rpc import sup_grpc, sup_pb2
+from platform_core.runtimes import BUILTIN_RUNTIMES
 from platform_core.tenancy.callers import Caller
 
 A, B, C = "10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"  # names only: the view never connects
@@ -147,7 +149,11 @@ async def supervisors():
         await server.stop(None)
 
 
-PLUGIN = PluginSpec(name="subtract_numbers", runtime="python", entrypoint="plugins.subtract_numbers:plugin")
+PLUGIN = PluginSpec(
+    name="subtract_numbers",
+    runtime=Runtime(name="python", **runtime_fields(BUILTIN_RUNTIMES["python"])),
+    entrypoint="plugins.subtract_numbers:plugin",
+)
 
 
 def configure(settings, *addresses: str) -> None:

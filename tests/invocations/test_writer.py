@@ -47,10 +47,12 @@ async def test_one_failing_write_does_not_undo_the_others():
 
 async def test_history_survives_a_plugin_deleted_while_cached():
     from platform_core.invocations.services import Finish, invocation_finish
-    from platform_core.registry.models import PluginSpec
+    from platform_core.registry.models import PluginSpec, Runtime
     from platform_core.tenancy.callers import Caller
 
-    plugin = await PluginSpec.objects.acreate(name="gone", runtime="python", entrypoint="x:y")
+    # Transactional tests flush the tables: the runtimes made by the migration may be gone.
+    runtime, _ = await Runtime.objects.aget_or_create(name="gone-rt", defaults={"command": ["w", "{socket}"]})
+    plugin = await PluginSpec.objects.acreate(name="gone", runtime=runtime, entrypoint="x:y")
     await plugin.adelete()
     plugin.pk = 999_999  # what a gateway's registry cache may still hold
     finish = Finish(status=Status.REJECTED, http_status=400, plugin=plugin, plugin_name="gone")

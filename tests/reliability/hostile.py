@@ -25,7 +25,7 @@ def _row(primitive: str, **fields: Any) -> dict[str, Any]:
     return {
         "name": f"hostile_{primitive}",
         "primitive": primitive,
-        "runtime": "python",
+        "runtime_id": "python",
         "entrypoint": f"plugins.hostile.{primitive}:plugin",
         "input_schema": ANY,
         "output_schema": ANY,

@@ -205,5 +205,5 @@ def test_a_killed_supervisor_takes_its_workers_with_it(socket_root):
         supervisor.wait(timeout=20)
 
 
-def test_default_launchers_cover_both_runtimes():
-    assert set(default_launchers()) == {"python", "java"}
+def test_default_launchers_cover_the_builtin_runtimes():
+    assert set(default_launchers()) == {"python", "java", "node"}

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,25 @@ def running_worker(api: httpx.Client, plugin: str, timeout_s: float = 10.0) -> d
                     return worker
         time.sleep(0.02)
     raise AssertionError(f"no executing {plugin} worker appeared")
+
+
+def killed_mid_invocation(
+    platform: Platform, api: httpx.Client, plugin: str, arguments: dict
+) -> tuple[httpx.Response, dict]:
+    """Invoke ``plugin`` and SIGKILL its worker while it runs: (the response, the worker as listed)."""
+    result: dict = {}
+
+    def call() -> None:
+        with platform.client() as client:
+            result["response"] = client.post(f"/api/v1/plugins/{plugin}/invoke", json=arguments)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    worker = running_worker(api, plugin, timeout_s=30)
+    time.sleep(0.3)  # let it get into its work
+    os.kill(worker["pid"], signal.SIGKILL)
+    caller.join(timeout=30)
+    return result["response"], worker
 
 
 def pids_using(path_fragment: str) -> list[int]:
@@ -169,13 +189,14 @@ class Platform:
         wait_for_port(self.http_port, gateway)
         return self
 
-    def start_supervisor(self, runtime: str) -> subprocess.Popen:
+    def start_supervisor(self, runtime: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start the supervisor of ``runtime`` (``env``: variables that differ from the platform's)."""
         port = self.supervisor_ports[runtime]
         log = open(self.workdir / f"supervisor-{runtime}.log", "ab")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "manage.py", "runsupervisor", "--runtime", runtime, "--listen", f"127.0.0.1:{port}"],
             cwd=REPO,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -1,4 +1,4 @@
-"""Load the built-in plugins (the seed's calculators and slow_count) into the registry."""
+"""Load the built-in plugins (the seed's calculators and demos) into the registry."""
 
 from django.db import migrations
 

@@ -37,6 +37,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import LogConfig, Ulimit
 
+from platform_core.runtimes import CONTAINER_SOCKET, RuntimeSpec, render, worker_values
 from platform_core.supervisor import exits
 from platform_core.supervisor.backends import Emit, WorkerStartError
 from platform_core.supervisor.model import ExitCause, PluginRef, State, Worker
@@ -53,8 +54,6 @@ CONTAINER_UID = 65534
 LABEL_SUPERVISOR = "plugin-platform.supervisor"
 LABEL_WORKER = "plugin-platform.worker"
 LABEL_PLUGIN = "plugin-platform.plugin"
-# Used when a plugin's registry entry names no image.
-DEFAULT_IMAGES = {"python": "python-plugin-worker:latest", "java": "java-plugin-worker:latest"}
 # sun_path holds 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 # How long a stopped or force-removed container may take to disappear from the engine.
@@ -88,15 +87,35 @@ def connect(*, max_pool_size: int = 10, timeout_s: int = 30) -> docker.DockerCli
     return client
 
 
+def _recipe(plugin: PluginRef) -> RuntimeSpec:
+    spec = plugin.launch_spec
+    if spec is None or not spec.container_command:
+        raise WorkerStartError(
+            f"the docker backend cannot run {plugin.runtime!r} workers: the runtime has no container command "
+            "(`manage.py runtime add ... --container-command`)"
+        )
+    if problems := spec.errors():
+        raise WorkerStartError(f"runtime {spec.name!r} cannot start workers: {'; '.join(problems)}")
+    return spec
+
+
 def worker_command(plugin: PluginRef) -> list[str]:
-    """The container command; the image's ENTRYPOINT is the runtime's worker program."""
-    socket = f"{CONTAINER_SOCKET_DIR}/{SOCKET_NAME}"
-    if plugin.runtime == "python":  # ENTRYPOINT python3 -m ppp_sdk
-        concurrency = plugin.pool.max_concurrency if plugin.pool else 1
-        return [plugin.entrypoint, "--unix", socket, "--max-concurrency", str(concurrency)]
-    if plugin.runtime == "java":  # ENTRYPOINT java ... -jar ppp-java-worker.jar
-        return ["--service", plugin.entrypoint, "--unix", socket]
-    raise WorkerStartError(f"the docker backend cannot run {plugin.runtime!r} workers")
+    """The container command (the runtime's container command; the image's ENTRYPOINT is its worker program)."""
+    values = worker_values(
+        socket=CONTAINER_SOCKET,
+        entrypoint=plugin.entrypoint,
+        concurrency=plugin.pool.max_concurrency if plugin.pool else 1,
+        memory_bytes=plugin.limits.memory_bytes,
+    )
+    return render(_recipe(plugin).container_command, values)
+
+
+def worker_image(plugin: PluginRef) -> str:
+    """The plugin's own image, else its runtime's."""
+    image = plugin.image or _recipe(plugin).image
+    if not image:
+        raise WorkerStartError(f"plugin {plugin.name!r} names no image, nor does its runtime {plugin.runtime!r}")
+    return image
 
 
 class DockerBackend:
@@ -148,7 +167,7 @@ class DockerBackend:
         if not plugin.entrypoint:
             raise WorkerStartError(f"plugin {plugin.name!r} has no entrypoint")
         command = worker_command(plugin)
-        image = plugin.image or DEFAULT_IMAGES[plugin.runtime]
+        image = worker_image(plugin)
         directory = self._make_directory(worker.worker_id)
         worker.runtime_state["directory"] = directory
         socket = directory / SOCKET_NAME

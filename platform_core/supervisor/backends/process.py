@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from platform_core.runtimes import BUILTIN_RUNTIMES, ROOT, RuntimeSpec, render, worker_values
 from platform_core.supervisor import exits
 from platform_core.supervisor.backends import Emit, WorkerStartError
 from platform_core.supervisor.backends import zygote as zygotes
@@ -38,7 +39,6 @@ from platform_core.supervisor.model import ExitCause, PluginRef, State, Worker
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
 SOCKET_NAME = "worker.sock"
 # A zygote that died (or never started) is started again at most this often; meanwhile, spawn.
 ZYGOTE_RESTART_INTERVAL_S = 10.0
@@ -48,17 +48,30 @@ ZYGOTE_WAIT_S = 2.0
 
 @dataclass
 class Launcher:
-    """How to run a worker program of one runtime."""
+    """How to run a worker program of one runtime on this host (a ``RuntimeSpec`` made local)."""
 
+    # argv template (platform_core/runtimes.py PLACEHOLDERS), formatted per worker.
     argv: list[str]
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
-    # Address-space rlimits break runtimes that reserve large virtual ranges (the JVM).
+    # Address-space rlimits break runtimes that reserve large virtual ranges (the JVM, V8).
     limit_address_space: bool = True
     # Python: the command of a template process that forks workers (``python -m ppp_sdk.zygote``),
     # and the arguments a forked worker gets (those of ``python -m ppp_sdk``). None: always spawn.
     zygote_argv: list[str] | None = None
     zygote_args: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_spec(cls, spec: RuntimeSpec) -> Launcher:
+        """The launcher of a runtime's recipe, with {root} and {python} resolved for this host."""
+        return cls(
+            argv=list(spec.command),
+            cwd=Path(spec.resolved_workdir() or ROOT),
+            env=spec.resolved_env(),
+            limit_address_space=spec.limit_address_space,
+            zygote_argv=render(spec.zygote_command, spec.host_values()) if spec.zygote_command else None,
+            zygote_args=list(spec.zygote_args),
+        )
 
     def command(self, plugin: PluginRef, socket: Path) -> list[str]:
         return self._format(self.argv, plugin, socket)
@@ -68,53 +81,18 @@ class Launcher:
 
     @staticmethod
     def _format(template: list[str], plugin: PluginRef, socket: Path) -> list[str]:
-        values = {
-            "concurrency": str(plugin.pool.max_concurrency if plugin.pool else 1),
-            "entrypoint": plugin.entrypoint,
-            "socket": str(socket),
-            "heap_mb": str(max(plugin.limits.memory_bytes // (2 * 1024 * 1024), 32)),
-        }
-        return [part.format(**values) for part in template]
+        values = worker_values(
+            socket=str(socket),
+            entrypoint=plugin.entrypoint,
+            concurrency=plugin.pool.max_concurrency if plugin.pool else 1,
+            memory_bytes=plugin.limits.memory_bytes,
+        )
+        return render(template, {**values, "root": str(ROOT), "python": sys.executable})
 
 
 def default_launchers() -> dict[str, Launcher]:
-    python_root = REPO / "plugin_workers" / "python"
-    java_jar = REPO / "plugin_workers" / "java" / "build" / "ppp-java-worker.jar"
-    python_args = ["{entrypoint}", "--unix", "{socket}", "--max-concurrency", "{concurrency}"]
-    return {
-        "python": Launcher(
-            argv=[sys.executable, "-s", "-m", "ppp_sdk", *python_args],
-            zygote_argv=[sys.executable, "-s", "-m", "ppp_sdk.zygote"],
-            zygote_args=python_args,
-            cwd=python_root,
-            env={
-                "PYTHONPATH": str(python_root),
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "PYTHONUNBUFFERED": "1",
-                # glibc gives every thread its own 64 MiB malloc arena, which eats an address-space limit.
-                "MALLOC_ARENA_MAX": "2",
-            },
-        ),
-        "java": Launcher(
-            argv=[
-                shutil.which("java") or "java",
-                "-XX:TieredStopAtLevel=1",
-                "-XX:+UseSerialGC",
-                "-XX:-UsePerfData",
-                "-Xss512k",
-                "-Xmx{heap_mb}m",
-                "-XX:MaxMetaspaceSize=64m",
-                "-jar",
-                str(java_jar),
-                "--service",
-                "{entrypoint}",
-                "--unix",
-                "{socket}",
-            ],
-            cwd=REPO,
-            limit_address_space=False,
-        ),
-    }
+    """The built-in runtimes' launchers: for requests that carry no recipe, and to start zygotes early."""
+    return {name: Launcher.from_spec(spec) for name, spec in BUILTIN_RUNTIMES.items()}
 
 
 class ProcessBackend:
@@ -132,7 +110,10 @@ class ProcessBackend:
     ) -> None:
         self.supervisor_id = supervisor_id
         self.socket_root = Path(socket_root) / supervisor_id
+        # By runtime name: for requests without a recipe (and the zygote started with the supervisor).
         self.launchers = launchers if launchers is not None else default_launchers()
+        # The launchers of recipes that came with requests (few: one per runtime edit).
+        self._spec_launchers: dict[RuntimeSpec, Launcher] = {}
         self.output_limit = output_limit
         self._prlimit = shutil.which("prlimit")
         # None without root or a pids hierarchy: forks of workers are then not bounded.
@@ -144,7 +125,7 @@ class ProcessBackend:
         self._zygote_started: dict[str, float] = {}
 
     async def start(self, worker: Worker, emit: Emit) -> Path:
-        launcher = self.launchers.get(worker.plugin.runtime)
+        launcher = self.launcher_for(worker.plugin)
         if launcher is None:
             raise WorkerStartError(f"this supervisor cannot run {worker.plugin.runtime!r} workers")
         if not worker.plugin.entrypoint:
@@ -183,6 +164,20 @@ class ProcessBackend:
             shutil.rmtree(directory, ignore_errors=True)
             raise WorkerStartError(f"cannot start {argv[0]}: {exc}") from exc
         return self._started(worker, process, socket, emit, "process started")
+
+    def launcher_for(self, plugin: PluginRef) -> Launcher | None:
+        """The launcher of the recipe in the request, else this supervisor's own for the runtime."""
+        spec = plugin.runtime_spec
+        if spec is None:
+            return self.launchers.get(plugin.runtime)
+        launcher = self._spec_launchers.get(spec)
+        if launcher is None:
+            if problems := spec.errors():
+                raise WorkerStartError(f"runtime {spec.name!r} cannot start workers: {'; '.join(problems)}")
+            if len(self._spec_launchers) > 64:  # edits of a runtime must not grow it without bound
+                self._spec_launchers.clear()
+            launcher = self._spec_launchers[spec] = Launcher.from_spec(spec)
+        return launcher
 
     def _started(
         self,

@@ -1,7 +1,8 @@
 """``manage.py runplatform``: the gateway (daphne) and one supervisor per runtime, in one terminal.
 
-Starts each supervisor in SUPERVISORS whose runtime can run here (Java needs its worker jar:
-``make java``), waits until each answers, then starts daphne. Ctrl-C or SIGTERM stops all of
+Starts each supervisor in SUPERVISORS whose runtime can run here (``runtime_blocker``: a Java
+worker needs its jar, ``make java``; a Node worker needs node), waits until each answers, then
+starts daphne. Ctrl-C or SIGTERM stops all of
 them (supervisors stop their workers first).
 """
 
@@ -18,7 +19,18 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 REPO = Path(settings.BASE_DIR)
-JAVA_JAR = REPO / "plugin_workers" / "java" / "build" / "ppp-java-worker.jar"
+
+
+def runtime_blocker(runtime: str) -> str | None:
+    """Why no supervisor of ``runtime`` is started here (not registered, its program or files
+    missing), or None when one can run."""
+    from platform_core.registry.models import Runtime
+    from platform_core.runtimes import unavailable
+
+    entry = Runtime.objects.filter(name=runtime).first()
+    if entry is None:
+        return "not a runtime of the registry (manage.py runtime add)"
+    return unavailable(entry.spec())
 
 
 def _wait_for_port(address: str, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
@@ -81,10 +93,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, request_stop)
         try:
             for runtime, addresses in settings.PLATFORM_SUPERVISORS.items():
-                if runtime == "java" and not JAVA_JAR.exists():
-                    self.stderr.write(
-                        f"java: {JAVA_JAR.relative_to(REPO)} is missing (run `make java`); java plugins will answer 503"
-                    )
+                if (blocker := runtime_blocker(runtime)) is not None:
+                    self.stderr.write(f"{runtime}: {blocker}; {runtime} plugins will answer 503")
                     continue
                 for address in addresses:
                     command = [sys.executable, "manage.py", "runsupervisor", "--runtime", runtime, "--listen", address]

@@ -1,7 +1,7 @@
 """``manage.py buildimages``: build the container images of the registered plugins (docker backend).
 
 Every distinct ``image`` of the enabled plugins in the registry is built from its runtime's
-worker directory (python → plugin_workers/python, java → plugin_workers/java). Our machines
+worker directory (python, java, node → plugin_workers/RUNTIME; other runtimes bring their own image). Our machines
 have no registry, so by default the images are built on the local base images, which
 ``scripts/build-base-images.sh`` makes with debootstrap when they are missing;
 ``--base-image RUNTIME=IMAGE`` builds on another base instead (e.g. ``python=python:3.12-slim``
@@ -12,6 +12,7 @@ with no network for RUN steps, and remove intermediate containers even when a st
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import sys
 import time
@@ -21,11 +22,19 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from platform_core.supervisor.backends.docker import DEFAULT_IMAGES, DockerUnavailable, connect
+from platform_core.supervisor.backends.docker import DockerUnavailable, connect
 
 REPO = Path(settings.BASE_DIR)
-CONTEXTS = {"python": REPO / "plugin_workers" / "python", "java": REPO / "plugin_workers" / "java"}
-LOCAL_BASES = {"python": "plugin-platform/python-base:local", "java": "plugin-platform/java-base:local"}
+CONTEXTS = {
+    "python": REPO / "plugin_workers" / "python",
+    "java": REPO / "plugin_workers" / "java",
+    "node": REPO / "plugin_workers" / "node",
+}
+LOCAL_BASES = {
+    "python": "plugin-platform/python-base:local",
+    "java": "plugin-platform/java-base:local",
+    "node": "plugin-platform/node-base:local",
+}
 JAVA_JAR = CONTEXTS["java"] / "build" / "ppp-java-worker.jar"
 
 
@@ -84,9 +93,11 @@ class Command(BaseCommand):
         from platform_core.registry.models import PluginSpec
 
         wanted: dict[str, set[str]] = defaultdict(set)
-        for plugin_runtime, image in PluginSpec.objects.filter(enabled=True).values_list("runtime", "image"):
-            if plugin_runtime in runtimes and plugin_runtime in CONTEXTS:
-                wanted[plugin_runtime].add(image or DEFAULT_IMAGES[plugin_runtime])
+        rows = PluginSpec.objects.filter(enabled=True).values_list("runtime", "image", "runtime__image")
+        for plugin_runtime, image, runtime_image in rows:
+            # Other runtimes (added with `manage.py runtime add --image`) bring images of their own.
+            if plugin_runtime in runtimes and plugin_runtime in CONTEXTS and (image or runtime_image):
+                wanted[plugin_runtime].add(image or runtime_image)
         return wanted
 
     def _run(self, command: list[str]) -> None:
@@ -96,13 +107,19 @@ class Command(BaseCommand):
             raise CommandError(f"{command[0]} failed")
 
     def _prepare(self, runtime: str) -> None:
-        """What a worker image is built from: the generated PPP code, the Java jar."""
+        """What a worker image is built from: the generated PPP code, the Java jar, the Node packages."""
         if runtime == "python" and not (CONTEXTS["python"] / "ppp_sdk" / "_gen").is_dir():
             self._run([sys.executable, "-m", "platform_core.codegen"])
         if runtime == "java":
             self._run([str(CONTEXTS["java"] / "build.sh")])  # a no-op when the jar is up to date
             if not JAVA_JAR.exists():
                 raise CommandError(f"{JAVA_JAR.relative_to(REPO)} was not built")
+        if runtime == "node":
+            if not (CONTEXTS["node"] / "node_modules" / "@grpc" / "grpc-js").is_dir():
+                raise CommandError("plugin_workers/node/node_modules is missing: run `make node`")
+            # The SDK reads the proto at run time; the build context cannot reach protos/ itself.
+            (CONTEXTS["node"] / "protos").mkdir(exist_ok=True)
+            shutil.copy2(REPO / "protos" / "plugin_protocol.proto", CONTEXTS["node"] / "protos")
 
     def _ensure_local_base(self, client, runtime: str) -> None:
         from docker.errors import ImageNotFound

@@ -1,4 +1,10 @@
-"""``manage.py runsupervisor --runtime python --listen 127.0.0.1:9092``: run a runtime supervisor."""
+"""``manage.py runsupervisor --runtime python --listen 127.0.0.1:9092``: run a runtime supervisor.
+
+Any runtime of the registry (``manage.py runtime list``): a worker's command comes with each
+allocation (``PluginRef.runtime_spec``), so the supervisor needs no database to start workers.
+When it can read the registry, it checks that the runtime exists and starts that runtime's
+zygote (if it has one) from the registry's recipe before the first allocation.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from platform_core.rpc.secret import SecretCheck
+from platform_core.runtimes import RuntimeSpec
 from platform_core.supervisor import grpc_service
-from platform_core.supervisor.backends.process import ProcessBackend
+from platform_core.supervisor.backends.process import Launcher, ProcessBackend, default_launchers
 from platform_core.supervisor.grpc_service import plugin_ref
 from platform_core.supervisor.model import PluginRef
 from platform_core.supervisor.service import Supervisor
@@ -30,7 +37,7 @@ class Command(BaseCommand):
     help = "Run the runtime supervisor of one runtime (gRPC RuntimeSupervisor service)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--runtime", required=True, help="python or java")
+        parser.add_argument("--runtime", required=True, help="a runtime of the registry: python, java, node...")
         parser.add_argument("--listen", help="host:port to serve on (default: this runtime's entry in SUPERVISORS)")
         parser.add_argument(
             "--backend", choices=["process", "docker"], help="default worker backend (default: WORKER_BACKEND)"
@@ -75,6 +82,9 @@ class Command(BaseCommand):
                     "could start and stop workers (see docs/SECURITY.md)"
                 )
         supervisor_id = supervisor_id or f"{runtime}-{listen.rsplit(':', 1)[-1]}"
+        launchers = default_launchers()
+        if (registered := self._registered_recipe(runtime)) is not None:
+            launchers[runtime] = Launcher.from_spec(registered)
         backend = backend or settings.PLATFORM_WORKER_BACKEND
         extra = settings.PLATFORM_WORKER_BACKENDS if backends is None else [b for b in backends.split(",") if b]
         if unknown := sorted(set(extra) - {"process", "docker"}):
@@ -85,6 +95,7 @@ class Command(BaseCommand):
                 socket_root=Path(settings.PLATFORM_SOCKET_ROOT),
                 output_limit=settings.PLATFORM_MAX_LOG_BYTES,
                 zygote=settings.PLATFORM_PYTHON_WORKER_ZYGOTE,
+                launchers=launchers,
             )
         }
         # Enabled explicitly, never because an engine happens to answer: a plugin asking for the
@@ -110,6 +121,28 @@ class Command(BaseCommand):
         )
         asyncio.run(self._serve(supervisor, listen, self._pooled_plugins(runtime)))
 
+    def _registered_recipe(self, runtime: str) -> RuntimeSpec | None:
+        """The registry's recipe of ``runtime``; None when the registry cannot be read (fine:
+        requests bring the recipe). A runtime the registry does not know is an error."""
+        from django.db import DatabaseError
+
+        from platform_core.registry.models import Runtime
+
+        try:
+            entry = Runtime.objects.filter(name=runtime).first()
+            known = [] if entry else list(Runtime.objects.values_list("name", flat=True))
+        except DatabaseError as exc:
+            log.warning("cannot read the registry (%s): workers start from the recipe each request brings", exc)
+            return None
+        if entry is None:
+            raise CommandError(
+                f"no runtime {runtime!r} in the registry (known: {', '.join(known) or 'none'}); "
+                "add it with `manage.py runtime add`"
+            )
+        if problems := entry.spec().errors():
+            raise CommandError(f"runtime {runtime!r} cannot start workers: {'; '.join(problems)}")
+        return entry.spec()
+
     def _pooled_plugins(self, runtime: str) -> list[PluginRef]:
         """Pooled plugins of this runtime in the registry: their pools are warmed at start."""
         from django.db import DatabaseError
@@ -118,7 +151,11 @@ class Command(BaseCommand):
         from platform_core.registry.refs import plugin_ref_message
 
         try:
-            specs = list(PluginSpec.objects.filter(runtime=runtime, enabled=True, mode=WorkerMode.POOLED))
+            specs = list(
+                PluginSpec.objects.select_related("runtime").filter(
+                    runtime=runtime, enabled=True, mode=WorkerMode.POOLED
+                )
+            )
         except DatabaseError as exc:  # a supervisor without the registry still serves allocations
             log.warning("cannot read the registry to pre-warm pools: %s", exc)
             return []
