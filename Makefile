@@ -6,9 +6,9 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 GENERATED := platform_core/rpc/_gen/.stamp
 
-.PHONY: run test test-fast test-postgres lint protos check-protos java images setup migrate bench clean
+.PHONY: run test test-fast test-postgres lint protos check-protos java images sandbox setup migrate bench clean
 
-setup: $(INSTALLED) $(GENERATED) java migrate images
+setup: $(INSTALLED) $(GENERATED) java sandbox migrate images
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ check-protos: $(INSTALLED)
 # Java workers: javac against Debian's grpc-java jars (installs them with apt when missing).
 java:
 	@if [ -x plugin_workers/java/build.sh ]; then plugin_workers/java/build.sh; fi
+
+# The process backend's worker sandbox: bubblewrap, libseccomp, setpriv (apt, when missing).
+sandbox:
+	@scripts/sandbox-tools.sh ensure
 
 # Worker images of the registered plugins for the docker backend (docs/DOCKER.md), when a Docker
 # Engine answers; without one, everything runs on the process backend, which needs no image.

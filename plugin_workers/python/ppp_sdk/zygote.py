@@ -9,8 +9,8 @@ Control channel: the ``SOCK_SEQPACKET`` Unix socket on ``--control-fd``, one JSO
 packet (packets keep their boundaries, so no length prefix is needed, and a file descriptor
 passed with ``SCM_RIGHTS`` arrives with the packet it belongs to).
 
-supervisor → zygote: ``{"id", "op": "fork", "args", "cwd", "env", "rlimits", "cgroup_procs"}``
-with one descriptor attached, the worker's stdout/stderr.
+supervisor → zygote: ``{"id", "op": "fork", "args", "cwd", "env", "rlimits", "cgroup_procs",
+"sandbox"}`` with one descriptor attached, the worker's stdout/stderr.
 zygote → supervisor: ``{"ready": pid}`` once imported; ``{"id", "pid"}`` or ``{"id", "error"}``
 per request; ``{"exited": pid, "code": code}`` when a worker exits (code as asyncio reports
 it: the exit status, or minus the signal number).
@@ -19,7 +19,10 @@ A forked worker isolates itself as the process backend's spawned workers are iso
 pids cgroup (if given) first, its own session, rlimits, working directory, umask and a
 replaced environment, death with its parent (this process, which itself dies with the
 supervisor and takes its workers with it), stdout and stderr on the given descriptor, no other
-descriptor of ours. Then it runs ``ppp_sdk.__main__.main(args)``, exactly what
+descriptor of ours. With a ``sandbox`` in the request (the zygote then lives in a bubblewrap
+sandbox of the supervisor's), it enters its own private one (``ppp_sdk.sandbox``): namespaces, a
+view of only its own directory, the worker uid, no_new_privs and the seccomp filter read from
+``--seccomp-fd`` at start. Then it runs ``ppp_sdk.__main__.main(args)``, exactly what
 ``python -m ppp_sdk ARGS`` runs.
 
 Imports nothing of the platform: a worker is only the SDK and its plugin.
@@ -56,6 +59,7 @@ PRELOAD = (
     "concurrent.futures.thread",
     "ppp_sdk.server",
     "ppp_sdk.__main__",
+    "ppp_sdk.sandbox",
 )
 
 PR_SET_PDEATHSIG = 1
@@ -78,8 +82,9 @@ def _set_pdeathsig(signum: int) -> None:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, seccomp: bytes = b"") -> None:
         self.control = control
+        self.seccomp = seccomp
         self.children: set[int] = set()
         self.stopping = False
         # Signals are turned into bytes on this pipe (set_wakeup_fd), so one poll() waits for both.
@@ -208,6 +213,12 @@ class Zygote:
         code = 127
         try:
             self._isolate(request, output, zygote_pid)
+            if spec := request.get("sandbox"):
+                from ppp_sdk import sandbox  # preloaded: no import cost
+
+                sandbox.enter(sandbox.Spec.from_request(spec), self.seccomp, cwd=request["cwd"])
+                # PID 1 of its own namespace now: no parent to compare, and it dies with its relay.
+                os.environ.pop("PPP_PARENT_PID", None)
             code = 1
             from ppp_sdk.__main__ import main as worker_main  # preloaded: no import cost
 
@@ -280,13 +291,19 @@ def main(argv: list[str] | None = None) -> None:
     # socket directory find this process and every worker forked from it.
     parser.add_argument("--root", default="")
     parser.add_argument("--preload", action="append", default=[], help="also import this module (repeatable)")
+    parser.add_argument("--seccomp-fd", type=int, help="read the workers' seccomp filter (BPF) from this descriptor")
     options = parser.parse_args(argv)
     # Die with the supervisor, from before the long imports on. SIGTERM rather than SIGKILL:
     # once running we handle it and take our workers along (they die with us by their own
     # PR_SET_PDEATHSIG, but what they started in their process groups would not).
     _set_pdeathsig(signal.SIGTERM)
-    if os.getppid() != options.parent_pid:  # the supervisor died before prctl took effect
+    # 0: our parent is not the supervisor but a sandbox (bwrap) that dies with it and kills us.
+    if options.parent_pid and os.getppid() != options.parent_pid:  # it died before prctl took effect
         raise SystemExit(1)
+    seccomp = b""
+    if options.seccomp_fd is not None:
+        with os.fdopen(options.seccomp_fd, "rb") as source:
+            seccomp = source.read()
     for module in PRELOAD:
         importlib.import_module(module)
     for module in options.preload:
@@ -295,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         except Exception as exc:  # a plugin that cannot be imported fails in its worker, with its error
             print(f"zygote: cannot preload {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
     control = socket.socket(fileno=options.control_fd)
-    raise SystemExit(Zygote(control).run())
+    raise SystemExit(Zygote(control, seccomp).run())
 
 
 if __name__ == "__main__":

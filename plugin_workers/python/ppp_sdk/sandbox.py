@@ -1,0 +1,219 @@
+"""A forked worker's private sandbox, entered before any plugin code is imported.
+
+The zygote (``ppp_sdk.zygote``) runs inside a bubblewrap sandbox of its own that the supervisor
+set up: a read-only view of the interpreter, the SDK and the plugins, no network, the
+supervisors's socket root as the only writable directory, and just the capabilities this module
+needs (CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID, CAP_NET_ADMIN, CAP_KILL). Each worker it forks then
+calls ``enter()``, which gives that worker what a spawned worker gets from ``bwrap``:
+
+* its own mount, network, IPC, UTS, cgroup and PID namespaces (``unshare``; for the PID
+  namespace a second ``fork``: the calling process stays behind as a small relay that waits for
+  the worker and ends as it ended, so the supervisor's view of the worker does not change);
+* a view in which its own directory is the only one left of the socket root (a tmpfs covers the
+  others), a fresh ``/proc`` of its PID namespace, a private writable tmpfs ``/tmp`` and ``/dev/shm``,
+  and nothing the zygote could see beyond that (paths in ``unmount``, e.g. the pids cgroups);
+* a loopback interface that is up and nothing else;
+* the unprivileged ``uid``/``gid``, no supplementary groups and so no capability left,
+  ``no_new_privs``, and the supervisor's seccomp filter.
+
+Plain syscalls through ctypes (Python 3.11 has no ``os.unshare``); each step raises OSError,
+and a worker that cannot enter its sandbox exits before it imports its plugin.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+NAMESPACES = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
+
+PR_SET_PDEATHSIG = 1
+PR_SET_SECCOMP = 22
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_MODE_FILTER = 2
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+@dataclass
+class Spec:
+    """What the supervisor asks of one worker's sandbox (the ``sandbox`` field of a fork request)."""
+
+    uid: int
+    gid: int
+    # The worker's own directory (its socket, HOME and TMPDIR), and the directory holding every
+    # worker's: covered by a tmpfs in which only the worker's own is bound again.
+    directory: str
+    socket_root: str
+    # The runtime's read-only paths (those below /tmp or the socket root must be bound again).
+    read_only: list[str] = field(default_factory=list)
+    unmount: list[str] = field(default_factory=list)
+    tmp_size: str = "64m"
+
+    @classmethod
+    def from_request(cls, request: dict[str, Any]) -> Spec:
+        return cls(
+            uid=int(request["uid"]),
+            gid=int(request["gid"]),
+            directory=str(request["directory"]),
+            socket_root=str(request["socket_root"]),
+            read_only=[str(p) for p in request.get("read_only", [])],
+            unmount=[str(p) for p in request.get("unmount", [])],
+            tmp_size=str(request.get("tmp_size", "64m")),
+        )
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    encode = lambda value: None if value is None else value.encode()  # noqa: E731
+    result = _libc.mount(encode(source), target.encode(), encode(fstype), flags, encode(data))
+    _check(result, f"mount {fstype or source} on {target}")
+
+
+def load_seccomp(program: bytes) -> None:
+    """Set no_new_privs and install ``program`` (classic BPF, as libseccomp exports it)."""
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if not program:
+        return
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "prctl(PR_SET_SECCOMP)")
+
+
+def _loopback_up() -> None:
+    """A new network namespace has ``lo``, down; runtimes (the JVM, some libraries) expect it up."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(probe, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _relay(child: int) -> None:
+    """Wait for the worker (our child, PID 1 of its namespace) and end as it ended. Never returns."""
+    # A stop signals the whole process group: the worker handles SIGTERM; this relay must outlive it.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            os._exit(1)
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be handled, nor need to be
+            signal.signal(signum, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+        os.kill(os.getpid(), signum)
+        os._exit(128 + signum)  # a signal that does not kill (SIGCHLD...): the shell's convention
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _private_view(spec: Spec) -> None:
+    """Mounts, as root of the new mount namespace: only the worker's own directory is left writable.
+
+    Two tmpfs hide what the zygote shares with every worker: one on the socket root (the other
+    workers' directories) and a private, writable ``/tmp``. What must stay visible below them (the
+    worker's own directory; runtime paths below /tmp, such as a test's plugins) comes back
+    through descriptors opened before: they still name the covered directories.
+    """
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    covered = (spec.socket_root, "/tmp")
+    keep = {spec.directory: False}
+    keep.update({path: True for path in spec.read_only if path.startswith(tuple(c + "/" for c in covered))})
+    handles = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in keep}
+    umask = os.umask(0o022)  # the directories made here must be traversable by the worker's uid
+    try:
+        _mount("tmpfs", spec.socket_root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=16k")
+        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={spec.tmp_size}")
+        for path, read_only in keep.items():
+            if os.path.isdir(f"/proc/self/fd/{handles[path]}"):
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+            _mount(f"/proc/self/fd/{handles[path]}", path, None, MS_BIND)
+            if read_only:
+                _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    finally:
+        os.umask(umask)
+        for handle in handles.values():
+            os.close(handle)
+    for path in spec.unmount:
+        _check(_libc.umount2(path.encode(), MNT_DETACH), f"umount {path}")
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if os.path.isdir("/dev/shm"):
+        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={spec.tmp_size}")
+
+
+def _drop_privileges(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)  # from root to another uid: every capability goes
+
+
+def enter(spec: Spec, seccomp: bytes, *, cwd: str) -> None:
+    """Enter the worker's sandbox (see the module's doc). Returns in the worker, as PID 1 of its namespace."""
+    _check(_libc.unshare(NAMESPACES), "unshare")
+    # The relay holds the write end and never writes: EOF on the read end means it is gone.
+    relay_alive, relay_holds = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child:
+        os.close(relay_alive)
+        _relay(child)
+    os.close(relay_holds)
+    _private_view(spec)
+    _loopback_up()
+    os.chdir(cwd)
+    _drop_privileges(spec.uid, spec.gid)
+    # After the uid change, which clears it: die with the relay (which dies with the zygote).
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    os.set_blocking(relay_alive, False)
+    try:
+        if os.read(relay_alive, 1) == b"":  # the relay died before prctl could take effect
+            os._exit(1)
+    except BlockingIOError:
+        pass
+    os.close(relay_alive)
+    load_seccomp(seccomp)
