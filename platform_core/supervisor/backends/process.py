@@ -211,7 +211,14 @@ class ProcessBackend:
             # Its PID namespace hides the supervisor; bwrap's --die-with-parent does that job.
             del env["PPP_PARENT_PID"]
             pass_fds = (sandboxes.seccomp_pipe(self.sandbox.program),)
-            command = self.sandbox.wrap(command, directory=directory, cwd=launcher.cwd, env=env, seccomp_fd=pass_fds[0])
+            command = self.sandbox.wrap(
+                command,
+                directory=directory,
+                cwd=launcher.cwd,
+                env=env,
+                seccomp_fd=pass_fds[0],
+                cgroup_view=self._cgroup_view(worker),
+            )
             cwd = directory
             worker.runtime_state["sandboxed"] = True
         argv = self._in_cgroup(worker, self._limits(worker, launcher) + command)
@@ -311,6 +318,7 @@ class ProcessBackend:
                 zygote_argv=launcher.zygote_argv or [],
                 env=launcher.env,
                 unmount=self._zygote_writable(),
+                cgroup_view=self._cgroup_view(worker),
             )
         try:
             return await zygote.fork(
@@ -392,6 +400,11 @@ class ProcessBackend:
             return []
         # The parent of every supervisor's cgroups: it outlives ours, which a sweep may remove.
         return [self._cgroups.base.parent]
+
+    def _cgroup_view(self, worker: Worker) -> tuple[Path, Path] | None:
+        """(the worker's pids cgroup, where a sandboxed worker sees it), if it has one."""
+        group = self._cgroup(worker)
+        return None if group is None or self._cgroups is None else (group, self._cgroups.hierarchy)
 
     def _pid_file(self, directory: Path) -> Path:
         return self.socket_root.parent / f"{self.supervisor_id}.pids" / f"{directory.name}.pid"

@@ -124,10 +124,16 @@ class Sandbox:
         cwd: Path,
         env: dict[str, str],
         seccomp_fd: int,
+        cgroup_view: tuple[Path, Path] | None = None,
     ) -> list[str]:
-        """The command that runs ``argv`` sandboxed, ``directory`` its only writable place."""
+        """The command that runs ``argv`` sandboxed, ``directory`` its only writable place.
+
+        ``cgroup_view``: (the worker's pids cgroup, where it sees it read-only), as in a container.
+        """
         read_only = runtime_paths(argv, env)
         command = [self.bwrap, "--die-with-parent", *self._namespaces(), *self._view(read_only)]
+        if cgroup_view is not None:
+            command += ["--ro-bind", str(cgroup_view[0]), str(cgroup_view[1])]
         command += [*_parents(directory, read_only), "--bind", str(directory), str(directory)]
         command += ["--chdir", str(cwd if _within(cwd, read_only) else directory)]
         command += ["--seccomp", str(seccomp_fd), "--cap-drop", "ALL"]
@@ -167,9 +173,11 @@ class Sandbox:
         zygote_argv: Sequence[str],
         env: dict[str, str],
         unmount: Sequence[Path] = (),
+        cgroup_view: tuple[Path, Path] | None = None,
     ) -> dict[str, object]:
         """The ``sandbox`` field of a zygote fork request (``ppp_sdk.sandbox.Spec``)."""
         return {
+            "cgroup_view": [str(path) for path in cgroup_view] if cgroup_view else None,
             "uid": self.uid,
             "gid": self.gid,
             "directory": str(directory),
@@ -196,6 +204,7 @@ class Sandbox:
                 args += ["--symlink", os.readlink(path), name]
             elif path.is_dir():
                 args += ["--ro-bind", name, name]
+        args += ["--perms", "0755", "--dir", "/etc"]  # bwrap would make it 0700: closed to the worker uid
         for name in (*SYSTEM_FILES, *(p for pattern in SYSTEM_GLOBS for p in sorted(glob.glob(pattern)))):
             args += ["--ro-bind-try", name, name]
         for path in read_only:

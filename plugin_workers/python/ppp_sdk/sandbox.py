@@ -82,6 +82,9 @@ class Spec:
     # The runtime's read-only paths (those below /tmp or the socket root must be bound again).
     read_only: list[str] = field(default_factory=list)
     unmount: list[str] = field(default_factory=list)
+    # [its pids cgroup, where to show it read-only]: the plugin may read its own limit, as in a
+    # container (its cgroup namespace makes that the root of what it sees).
+    cgroup_view: list[str] = field(default_factory=list)
     tmp_size: str = "64m"
 
     @classmethod
@@ -93,6 +96,7 @@ class Spec:
             socket_root=str(request["socket_root"]),
             read_only=[str(p) for p in request.get("read_only", [])],
             unmount=[str(p) for p in request.get("unmount", [])],
+            cgroup_view=[str(p) for p in request.get("cgroup_view") or []],
             tmp_size=str(request.get("tmp_size", "64m")),
         )
 
@@ -180,8 +184,16 @@ def _private_view(spec: Spec) -> None:
         os.umask(umask)
         for handle in handles.values():
             os.close(handle)
+    covered_by_view = ()
+    if spec.cgroup_view:
+        # On top of the zygote's view of every worker's cgroup, which it hides from then on.
+        group, where = spec.cgroup_view
+        _mount(group, where, None, MS_BIND)
+        _mount(None, where, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        covered_by_view = (where + "/",)
     for path in spec.unmount:
-        _check(_libc.umount2(path.encode(), MNT_DETACH), f"umount {path}")
+        if not path.startswith(covered_by_view):
+            _check(_libc.umount2(path.encode(), MNT_DETACH), f"umount {path}")
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     if os.path.isdir("/dev/shm"):
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={spec.tmp_size}")

@@ -85,6 +85,11 @@ class Command(BaseCommand):
                 socket_root=Path(settings.PLATFORM_SOCKET_ROOT),
                 output_limit=settings.PLATFORM_MAX_LOG_BYTES,
                 zygote=settings.PLATFORM_PYTHON_WORKER_ZYGOTE,
+                sandbox=settings.PLATFORM_WORKER_SANDBOX,
+                sandbox_uid=settings.PLATFORM_WORKER_SANDBOX_UID,
+                sandbox_gid=settings.PLATFORM_WORKER_SANDBOX_GID,
+                # Never in a worker's view, whatever a runtime's paths include: the database, secrets.
+                hidden=[settings.VAR_DIR, Path(settings.DATABASES["default"].get("NAME") or settings.VAR_DIR)],
             )
         }
         # Enabled explicitly, never because an engine happens to answer: a plugin asking for the
@@ -142,10 +147,12 @@ class Command(BaseCommand):
         if server.add_insecure_port(listen) == 0:
             raise CommandError(f"cannot listen on {listen}")
         await server.start()
+        isolation = supervisor.backends["process"].isolation
         self.stdout.write(
             f"supervisor {supervisor.supervisor_id} ({supervisor.runtime}, "
             f"{supervisor.default_backend} backend; enabled: {', '.join(sorted(supervisor.backends))}) "
-            f"listening on {listen}"
+            f"listening on {listen}; process workers {'sandboxed' if isolation.sandboxed else 'NOT SANDBOXED'}: "
+            f"{isolation.detail}"
         )
         self.stdout.flush()
         await stop.wait()
