@@ -63,8 +63,9 @@ SYSTEM_FILES = (
 )
 SYSTEM_GLOBS = ("/etc/java-*",)  # the JRE's configuration (its conf/ links there)
 # Capabilities of the zygote (inside its own sandbox): its children need them to make their
-# namespaces and mounts, bring up their loopback, drop to the worker uid and be stopped by it.
-ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_NET_ADMIN", "CAP_KILL")
+# namespaces and mounts, bring up their loopback, empty their bounding set, drop to the worker uid
+# and be stopped by it.
+ZYGOTE_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_NET_ADMIN", "CAP_KILL")
 
 
 class Mode(enum.StrEnum):

@@ -83,7 +83,6 @@ DENIED = (
     "iopl",
     "ioperm",
     "vhangup",
-    "personality",
     "lookup_dcookie",
     "nfsservctl",
 )

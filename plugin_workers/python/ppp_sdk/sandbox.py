@@ -3,7 +3,7 @@
 The zygote (``ppp_sdk.zygote``) runs inside a bubblewrap sandbox of its own that the supervisor
 set up: a read-only view of the interpreter, the SDK and the plugins, no network, the
 supervisors's socket root as the only writable directory, and just the capabilities this module
-needs (CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID, CAP_NET_ADMIN, CAP_KILL). Each worker it forks then
+needs (CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID, CAP_SETPCAP, CAP_NET_ADMIN, CAP_KILL). Each worker it forks then
 calls ``enter()``, which gives that worker what a spawned worker gets from ``bwrap``:
 
 * its own mount, network, IPC, UTS, cgroup and PID namespaces (``unshare``; for the PID
@@ -13,7 +13,8 @@ calls ``enter()``, which gives that worker what a spawned worker gets from ``bwr
   others), a fresh ``/proc`` of its PID namespace, a private writable tmpfs ``/tmp`` and ``/dev/shm``,
   and nothing the zygote could see beyond that (paths in ``unmount``, e.g. the pids cgroups);
 * a loopback interface that is up and nothing else;
-* the unprivileged ``uid``/``gid``, no supplementary groups and so no capability left,
+* the unprivileged ``uid``/``gid``, no supplementary groups and no capability left (the bounding
+  and inheritable sets emptied too),
   ``no_new_privs``, and the supervisor's seccomp filter.
 
 Plain syscalls through ctypes (Python 3.11 has no ``os.unshare``); each step raises OSError,
@@ -50,6 +51,8 @@ MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 PR_SET_SECCOMP = 22
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_MODE_FILTER = 2
@@ -199,10 +202,27 @@ def _private_view(spec: Spec) -> None:
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={spec.tmp_size}")
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
 def _drop_privileges(uid: int, gid: int) -> None:
+    # The bounding set first (while CAP_SETPCAP is still ours): nothing can be regained, ever.
+    with open("/proc/sys/kernel/cap_last_cap") as source:
+        last = int(source.read())
+    for cap in range(last + 1):
+        _check(_libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), f"prctl(PR_CAPBSET_DROP, {cap})")
     os.setgroups([])
     os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)  # from root to another uid: every capability goes
+    os.setresuid(uid, uid, uid)  # from root to another uid: the effective and permitted sets go
+    # The inheritable set stays after a uid change: clear it too (and so the ambient set).
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
 def enter(spec: Spec, seccomp: bytes, *, cwd: str) -> None:
