@@ -6,9 +6,10 @@ supervisors's socket root as the only writable directory, and just the capabilit
 needs (CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID, CAP_SETPCAP, CAP_NET_ADMIN, CAP_KILL). Each worker it forks then
 calls ``enter()``, which gives that worker what a spawned worker gets from ``bwrap``:
 
-* its own mount, network, IPC, UTS, cgroup and PID namespaces (``unshare``; for the PID
-  namespace a second ``fork``: the calling process stays behind as a small relay that waits for
-  the worker and ends as it ended, so the supervisor's view of the worker does not change);
+* its own PID namespace, where it is PID 1 (the zygote forks it straight into a new one:
+  ``new_pid_namespace_for_children``), its own network namespace (made ahead by the zygote,
+  which moves into a fresh one after each fork: ``fresh_network``) and its own mount, IPC, UTS
+  and cgroup namespaces (``unshare`` here);
 * a view in which its own directory is the only one left of the socket root (a tmpfs covers the
   others), a fresh ``/proc`` of its PID namespace, a private writable tmpfs ``/tmp`` and ``/dev/shm``,
   and nothing the zygote could see beyond that (paths in ``unmount``, e.g. the pids cgroups);
@@ -38,7 +39,8 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-NAMESPACES = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+# What the worker unshares itself (its PID namespace it was forked into).
+NAMESPACES = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -65,6 +67,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
@@ -132,29 +135,6 @@ def _loopback_up() -> None:
         request = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(probe, SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(probe, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
-
-
-def _relay(child: int) -> None:
-    """Wait for the worker (our child, PID 1 of its namespace) and end as it ended. Never returns."""
-    # A stop signals the whole process group: the worker handles SIGTERM; this relay must outlive it.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            os._exit(1)
-    if os.WIFSIGNALED(status):
-        signum = os.WTERMSIG(status)
-        if signum not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be handled, nor need to be
-            signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
-        os.kill(os.getpid(), signum)
-        os._exit(128 + signum)  # a signal that does not kill (SIGCHLD...): the shell's convention
-    os._exit(os.waitstatus_to_exitcode(status))
 
 
 def _private_view(spec: Spec) -> None:
@@ -225,27 +205,44 @@ def _drop_privileges(uid: int, gid: int) -> None:
     _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
-def enter(spec: Spec, seccomp: bytes, *, cwd: str) -> None:
-    """Enter the worker's sandbox (see the module's doc). Returns in the worker, as PID 1 of its namespace."""
-    _check(_libc.unshare(NAMESPACES), "unshare")
-    # The relay holds the write end and never writes: EOF on the read end means it is gone.
-    relay_alive, relay_holds = os.pipe2(os.O_CLOEXEC)
-    child = os.fork()
-    if child:
-        os.close(relay_alive)
-        _relay(child)
-    os.close(relay_holds)
-    _private_view(spec)
+def fresh_network() -> None:
+    """Move this process into a new network namespace whose loopback is up (and nothing else)."""
+    _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
     _loopback_up()
+
+
+def new_pid_namespace_for_children() -> None:
+    """The next process this one forks is PID 1 of a new PID namespace (this one stays where it is)."""
+    _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+
+
+def same_pid_namespace_for_children(own: int) -> None:
+    """Undo ``new_pid_namespace_for_children``: ``own`` is a descriptor of this process's PID namespace."""
+    _check(_libc.setns(own, CLONE_NEWPID), "setns(CLONE_NEWPID)")
+
+
+def enter(spec: Spec, seccomp: bytes, *, cwd: str, own_network: bool = False, parent_alive: int = -1) -> None:
+    """Enter the worker's sandbox (see the module's doc), as PID 1 of a new PID namespace.
+
+    ``own_network``: this process is already alone in a fresh network namespace (see
+    ``fresh_network``); otherwise it makes one. ``parent_alive``: the read end of a pipe whose
+    write end only the parent holds (EOF: it is gone), closed here.
+    """
+    _check(_libc.unshare(NAMESPACES & ~CLONE_NEWNET if own_network else NAMESPACES), "unshare")
+    _private_view(spec)
+    if not own_network:
+        _loopback_up()
     os.chdir(cwd)
     _drop_privileges(spec.uid, spec.gid)
-    # After the uid change, which clears it: die with the relay (which dies with the zygote).
+    # After the uid change, which clears it: die with the zygote. (getppid() says 0 to PID 1 of
+    # a namespace, so the pipe tells whether the zygote died before this took effect.)
     _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
-    os.set_blocking(relay_alive, False)
-    try:
-        if os.read(relay_alive, 1) == b"":  # the relay died before prctl could take effect
-            os._exit(1)
-    except BlockingIOError:
-        pass
-    os.close(relay_alive)
+    if parent_alive >= 0:
+        os.set_blocking(parent_alive, False)
+        try:
+            if os.read(parent_alive, 1) == b"":
+                os._exit(1)
+        except BlockingIOError:
+            pass
+        os.close(parent_alive)
     load_seccomp(seccomp)

@@ -85,6 +85,13 @@ class Zygote:
     def __init__(self, control: socket.socket, seccomp: bytes = b"") -> None:
         self.control = control
         self.seccomp = seccomp
+        # True while we sit in a fresh network namespace that the next worker forked inherits.
+        self.network_ready = False
+        # Sandboxed: our own PID namespace (each worker is forked into a new one; see _fork), and
+        # a pipe whose write end only we hold: a worker, PID 1 of its namespace (getppid() is 0),
+        # sees EOF on it once we are gone.
+        self.own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if seccomp else -1
+        self.alive_r, self.alive_w = os.pipe2(os.O_CLOEXEC)
         self.children: set[int] = set()
         self.stopping = False
         # Signals are turned into bytes on this pipe (set_wakeup_fd), so one poll() waits for both.
@@ -97,6 +104,7 @@ class Zygote:
         for signum in HANDLED:
             signal.signal(signum, self._on_signal)
         signal.set_wakeup_fd(self.wake_w)
+        self._prepare_network()
         self._send({"ready": os.getpid()})
         poller = select.poll()
         poller.register(self.control, select.POLLIN)
@@ -183,7 +191,26 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
         self._send(reply)
+        if "pid" in reply:
+            self._prepare_network()  # the worker just forked took ours: make the next one's
         return True
+
+    def _prepare_network(self) -> None:
+        """Sandboxed: move into a fresh network namespace (loopback up) for the next worker to inherit.
+
+        Making a network namespace takes milliseconds (often 5, sometimes 15 on a busy machine):
+        done here, after the reply, it is off the path of the next allocation.
+        """
+        self.network_ready = False
+        if not self.seccomp:  # not sandboxed: workers share the supervisor's network
+            return
+        from ppp_sdk import sandbox  # preloaded
+
+        try:
+            sandbox.fresh_network()
+            self.network_ready = True
+        except OSError as exc:  # each worker then makes its own
+            print(f"ppp_sdk.zygote: cannot prepare a network namespace: {exc}", file=sys.stderr, flush=True)
 
     # --- forking a worker ---------------------------------------------------------------------
 
@@ -199,6 +226,12 @@ class Zygote:
         # Out of the collector's sight: a worker's collections would otherwise write to (and so
         # copy) every page of objects it shares with us.
         gc.freeze()
+        sandboxed = request.get("sandbox") is not None
+        if sandboxed:
+            from ppp_sdk import sandbox  # preloaded
+
+            # The worker is forked straight into a PID namespace of its own, as its PID 1.
+            sandbox.new_pid_namespace_for_children()
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             pid = os.fork()
@@ -207,6 +240,8 @@ class Zygote:
             self.children.add(pid)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+            if sandboxed:
+                sandbox.same_pid_namespace_for_children(self.own_pid_namespace)
         return pid
 
     def _become_worker(self, request: dict[str, Any], output: int, zygote_pid: int) -> None:
@@ -216,8 +251,14 @@ class Zygote:
             if spec := request.get("sandbox"):
                 from ppp_sdk import sandbox  # preloaded: no import cost
 
-                sandbox.enter(sandbox.Spec.from_request(spec), self.seccomp, cwd=request["cwd"])
-                # PID 1 of its own namespace now: no parent to compare, and it dies with its relay.
+                sandbox.enter(
+                    sandbox.Spec.from_request(spec),
+                    self.seccomp,
+                    cwd=request["cwd"],
+                    own_network=self.network_ready,
+                    parent_alive=self.alive_r,
+                )
+                # PID 1 of its own namespace: getppid() is 0, so the SDK must not compare it.
                 os.environ.pop("PPP_PARENT_PID", None)
             code = 1
             from ppp_sdk.__main__ import main as worker_main  # preloaded: no import cost
@@ -250,8 +291,9 @@ class Zygote:
     def _isolate(self, request: dict[str, Any], output: int, zygote_pid: int) -> None:
         """What the spawn path gets from setsid, prlimit, cwd= and env= before exec."""
         _set_pdeathsig(signal.SIGKILL)
-        if os.getppid() != zygote_pid:  # the zygote died before prctl took effect
-            os._exit(1)
+        os.close(self.alive_w)  # only the zygote holds it
+        if os.getppid() != zygote_pid and not (os.getppid() == 0 and _writer_alive(self.alive_r)):
+            os._exit(1)  # the zygote died before prctl took effect
         if cgroup_procs := request.get("cgroup_procs"):
             # First: whatever this process and its plugin start is counted against its pids limit.
             try:
@@ -270,7 +312,11 @@ class Zygote:
         os.dup2(output, 1)
         os.dup2(output, 2)
         self.control.close()
-        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        # Nothing else of ours stays open but the pipe that tells a sandboxed worker the zygote lives.
+        os.closerange(3, self.alive_r)
+        os.closerange(self.alive_r + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        if not request.get("sandbox"):
+            os.close(self.alive_r)
         for name, value in request["rlimits"].items():
             resource.setrlimit(RLIMITS[name], (int(value), int(value)))
         os.chdir(request["cwd"])
@@ -281,6 +327,17 @@ class Zygote:
         os.environ.clear()
         os.environ.update(env)
         tempfile.tempdir = None  # TMPDIR changed: let tempfile look again
+
+
+def _writer_alive(read_end: int) -> bool:
+    """Whether a process still holds the write end of the pipe (no EOF on ``read_end``)."""
+    os.set_blocking(read_end, False)
+    try:
+        return os.read(read_end, 1) != b""
+    except BlockingIOError:
+        return True
+    finally:
+        os.set_blocking(read_end, True)
 
 
 def main(argv: list[str] | None = None) -> None:
