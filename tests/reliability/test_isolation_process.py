@@ -128,6 +128,23 @@ def test_a_spawned_worker_reaches_nothing_of_the_platform(fresh_platform):
     assert_contained(found, home, other_directory, platform)
 
 
+def test_auto_without_a_sandbox_runs_workers_and_says_so_loudly(fresh_platform):
+    # No bwrap on the supervisor's PATH: the sandbox cannot be set up.
+    platform = fresh_platform(extra_env={"PATH": "/nonexistent"})
+    with platform.client() as api:
+        [python] = [s for s in api.get("/api/v1/health").json()["supervisors"] if s["runtime"] == "python"]
+        assert python["isolation"]["mode"] == "auto"
+        assert python["isolation"]["sandboxed"] is False
+        assert "bubblewrap is not installed" in python["isolation"]["detail"]
+        response = api.post("/api/v1/calculate/subtract", json={"operand1": 3, "operand2": 1})
+        assert response.status_code == 200, response.text
+        trace = api.get(f"/api/v1/invocations/{response.json()['invocation_id']}").json()["trace"]
+    assert any("(UNSANDBOXED)" in event["detail"] for event in trace), trace
+    log = platform.log("supervisor-python")
+    assert "WORKER SANDBOX unavailable" in log and "run UNSANDBOXED" in log
+    assert "NOT SANDBOXED" in log
+
+
 def test_required_refuses_workers_when_no_sandbox_can_be_had(fresh_platform):
     # No bwrap on the supervisor's PATH: the sandbox cannot be set up.
     platform = fresh_platform(extra_env={"WORKER_SANDBOX": "required", "PATH": "/nonexistent"})
