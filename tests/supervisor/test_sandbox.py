@@ -245,3 +245,37 @@ async def test_a_java_worker_runs_sandboxed(socket_root):
     assert_sandboxed(jvm)
     assert (await supervisor.release(worker.worker_id)).exit_code in (0, -signal.SIGTERM)
     await supervisor.shutdown()
+
+
+def test_without_root_the_sandbox_is_a_user_namespace(socket_root):
+    """A supervisor that is not root: bwrap makes a user namespace (uid 65534 inside, its own outside)."""
+    supervisor_uid = 65501
+    socket_root.chmod(0o755)  # the non-root supervisor's own directory, in /tmp
+    directory = socket_root / "w"
+    directory.mkdir()
+    os.chown(directory, supervisor_uid, supervisor_uid)
+    privileged, _ = sandboxes.detect("auto")
+    assert privileged is not None
+    sandbox = dataclasses.replace(privileged, privileged=False)
+    seccomp_fd = sandboxes.seccomp_pipe(sandbox.program)
+    try:
+        command = sandbox.wrap(
+            ["/usr/bin/sh", "-c", "id -u; grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status; touch $0/x"],
+            directory=directory,
+            cwd=directory,
+            env={},
+            seccomp_fd=seccomp_fd,
+        )
+        command += [str(directory)]  # $0 of the shell script
+        drop = ["setpriv", f"--reuid={supervisor_uid}", f"--regid={supervisor_uid}", "--clear-groups", "--"]
+        result = subprocess.run(
+            [*drop, *command], capture_output=True, text=True, timeout=30, pass_fds=(seccomp_fd,), check=False
+        )
+    finally:
+        os.close(seccomp_fd)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split()
+    assert lines[0] == str(sandboxes.UNPRIVILEGED_INNER_UID)
+    assert "Seccomp:" in lines and lines[lines.index("Seccomp:") + 1] == "2"
+    assert lines[lines.index("CapEff:") + 1] == "0000000000000000"
+    assert (directory / "x").stat().st_uid == supervisor_uid, "outside, the worker is the supervisor's uid"

@@ -230,6 +230,9 @@ class Zygote:
         if sandboxed:
             from ppp_sdk import sandbox  # preloaded
 
+            if self.own_pid_namespace < 0:
+                raise RuntimeError("a sandboxed worker was asked of a zygote started without --seccomp-fd")
+
             # The worker is forked straight into a PID namespace of its own, as its PID 1.
             sandbox.new_pid_namespace_for_children()
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)

@@ -26,6 +26,15 @@ def _is_loopback(address: str) -> bool:
     return host in {"localhost", "::1"} or host.startswith("127.") or address.startswith("unix:")
 
 
+def _platform_state() -> list[Path]:
+    """Where the platform keeps its state: var/ (secret key, dev API key) and the SQLite file."""
+    paths = [Path(settings.VAR_DIR)]
+    database = settings.DATABASES["default"]
+    if "sqlite" in database["ENGINE"]:
+        paths.append(Path(database["NAME"]))
+    return paths
+
+
 class Command(BaseCommand):
     help = "Run the runtime supervisor of one runtime (gRPC RuntimeSupervisor service)."
 
@@ -89,7 +98,7 @@ class Command(BaseCommand):
                 sandbox_uid=settings.PLATFORM_WORKER_SANDBOX_UID,
                 sandbox_gid=settings.PLATFORM_WORKER_SANDBOX_GID,
                 # Never in a worker's view, whatever a runtime's paths include: the database, secrets.
-                hidden=[settings.VAR_DIR, Path(settings.DATABASES["default"].get("NAME") or settings.VAR_DIR)],
+                hidden=_platform_state(),
             )
         }
         # Enabled explicitly, never because an engine happens to answer: a plugin asking for the
