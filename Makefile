@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 GENERATED := platform_core/rpc/_gen/.stamp
 NODE_MODULES := plugin_workers/node/node_modules/.package-lock.json
+NODE_PROTO := plugin_workers/node/protos/plugin_protocol.proto
 
-.PHONY: run test test-fast test-postgres lint protos check-protos java node images setup migrate bench clean
+.PHONY: run test test-fast test-postgres lint protos check-protos java node images sandbox setup migrate bench clean
 
-setup: $(INSTALLED) $(GENERATED) java node migrate images
+setup: $(INSTALLED) $(GENERATED) java node sandbox migrate images
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,13 +36,22 @@ java:
 
 # Node.js workers: @grpc/grpc-js and @grpc/proto-loader from npm, exactly as package-lock.json says
 # (Node.js and npm from Debian's apt when the machine has none).
-node: $(NODE_MODULES)
+node: $(NODE_MODULES) $(NODE_PROTO)
+
+# Beside the Node SDK: a sandboxed worker sees its runtime's directory, not the platform's protos/.
+$(NODE_PROTO): protos/plugin_protocol.proto
+	@mkdir -p $(@D)
+	cp $< $@
 
 $(NODE_MODULES): plugin_workers/node/package.json plugin_workers/node/package-lock.json
 	@command -v node >/dev/null && command -v npm >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q nodejs npm; }
 	cd plugin_workers/node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# The process backend's worker sandbox: bubblewrap, libseccomp, setpriv (apt, when missing).
+sandbox:
+	@scripts/sandbox-tools.sh ensure
 
 # Worker images of the registered plugins for the docker backend (docs/DOCKER.md), when a Docker
 # Engine answers; without one, everything runs on the process backend, which needs no image.

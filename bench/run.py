@@ -8,6 +8,7 @@ Laid beside the seed's Timing Analysis tables:
 * pooled throughput and errors under 1, 16 and 64 concurrent clients for a fixed time, and
   whether every invocation was recorded;
 * peak RSS of the gateway, each supervisor and one worker;
+* the worker sandbox's cost: ephemeral and pooled rows with it on and off (``bench/sandbox.py``);
 * the floors, measured in the same run: a raw PPP Health round trip on a warm Unix socket,
   a bare Python worker start (spawn to first Health reply), and a bare container start/stop
   where Docker is available; each row's ratio to its floor and to the seed's figure.
@@ -35,6 +36,7 @@ from pathlib import Path
 import grpc
 import httpx
 
+from bench import sandbox as sandbox_bench
 from tests.support.platform import REPO, Platform, pids_using
 
 PHASES = ("allocation", "init", "execution", "release")
@@ -370,6 +372,10 @@ def main(argv: list[str] | None = None) -> None:
     floors["health"], floors["spawn"] = floor_health_and_spawn(50 if options.quick else 500)
 
     table = render(rows, loads, memory, floors, requests, duration)
+    # The worker sandbox's cost: its own platforms, on and off side by side (bench/sandbox.py).
+    sandbox_rows, sandbox_leftovers = sandbox_bench.measure(requests, runtimes)
+    table += "\n\n" + sandbox_bench.render(sandbox_rows)
+    leftovers += sandbox_leftovers
     if leftovers:
         table += f"\n\nWARNING: {len(leftovers)} worker process(es) outlived the platform: {leftovers}"
     print(table)

@@ -181,3 +181,9 @@ PLATFORM_LEASE_TTL_S = env_float("LEASE_TTL_S", 15.0)
 PLATFORM_TENANT_SLOT_SHARE = env_float("TENANT_SLOT_SHARE", 0.75)
 # Fork Python workers from a pre-imported template process (saves interpreter start + import grpc).
 PLATFORM_PYTHON_WORKER_ZYGOTE = env_bool("PYTHON_WORKER_ZYGOTE", True)
+# Process workers in a bubblewrap sandbox (own namespaces, unprivileged uid, seccomp): auto (when the
+# machine allows it, else a loud warning), required (no worker without it), off. docs/SECURITY.md.
+PLATFORM_WORKER_SANDBOX = env_choice("WORKER_SANDBOX", "auto", {"auto", "required", "off"})
+# The uid and gid sandboxed workers run as when the supervisor is root (no account should have them).
+PLATFORM_WORKER_SANDBOX_UID = env_int("WORKER_SANDBOX_UID", 65500, minimum=1)
+PLATFORM_WORKER_SANDBOX_GID = env_int("WORKER_SANDBOX_GID", 65500, minimum=1)

@@ -26,6 +26,8 @@ def test_bench_quick_prints_the_table(tmp_path):
     assert "| python | ephemeral | process |" in result.stdout
     assert "| python | pooled | process |" in result.stdout
     assert "every one recorded" in result.stdout
+    assert "Worker sandbox on and off" in result.stdout
+    assert "| python | ephemeral | " in result.stdout.split("Worker sandbox on and off")[1]
     text = output.read_text()
     assert text.startswith("# Performance\n\nintro") and text.rstrip().endswith("analysis")
     assert "old" not in text and "| clients |" in text

@@ -187,11 +187,22 @@ class _Run:
 
     async def on_worker(self, plugin: PluginSpec, arguments: Any) -> Any:
         """Get a worker (3): a seat this gateway keeps (pooled) or a new lease; run the PPP session
-        on it (4, 5); give it back whatever happened (6)."""
+        on it (4, 5); give it back whatever happened (6). A kept seat whose worker cannot be
+        reached any more (it died while kept) is retired and the invocation runs on another."""
         budget = settings.PLATFORM_ALLOCATION_TIMEOUT_S
         self.allocation_deadline = time.monotonic() + budget
         workers = leases.keeper()
-        held = await workers.acquire(plugin=plugin, caller=self.caller, trace=self.trace, timeout_s=budget)
+        while True:
+            held = await workers.acquire(plugin=plugin, caller=self.caller, trace=self.trace, timeout_s=budget)
+            kept = held.uses > 0
+            try:
+                return await self._session(workers, held, plugin, arguments)
+            except errors.WorkerUnreachable:
+                if not kept or time.monotonic() >= self.allocation_deadline:
+                    raise
+                self.worker_log.parts.clear()
+
+    async def _session(self, workers: leases.Keeper, held: leases.Held, plugin: PluginSpec, arguments: Any) -> Any:
         lease = held.lease
         self.finish.worker_id, self.finish.worker_warm, self.finish.backend = (
             lease.worker_id,
@@ -216,9 +227,12 @@ class _Run:
         except errors.InvocationTimeout:
             report = await give_back("timeout", force=True)
             raise
+        except errors.WorkerUnreachable as exc:
+            report = await give_back(exc.code, retire=True)
+            raise  # the caller may try another worker: nothing ran on this one
         except errors.GatewayError as exc:
-            # A plugin that reported a failure is healthy; a lost, unreachable, garbled or starved worker is not reused.
-            suspect = isinstance(exc, errors.WorkerLost | errors.WorkerUnreachable | errors.InvalidOutput)
+            # A plugin that reported a failure is healthy; a lost, garbled or starved worker is not reused.
+            suspect = isinstance(exc, errors.WorkerLost | errors.InvalidOutput)
             report = await give_back(exc.code, retire=suspect or exc.code == OUT_OF_MEMORY)
             raise _explained(exc, report, plugin) from None
         except BaseException:  # cancelled or a bug: the worker must not outlive the request

@@ -134,6 +134,12 @@ async def session_run(
         trace.add(K.TIMEOUT, f"no result after {plugin.timeout_s:g} s")
         raise errors.InvocationTimeout(f"{plugin.name} did not finish within {plugin.timeout_s:g} s") from None
     except grpc.aio.AioRpcError as exc:
+        if _never_connected(exc):
+            # The call never reached the worker (its connection could not be made): nothing ran.
+            trace.add(K.CONNECT_RETRY, f"{exc.code().name}: {exc.details()}")
+            raise errors.WorkerUnreachable(
+                f"worker {target.worker_id} could not be connected to ({exc.details()}); nothing ran: retry"
+            ) from None
         trace.add(K.WORKER_LOST, f"{exc.code().name}: {exc.details()}")
         if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # one message over the channel's 16 MiB limit
             raise errors.InvalidOutput(f"the worker sent a message larger than gRPC allows ({exc.details()})") from None
@@ -142,6 +148,11 @@ async def session_run(
         ) from None
     finally:
         trace.add(K.CHANNEL_CLOSE, "Done with channel (closed once the worker is removed)")
+
+
+def _never_connected(exc: grpc.aio.AioRpcError) -> bool:
+    """gRPC failed the call while connecting (so it never sent it), rather than losing it midway."""
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in (exc.details() or "")
 
 
 async def _connect(found: _Channel, target: Target, trace: Trace, deadline: float) -> None:

@@ -326,6 +326,14 @@ async def leases_reclaim(*, instance_id: str, started_before_ns: int, reason: st
     return dict(zip(addresses, await asyncio.gather(*(ask(a) for a in addresses)), strict=True))
 
 
+def _isolation(reply: sup_pb2.ListWorkersResponse) -> dict | None:
+    """How the supervisor's process backend isolates workers (None: it did not say)."""
+    if not reply.HasField("isolation"):
+        return None
+    isolation = reply.isolation
+    return {"mode": isolation.mode, "sandboxed": isolation.sandboxed, "detail": isolation.detail}
+
+
 async def workers_list(*, scope: str | None) -> list[dict]:
     """Every configured supervisor with its workers, or why it could not be asked.
 
@@ -349,6 +357,7 @@ async def workers_list(*, scope: str | None) -> list[dict]:
             "up": True,
             "supervisor_id": reply.supervisor_id,
             "max_workers": reply.max_workers,
+            "isolation": _isolation(reply),
             "workers": [
                 {
                     "worker_id": w.worker_id,

@@ -166,7 +166,14 @@ async def health(request: HttpRequest) -> JsonResponse:
     except Exception as exc:
         database = {"ok": False, "error": str(exc)}
     supervisors = [
-        {"runtime": s["runtime"], "address": s["address"], "up": s["up"], "workers": len(s["workers"])}
+        {
+            "runtime": s["runtime"],
+            "address": s["address"],
+            "up": s["up"],
+            "workers": len(s["workers"]),
+            # Whether its process workers are sandboxed (docs/SECURITY.md); absent while it is down.
+            **({"isolation": s["isolation"]} if s.get("isolation") else {}),
+        }
         for s in await runtime_client.workers_list(scope=None)
     ]
     ok = database["ok"]

@@ -32,8 +32,8 @@ import grpc
 from platform_core.rpc import ppp_grpc, ppp_pb2
 from platform_core.runtimes import ROOT, RuntimeSpec
 from platform_core.supervisor.backends.process import Launcher, ProcessBackend
-from platform_core.supervisor.model import Limits, PluginRef, PoolSpec, Worker
 from platform_core.supervisor.errors import SupervisorError
+from platform_core.supervisor.model import Limits, PluginRef, PoolSpec, Worker
 from platform_core.supervisor.service import Supervisor
 
 # What a gateway written in any language accepts in one message (gRPC's default): bigger results

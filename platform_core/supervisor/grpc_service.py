@@ -195,10 +195,14 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
         self, request: sup_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
     ) -> sup_pb2.ListWorkersResponse:
         supervisor = self.supervisor
+        isolation = getattr(supervisor.backends.get("process"), "isolation", None)
         return sup_pb2.ListWorkersResponse(
             supervisor_id=supervisor.supervisor_id,
             runtime=supervisor.runtime,
             max_workers=supervisor.max_workers,
+            isolation=None
+            if isolation is None
+            else sup_pb2.Isolation(mode=isolation.mode, sandboxed=isolation.sandboxed, detail=isolation.detail),
             workers=[
                 sup_pb2.WorkerInfo(
                     worker_id=w.worker_id,

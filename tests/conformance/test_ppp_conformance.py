@@ -22,7 +22,16 @@ NODE_MODULES = ROOT / "plugin_workers" / "node" / "node_modules"
 OPERANDS = json.dumps({"operand1": 10, "operand2": 5}).encode()
 PROTO_WORKER = RuntimeSpec.create(
     "proto",
-    ["{python}", "{root}/tests/support/proto_worker.py", "--unix", "{socket}", "--max-concurrency", "{concurrency}"],
+    [
+        "{python}",
+        "{root}/tests/support/proto_worker.py",
+        "--proto",
+        "{root}/protos/plugin_protocol.proto",
+        "--unix",
+        "{socket}",
+        "--max-concurrency",
+        "{concurrency}",
+    ],
 )
 
 

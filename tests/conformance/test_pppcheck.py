@@ -17,6 +17,8 @@ pytestmark = pytest.mark.e2e
 WORKER = [
     "{python}",
     "{root}/tests/support/proto_worker.py",
+    "--proto",
+    "{root}/protos/plugin_protocol.proto",
     "--unix",
     "{socket}",
     "--max-concurrency",

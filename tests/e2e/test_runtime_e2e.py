@@ -10,7 +10,10 @@ from tests.support.platform import Platform
 
 pytestmark = pytest.mark.e2e
 
-WORKER = "{python} {root}/tests/support/proto_worker.py --unix {socket} --max-concurrency {concurrency}"
+WORKER = (
+    "{python} {root}/tests/support/proto_worker.py --proto {root}/protos/plugin_protocol.proto "
+    "--unix {socket} --max-concurrency {concurrency}"
+)
 
 
 @pytest.fixture(scope="module")

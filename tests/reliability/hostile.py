@@ -44,6 +44,7 @@ HOSTILE = [
     _row("huge_result", memory_mb=512),
     _row("stall", timeout_s=2.0),
     _row("never_ready"),
+    _row("prober"),
 ]
 
 

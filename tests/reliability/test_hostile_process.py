@@ -1,8 +1,8 @@
 """Hostile plugins on the process backend, over HTTP: each is stopped, the API says why, and the
 platform answers a normal request while it misbehaves and after.
 
-What the process backend cannot contain (writes outside the temp directory, the network) is
-documented in docs/RELIABILITY.md and tested on the docker backend (tests/docker/test_hostile_docker.py).
+What a sandboxed worker can reach (files, the network, processes, privileges) is tested with the
+prober plugin in tests/reliability/test_isolation_process.py.
 """
 
 from __future__ import annotations

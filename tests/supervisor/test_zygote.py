@@ -62,6 +62,7 @@ def probe_dir(tmp_path: Path) -> Path:
     (tmp_path / "zyg_probe.py").write_text(PROBE_SOURCE)
     (tmp_path / "zyg_threads.py").write_text(THREADS_SOURCE)
     (tmp_path / "zyg_cgroup.py").write_text(CGROUP_SOURCE)
+    tmp_path.chmod(0o755)  # sandboxed workers run as another uid: plugin code must be readable by it
     return tmp_path
 
 
@@ -76,6 +77,8 @@ def probe_launchers(probe_dir: Path) -> dict[str, Launcher]:
 
 
 def make(socket_root: Path, **backend_options) -> Supervisor:
+    # The zygote's own mechanics, unsandboxed; tests/supervisor/test_sandbox.py has them sandboxed.
+    backend_options.setdefault("sandbox", "off")
     backend = ProcessBackend(supervisor_id="python-test", socket_root=socket_root, **backend_options)
     return Supervisor(
         runtime="python", supervisor_id="python-test", backends={"process": backend}, default_backend="process"

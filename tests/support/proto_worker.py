@@ -3,7 +3,7 @@ stubs, no worker SDK. It stands for "a worker in any language" in the tests: the
 kit must pass it, a runtime added at run time runs it, and ``--fault`` breaks the protocol on
 purpose so that the kit's failures can be tested.
 
-    python tests/support/proto_worker.py --unix PATH [--fault NAME] [--max-concurrency N]
+    python tests/support/proto_worker.py --unix PATH [--proto PATH] [--fault NAME] [--max-concurrency N]
 
 Primitive ``shout``: ``{"text": str, "repeat": int = 1}`` → ``{"text": TEXT * repeat, "length": n}``,
 one Progress per step, results over 1 MiB as ResultChunk messages.
@@ -13,21 +13,52 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import json
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the generated stubs of the platform
 
-from platform_core.rpc._gen import plugin_protocol_pb2 as pb
-from platform_core.rpc._gen import plugin_protocol_pb2_grpc as pb_grpc
+def _stubs_from_the_proto() -> tuple[Any, Any]:
+    """Compile ``--proto`` (default: the platform's protos/plugin_protocol.proto) with protoc
+    into a private directory and import the result: nothing of the platform's code is used, and
+    a sandboxed worker sees only the .proto file its command names."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--proto", default=str(Path(__file__).resolve().parents[2] / "protos" / "plugin_protocol.proto"))
+    proto = Path(early.parse_known_args()[0].proto)
+    out = tempfile.mkdtemp(prefix="proto-worker-")
+    # In a process of its own: the compiler is tens of MB, which the worker's address-space limit
+    # would otherwise lose for good.
+    compiled = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{proto.parent}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            str(proto),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if compiled.returncode != 0:
+        raise SystemExit(f"protoc could not compile {proto}: {compiled.stderr}")
+    sys.path.insert(0, out)
+    return importlib.import_module(f"{proto.stem}_pb2"), importlib.import_module(f"{proto.stem}_pb2_grpc")
+
+
+pb, pb_grpc = _stubs_from_the_proto()
 
 PRIMITIVE = "shout"
 CHUNK = 1024 * 1024
@@ -100,6 +131,7 @@ def main() -> None:
     parser.add_argument("--unix", required=True)
     parser.add_argument("--fault", choices=sorted(FAULTS), default="none")
     parser.add_argument("--max-concurrency", type=int, default=4)
+    parser.add_argument("--proto", help="the plugin_protocol.proto to compile (read at import)")
     options = parser.parse_args()
     die_with_parent()
     if options.fault == "no_socket":

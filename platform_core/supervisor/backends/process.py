@@ -7,12 +7,18 @@ TMPDIR, a scrubbed environment (no secrets of the supervisor leak into plugins),
 before the worker's program runs, and death with its parent (PR_SET_PDEATHSIG, set by the
 worker SDK when PPP_PARENT_PID is given). Run by root, a pids cgroup per worker bounds its
 processes and threads and catches what escaped its process group (``backends/cgroups.py``).
-Network and file-system isolation need the docker backend (docs/RELIABILITY.md).
+On top of that, where the machine allows it (``WORKER_SANDBOX``), each worker runs in a sandbox:
+its own network, mount, PID, IPC and UTS namespaces with a read-only view of what it needs, an
+unprivileged uid, no capabilities, no new privileges and a seccomp filter (``backends/sandbox.py``).
 
 Python workers are forked from a zygote (``backends/zygote.py``), a template process that has
 already imported grpc and the SDK; the forked worker isolates itself the same way (setsid,
 setrlimit, chdir, umask, a replaced environment, PR_SET_PDEATHSIG). Without a zygote (disabled,
-failed to start, died) workers are spawned as above.
+failed to start, died) workers are spawned as above. A sandboxed zygote lives in a bubblewrap
+sandbox of its own, and each worker it forks enters a private one before it imports its plugin.
+
+Pid files (what a restarted supervisor kills) live outside the workers' directories, where a
+worker cannot rewrite them.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from pathlib import Path
 from platform_core.runtimes import BUILTIN_RUNTIMES, ROOT, RuntimeSpec, render, worker_values
 from platform_core.supervisor import exits
 from platform_core.supervisor.backends import Emit, WorkerStartError
+from platform_core.supervisor.backends import sandbox as sandboxes
 from platform_core.supervisor.backends import zygote as zygotes
 from platform_core.supervisor.backends.cgroups import PidsCgroups
 from platform_core.supervisor.model import ExitCause, PluginRef, State, Worker
@@ -107,7 +114,13 @@ class ProcessBackend:
         output_limit: int = 64 * 1024,
         zygote: bool = True,
         zygote_preload: Sequence[str] = (),
+        sandbox: sandboxes.Mode | str = sandboxes.Mode.AUTO,
+        sandbox_uid: int = sandboxes.DEFAULT_UID,
+        sandbox_gid: int = sandboxes.DEFAULT_GID,
+        hidden: Sequence[Path] = (),
     ) -> None:
+        """``hidden``: paths no sandboxed worker may see even if a runtime's paths include them
+        (the platform's var/ directory: its database and secrets)."""
         self.supervisor_id = supervisor_id
         self.socket_root = Path(socket_root) / supervisor_id
         # By runtime name: for requests without a recipe (and the zygote started with the supervisor).
@@ -118,7 +131,24 @@ class ProcessBackend:
         self._prlimit = shutil.which("prlimit")
         # None without root or a pids hierarchy: forks of workers are then not bounded.
         self._cgroups = PidsCgroups.detect(supervisor_id, scope=str(self.socket_root))
+        self.sandbox_mode = sandboxes.Mode(sandbox)
+        self.sandbox, self.isolation = sandboxes.detect(
+            self.sandbox_mode, uid=sandbox_uid, gid=sandbox_gid, forbidden=hidden
+        )
+        if self.sandbox is None and self.sandbox_mode is not sandboxes.Mode.OFF:
+            refusal = " no worker will be started" if self.sandbox_mode is sandboxes.Mode.REQUIRED else ""
+            log.error(
+                "WORKER SANDBOX %s: process workers of %s run UNSANDBOXED, with the supervisor's user, files "
+                "and network.%s",
+                self.isolation.detail,
+                supervisor_id,
+                refusal,
+            )
         self.use_zygote = zygote and zygotes.supported()
+        if self.use_zygote and self.sandbox is not None and not self.sandbox.privileged:
+            # The zygote's children need root to make their own sandboxes: spawn each in bwrap instead.
+            log.info("sandboxed workers are spawned, not forked: the zygote's sandbox needs a root supervisor")
+            self.use_zygote = False
         # Modules the zygote imports besides the SDK (plugin modules, to save their import too).
         self.zygote_preload = list(zygote_preload)
         self._zygotes: dict[str, asyncio.Task[zygotes.Zygote | None]] = {}
@@ -130,9 +160,13 @@ class ProcessBackend:
             raise WorkerStartError(f"this supervisor cannot run {worker.plugin.runtime!r} workers")
         if not worker.plugin.entrypoint:
             raise WorkerStartError(f"plugin {worker.plugin.name!r} has no entrypoint")
+        if self.sandbox is None and self.sandbox_mode is sandboxes.Mode.REQUIRED:
+            raise WorkerStartError(f"WORKER_SANDBOX=required and the sandbox is {self.isolation.detail}")
         self.socket_root.mkdir(parents=True, exist_ok=True, mode=0o711)
         directory = Path(tempfile.mkdtemp(prefix=f"{worker.worker_id}-", dir=self.socket_root))
         worker.runtime_state["directory"] = directory
+        if self.sandbox is not None:
+            self.sandbox.prepare_directory(directory)
         socket = directory / SOCKET_NAME
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -148,21 +182,45 @@ class ProcessBackend:
             process = await self._fork(zygote, worker, launcher, socket, env, emit)
             if process is not None:
                 return self._started(worker, process, socket, emit, f"forked from zygote {zygote.pid}")
-        argv = self._limits(worker, launcher) + launcher.command(worker.plugin, socket)
-        emit(worker, State.SPAWNING, f"spawn process: {' '.join(argv[-5:])}")
+        return await self._spawn(worker, launcher, socket, env, emit)
+
+    async def _spawn(self, worker: Worker, launcher: Launcher, socket: Path, env: dict[str, str], emit: Emit) -> Path:
+        directory = socket.parent
+        command = launcher.command(worker.plugin, socket)
+        cwd, pass_fds = launcher.cwd, ()
+        if self.sandbox is not None:
+            # Its PID namespace hides the supervisor; bwrap's --die-with-parent does that job.
+            del env["PPP_PARENT_PID"]
+            pass_fds = (sandboxes.seccomp_pipe(self.sandbox.program),)
+            command = self.sandbox.wrap(
+                command,
+                directory=directory,
+                cwd=launcher.cwd,
+                env=env,
+                seccomp_fd=pass_fds[0],
+                cgroup_view=self._cgroup_view(worker),
+            )
+            cwd = directory
+            worker.runtime_state["sandboxed"] = True
+        argv = self._in_cgroup(worker, self._limits(worker, launcher) + command, sandboxed=self.sandbox is not None)
+        emit(worker, State.SPAWNING, f"spawn process{self._sandboxed()}: {' '.join(argv[-5:])}")
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
-                cwd=launcher.cwd,
+                cwd=cwd,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         except OSError as exc:
             shutil.rmtree(directory, ignore_errors=True)
             raise WorkerStartError(f"cannot start {argv[0]}: {exc}") from exc
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         return self._started(worker, process, socket, emit, "process started")
 
     def launcher_for(self, plugin: PluginRef) -> Launcher | None:
@@ -179,6 +237,32 @@ class ProcessBackend:
             launcher = self._spec_launchers[spec] = Launcher.from_spec(spec)
         return launcher
 
+    def _sandboxed(self) -> str:
+        return " (sandboxed)" if self.sandbox is not None else " (UNSANDBOXED)" if self.sandbox_mode != "off" else ""
+
+    def _in_cgroup(self, worker: Worker, argv: list[str], *, sandboxed: bool = False) -> list[str]:
+        """``argv`` preceded by a shell that joins the worker's pids cgroup and execs it.
+
+        The worker's first process joins before it runs anything, so what it forks at once (bwrap
+        forks its sandbox within a millisecond) is in the cgroup too; the supervisor's move after
+        the start (_confine) only covers the first process.
+
+        ``sandboxed``: bwrap would die of the SIGTERM the supervisor sends the worker's process
+        group, and take the worker with it at once (--die-with-parent); started with SIGTERM
+        ignored, bwrap lets it reach the worker inside, which stops as it chooses (a worker that
+        ignores it too is killed after the grace period, as any other).
+        """
+        group = self._cgroup(worker)
+        script = []
+        if group is not None:
+            script.append('echo $$ > "$0" 2>/dev/null')
+        if sandboxed:
+            script.append("trap '' TERM")
+        if not script:
+            return argv
+        shell_name = str(group / "cgroup.procs") if group is not None else "sh"  # $0
+        return ["/bin/sh", "-c", "; ".join([*script, 'exec "$@"']), shell_name, *argv]
+
     def _started(
         self,
         worker: Worker,
@@ -189,8 +273,11 @@ class ProcessBackend:
     ) -> Path:
         worker.pid = process.pid
         self._confine(worker)
-        # Remembered so that a restarted supervisor can find workers a crash left behind.
-        (socket.parent / "worker.pid").write_text(f"{process.pid} {_start_time(process.pid)}\n")
+        # Remembered so that a restarted supervisor can find workers a crash left behind; not in
+        # the worker's own directory, where the worker could rewrite it.
+        pid_file = self._pid_file(socket.parent)
+        pid_file.parent.mkdir(mode=0o700, exist_ok=True)
+        pid_file.write_text(f"{process.pid} {_start_time(process.pid)}\n")
         worker.address = f"unix://{socket}"
         worker.runtime_state["process"] = process
         worker.runtime_state["pump"] = asyncio.create_task(self._pump(process, worker))
@@ -225,10 +312,20 @@ class ProcessBackend:
     ) -> zygotes.ForkedProcess | None:
         """Fork the worker from the zygote; None (and a warning) when that fails: spawn instead."""
         args = launcher.fork_args(worker.plugin, socket)
-        emit(worker, State.SPAWNING, f"fork from zygote: {' '.join(args)}")
+        emit(worker, State.SPAWNING, f"fork from zygote{self._sandboxed()}: {' '.join(args)}")
         # A forked worker imports its plugin within a millisecond, before _confine() could move
         # it: it joins its pids cgroup itself, before it runs any plugin code.
         group = self._cgroup(worker)
+        spec = None
+        if self.sandbox is not None:
+            spec = self.sandbox.fork_spec(
+                directory=socket.parent,
+                socket_root=self.socket_root,
+                zygote_argv=launcher.zygote_argv or [],
+                env=launcher.env,
+                unmount=self._zygote_writable(),
+                cgroup_view=self._cgroup_view(worker),
+            )
         try:
             return await zygote.fork(
                 args=args,
@@ -236,6 +333,7 @@ class ProcessBackend:
                 env=env,
                 rlimits=self._rlimits(worker, launcher),
                 cgroup_procs=str(group / "cgroup.procs") if group else "",
+                sandbox=spec,
             )
         except Exception as exc:  # an optimisation never fails an allocation
             log.warning("%s: %s; spawning the worker instead", worker.worker_id, exc)
@@ -269,14 +367,25 @@ class ProcessBackend:
         env["GRPC_ENABLE_FORK_SUPPORT"] = "0"
         pid_file = self._zygote_pid_file(runtime)
 
+        argv, seccomp = launcher.zygote_argv, b""
+        if self.sandbox is not None:
+            self.socket_root.mkdir(parents=True, exist_ok=True, mode=0o711)
+            argv = self.sandbox.zygote_command(
+                argv, env=env, cwd=launcher.cwd, socket_root=self.socket_root, writable=self._zygote_writable()
+            )
+            seccomp = self.sandbox.program
+
         async def start() -> zygotes.Zygote | None:
             try:
                 zygote = await zygotes.Zygote.start(
-                    launcher.zygote_argv or [],
+                    argv,
                     cwd=launcher.cwd,
                     env=env,
                     root=self.socket_root,
                     preload=self.zygote_preload,
+                    seccomp=seccomp,
+                    # In its sandbox, the zygote's parent is bwrap (--die-with-parent does the job).
+                    parent_pid=0 if self.sandbox is not None else os.getpid(),
                 )
             except Exception as exc:  # an optimisation never fails an allocation
                 log.warning("cannot start the %s zygote (%s); spawning workers instead", runtime, exc)
@@ -289,6 +398,22 @@ class ProcessBackend:
 
         task = self._zygotes[runtime] = asyncio.create_task(start())
         return task
+
+    def _zygote_writable(self) -> list[Path]:
+        """What a sandboxed zygote must write besides the socket root: the pids cgroups (its
+        children join theirs, then unmount them from their view)."""
+        if self._cgroups is None:
+            return []
+        # The parent of every supervisor's cgroups: it outlives ours, which a sweep may remove.
+        return [self._cgroups.base.parent]
+
+    def _cgroup_view(self, worker: Worker) -> tuple[Path, Path] | None:
+        """(the worker's pids cgroup, where a sandboxed worker sees it), if it has one."""
+        group = self._cgroup(worker)
+        return None if group is None or self._cgroups is None else (group, self._cgroups.hierarchy)
+
+    def _pid_file(self, directory: Path) -> Path:
+        return self.socket_root.parent / f"{self.supervisor_id}.pids" / f"{directory.name}.pid"
 
     def _zygote_pid_file(self, runtime: str) -> Path:
         # Beside the workers' directories, not among them: reap_orphans counts those as workers.
@@ -321,7 +446,7 @@ class ProcessBackend:
 
     def exit_code(self, worker: Worker) -> int | None:
         process = worker.runtime_state.get("process")
-        return None if process is None else process.returncode
+        return None if process is None else _exit_code(worker, process.returncode)
 
     async def wait(self, worker: Worker) -> int:
         process: asyncio.subprocess.Process | None = worker.runtime_state.get("process")
@@ -331,7 +456,7 @@ class ProcessBackend:
         # Let the output pump drain what the worker wrote last.
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(worker.runtime_state["pump"]), 1.0)
-        return code
+        return _exit_code(worker, code)
 
     def _signal(self, worker: Worker, signum: int) -> None:
         if not worker.pid:
@@ -404,6 +529,7 @@ class ProcessBackend:
             await self._cgroups.remove(group)  # and what left the group with setsid()
         if directory := worker.runtime_state.get("directory"):
             shutil.rmtree(directory, ignore_errors=True)
+            self._pid_file(directory).unlink(missing_ok=True)
         return code
 
     async def reap_orphans(self) -> int:
@@ -425,13 +551,23 @@ class ProcessBackend:
             return 0
         killed = 0
         for directory in self.socket_root.iterdir():
+            pid_file = self._pid_file(directory)
             with contextlib.suppress(OSError, ValueError):
-                pid, started = (directory / "worker.pid").read_text().split()
+                pid, started = pid_file.read_text().split()
                 if _start_time(int(pid)) == started:
                     os.killpg(int(pid), signal.SIGKILL)
                     killed += 1
+            pid_file.unlink(missing_ok=True)
             shutil.rmtree(directory, ignore_errors=True)
         return killed
+
+
+def _exit_code(worker: Worker, code: int | None) -> int | None:
+    """The worker's exit code as asyncio reports a process's: bwrap reports a command killed by
+    signal N as exit 128+N (like a shell); for a sandboxed spawn that is the worker's -N."""
+    if code is not None and worker.runtime_state.get("sandboxed") and 128 < code < 128 + signal.NSIG:
+        return 128 - code
+    return code
 
 
 def _start_time(pid: int) -> str:

@@ -128,25 +128,39 @@ class Zygote:
         env: dict[str, str],
         root: Path,
         preload: Sequence[str] = (),
+        seccomp: bytes = b"",
+        parent_pid: int | None = None,
     ) -> Zygote:
-        """Start the template process and wait until it has imported everything and says so."""
+        """Start the template process and wait until it has imported everything and says so.
+
+        ``seccomp``: the filter each sandboxed worker loads (read once by the zygote from a pipe).
+        ``parent_pid``: the process the zygote checks it is the child of (default: this one; 0:
+        no check, when something between us, e.g. bwrap, takes care of dying with us).
+        """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        passed = [theirs.fileno()]
         command = [
             *argv,
             "--control-fd",
             str(theirs.fileno()),
             "--parent-pid",
-            str(os.getpid()),
+            str(os.getpid() if parent_pid is None else parent_pid),
             "--root",
             str(root),
             *(arg for module in preload for arg in ("--preload", module)),
         ]
+        if seccomp:
+            read_end, write_end = os.pipe()
+            os.write(write_end, seccomp)  # ~1 KB: fits the pipe's buffer
+            os.close(write_end)
+            passed.append(read_end)
+            command += ["--seccomp-fd", str(read_end)]
         try:
             process = await asyncio.create_subprocess_exec(
                 *command,
                 cwd=cwd,
                 env=env,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=passed,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
@@ -158,6 +172,8 @@ class Zygote:
             raise ZygoteError(f"cannot start {command[0]}: {exc}") from exc
         finally:
             theirs.close()
+            for fd in passed[1:]:
+                os.close(fd)
         ours.setblocking(False)
         zygote = cls(process, ours)
         try:
@@ -234,12 +250,20 @@ class Zygote:
     # --- forking ------------------------------------------------------------------------------
 
     async def fork(
-        self, *, args: list[str], cwd: Path, env: dict[str, str], rlimits: dict[str, int], cgroup_procs: str = ""
+        self,
+        *,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        rlimits: dict[str, int],
+        cgroup_procs: str = "",
+        sandbox: dict[str, Any] | None = None,
     ) -> ForkedProcess:
         """A new worker running ``python -m ppp_sdk ARGS``, its stdout and stderr on a pipe of ours.
 
         ``cgroup_procs``: the ``cgroup.procs`` file of a cgroup the worker joins before it runs
-        any plugin code.
+        any plugin code. ``sandbox``: the private sandbox it enters before that
+        (``ppp_sdk.sandbox.Spec``); None: none.
         """
         if not self.alive:
             raise ZygoteError(f"zygote {self.pid} is gone")
@@ -256,6 +280,7 @@ class Zygote:
             "env": env,
             "rlimits": rlimits,
             "cgroup_procs": cgroup_procs,
+            "sandbox": sandbox,
         }
         try:
             await self._send(json.dumps(request).encode(), write_end)

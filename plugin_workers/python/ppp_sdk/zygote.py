@@ -9,8 +9,8 @@ Control channel: the ``SOCK_SEQPACKET`` Unix socket on ``--control-fd``, one JSO
 packet (packets keep their boundaries, so no length prefix is needed, and a file descriptor
 passed with ``SCM_RIGHTS`` arrives with the packet it belongs to).
 
-supervisor → zygote: ``{"id", "op": "fork", "args", "cwd", "env", "rlimits", "cgroup_procs"}``
-with one descriptor attached, the worker's stdout/stderr.
+supervisor → zygote: ``{"id", "op": "fork", "args", "cwd", "env", "rlimits", "cgroup_procs",
+"sandbox"}`` with one descriptor attached, the worker's stdout/stderr.
 zygote → supervisor: ``{"ready": pid}`` once imported; ``{"id", "pid"}`` or ``{"id", "error"}``
 per request; ``{"exited": pid, "code": code}`` when a worker exits (code as asyncio reports
 it: the exit status, or minus the signal number).
@@ -19,7 +19,10 @@ A forked worker isolates itself as the process backend's spawned workers are iso
 pids cgroup (if given) first, its own session, rlimits, working directory, umask and a
 replaced environment, death with its parent (this process, which itself dies with the
 supervisor and takes its workers with it), stdout and stderr on the given descriptor, no other
-descriptor of ours. Then it runs ``ppp_sdk.__main__.main(args)``, exactly what
+descriptor of ours. With a ``sandbox`` in the request (the zygote then lives in a bubblewrap
+sandbox of the supervisor's), it enters its own private one (``ppp_sdk.sandbox``): namespaces, a
+view of only its own directory, the worker uid, no_new_privs and the seccomp filter read from
+``--seccomp-fd`` at start. Then it runs ``ppp_sdk.__main__.main(args)``, exactly what
 ``python -m ppp_sdk ARGS`` runs.
 
 Imports nothing of the platform: a worker is only the SDK and its plugin.
@@ -56,6 +59,7 @@ PRELOAD = (
     "concurrent.futures.thread",
     "ppp_sdk.server",
     "ppp_sdk.__main__",
+    "ppp_sdk.sandbox",
 )
 
 PR_SET_PDEATHSIG = 1
@@ -78,8 +82,16 @@ def _set_pdeathsig(signum: int) -> None:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, seccomp: bytes = b"") -> None:
         self.control = control
+        self.seccomp = seccomp
+        # True while we sit in a fresh network namespace that the next worker forked inherits.
+        self.network_ready = False
+        # Sandboxed: our own PID namespace (each worker is forked into a new one; see _fork), and
+        # a pipe whose write end only we hold: a worker, PID 1 of its namespace (getppid() is 0),
+        # sees EOF on it once we are gone.
+        self.own_pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if seccomp else -1
+        self.alive_r, self.alive_w = os.pipe2(os.O_CLOEXEC)
         self.children: set[int] = set()
         self.stopping = False
         # Signals are turned into bytes on this pipe (set_wakeup_fd), so one poll() waits for both.
@@ -92,6 +104,7 @@ class Zygote:
         for signum in HANDLED:
             signal.signal(signum, self._on_signal)
         signal.set_wakeup_fd(self.wake_w)
+        self._prepare_network()
         self._send({"ready": os.getpid()})
         poller = select.poll()
         poller.register(self.control, select.POLLIN)
@@ -178,7 +191,26 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
         self._send(reply)
+        if "pid" in reply:
+            self._prepare_network()  # the worker just forked took ours: make the next one's
         return True
+
+    def _prepare_network(self) -> None:
+        """Sandboxed: move into a fresh network namespace (loopback up) for the next worker to inherit.
+
+        Making a network namespace takes milliseconds (often 5, sometimes 15 on a busy machine):
+        done here, after the reply, it is off the path of the next allocation.
+        """
+        self.network_ready = False
+        if not self.seccomp:  # not sandboxed: workers share the supervisor's network
+            return
+        from ppp_sdk import sandbox  # preloaded
+
+        try:
+            sandbox.fresh_network()
+            self.network_ready = True
+        except OSError as exc:  # each worker then makes its own
+            print(f"ppp_sdk.zygote: cannot prepare a network namespace: {exc}", file=sys.stderr, flush=True)
 
     # --- forking a worker ---------------------------------------------------------------------
 
@@ -194,6 +226,15 @@ class Zygote:
         # Out of the collector's sight: a worker's collections would otherwise write to (and so
         # copy) every page of objects it shares with us.
         gc.freeze()
+        sandboxed = request.get("sandbox") is not None
+        if sandboxed:
+            from ppp_sdk import sandbox  # preloaded
+
+            if self.own_pid_namespace < 0:
+                raise RuntimeError("a sandboxed worker was asked of a zygote started without --seccomp-fd")
+
+            # The worker is forked straight into a PID namespace of its own, as its PID 1.
+            sandbox.new_pid_namespace_for_children()
         signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             pid = os.fork()
@@ -202,12 +243,26 @@ class Zygote:
             self.children.add(pid)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+            if sandboxed:
+                sandbox.same_pid_namespace_for_children(self.own_pid_namespace)
         return pid
 
     def _become_worker(self, request: dict[str, Any], output: int, zygote_pid: int) -> None:
         code = 127
         try:
             self._isolate(request, output, zygote_pid)
+            if spec := request.get("sandbox"):
+                from ppp_sdk import sandbox  # preloaded: no import cost
+
+                sandbox.enter(
+                    sandbox.Spec.from_request(spec),
+                    self.seccomp,
+                    cwd=request["cwd"],
+                    own_network=self.network_ready,
+                    parent_alive=self.alive_r,
+                )
+                # PID 1 of its own namespace: getppid() is 0, so the SDK must not compare it.
+                os.environ.pop("PPP_PARENT_PID", None)
             code = 1
             from ppp_sdk.__main__ import main as worker_main  # preloaded: no import cost
 
@@ -239,8 +294,9 @@ class Zygote:
     def _isolate(self, request: dict[str, Any], output: int, zygote_pid: int) -> None:
         """What the spawn path gets from setsid, prlimit, cwd= and env= before exec."""
         _set_pdeathsig(signal.SIGKILL)
-        if os.getppid() != zygote_pid:  # the zygote died before prctl took effect
-            os._exit(1)
+        os.close(self.alive_w)  # only the zygote holds it
+        if os.getppid() != zygote_pid and not (os.getppid() == 0 and _writer_alive(self.alive_r)):
+            os._exit(1)  # the zygote died before prctl took effect
         if cgroup_procs := request.get("cgroup_procs"):
             # First: whatever this process and its plugin start is counted against its pids limit.
             try:
@@ -259,7 +315,11 @@ class Zygote:
         os.dup2(output, 1)
         os.dup2(output, 2)
         self.control.close()
-        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        # Nothing else of ours stays open but the pipe that tells a sandboxed worker the zygote lives.
+        os.closerange(3, self.alive_r)
+        os.closerange(self.alive_r + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        if not request.get("sandbox"):
+            os.close(self.alive_r)
         for name, value in request["rlimits"].items():
             resource.setrlimit(RLIMITS[name], (int(value), int(value)))
         os.chdir(request["cwd"])
@@ -272,6 +332,17 @@ class Zygote:
         tempfile.tempdir = None  # TMPDIR changed: let tempfile look again
 
 
+def _writer_alive(read_end: int) -> bool:
+    """Whether a process still holds the write end of the pipe (no EOF on ``read_end``)."""
+    os.set_blocking(read_end, False)
+    try:
+        return os.read(read_end, 1) != b""
+    except BlockingIOError:
+        return True
+    finally:
+        os.set_blocking(read_end, True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ppp_sdk.zygote", description=__doc__.splitlines()[0])
     parser.add_argument("--control-fd", type=int, required=True)
@@ -280,13 +351,19 @@ def main(argv: list[str] | None = None) -> None:
     # socket directory find this process and every worker forked from it.
     parser.add_argument("--root", default="")
     parser.add_argument("--preload", action="append", default=[], help="also import this module (repeatable)")
+    parser.add_argument("--seccomp-fd", type=int, help="read the workers' seccomp filter (BPF) from this descriptor")
     options = parser.parse_args(argv)
     # Die with the supervisor, from before the long imports on. SIGTERM rather than SIGKILL:
     # once running we handle it and take our workers along (they die with us by their own
     # PR_SET_PDEATHSIG, but what they started in their process groups would not).
     _set_pdeathsig(signal.SIGTERM)
-    if os.getppid() != options.parent_pid:  # the supervisor died before prctl took effect
+    # 0: our parent is not the supervisor but a sandbox (bwrap) that dies with it and kills us.
+    if options.parent_pid and os.getppid() != options.parent_pid:  # it died before prctl took effect
         raise SystemExit(1)
+    seccomp = b""
+    if options.seccomp_fd is not None:
+        with os.fdopen(options.seccomp_fd, "rb") as source:
+            seccomp = source.read()
     for module in PRELOAD:
         importlib.import_module(module)
     for module in options.preload:
@@ -295,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         except Exception as exc:  # a plugin that cannot be imported fails in its worker, with its error
             print(f"zygote: cannot preload {module}: {type(exc).__name__}: {exc}", file=sys.stderr)
     control = socket.socket(fileno=options.control_fd)
-    raise SystemExit(Zygote(control).run())
+    raise SystemExit(Zygote(control, seccomp).run())
 
 
 if __name__ == "__main__":

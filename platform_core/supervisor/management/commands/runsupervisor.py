@@ -33,6 +33,15 @@ def _is_loopback(address: str) -> bool:
     return host in {"localhost", "::1"} or host.startswith("127.") or address.startswith("unix:")
 
 
+def _platform_state() -> list[Path]:
+    """Where the platform keeps its state: var/ (secret key, dev API key) and the SQLite file."""
+    paths = [Path(settings.VAR_DIR)]
+    database = settings.DATABASES["default"]
+    if "sqlite" in database["ENGINE"]:
+        paths.append(Path(database["NAME"]))
+    return paths
+
+
 class Command(BaseCommand):
     help = "Run the runtime supervisor of one runtime (gRPC RuntimeSupervisor service)."
 
@@ -96,6 +105,11 @@ class Command(BaseCommand):
                 output_limit=settings.PLATFORM_MAX_LOG_BYTES,
                 zygote=settings.PLATFORM_PYTHON_WORKER_ZYGOTE,
                 launchers=launchers,
+                sandbox=settings.PLATFORM_WORKER_SANDBOX,
+                sandbox_uid=settings.PLATFORM_WORKER_SANDBOX_UID,
+                sandbox_gid=settings.PLATFORM_WORKER_SANDBOX_GID,
+                # Never in a worker's view, whatever a runtime's paths include: the database, secrets.
+                hidden=_platform_state(),
             )
         }
         # Enabled explicitly, never because an engine happens to answer: a plugin asking for the
@@ -181,10 +195,12 @@ class Command(BaseCommand):
         if server.add_insecure_port(listen) == 0:
             raise CommandError(f"cannot listen on {listen}")
         await server.start()
+        isolation = supervisor.backends["process"].isolation
         self.stdout.write(
             f"supervisor {supervisor.supervisor_id} ({supervisor.runtime}, "
             f"{supervisor.default_backend} backend; enabled: {', '.join(sorted(supervisor.backends))}) "
-            f"listening on {listen}"
+            f"listening on {listen}; process workers {'sandboxed' if isolation.sandboxed else 'NOT SANDBOXED'}: "
+            f"{isolation.detail}"
         )
         self.stdout.flush()
         await stop.wait()

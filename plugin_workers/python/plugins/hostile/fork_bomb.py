@@ -28,7 +28,9 @@ def pids_limit() -> int | None:
         else:
             continue
         for candidate in candidates:
-            if path != "/" and candidate.exists():
+            # The machine's root cgroup has no pids.max; "/" with one is a cgroup namespace's root
+            # (a container's, a sandboxed worker's): its own cgroup.
+            if candidate.exists():
                 value = candidate.read_text().strip()
                 return None if value == "max" else int(value)
     return None
