@@ -19,6 +19,7 @@ from platform_core.env import (
     env_str,
     local_secret_key,
 )
+from platform_core.tls import tls_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PLATFORM_VAR_DIR", str(BASE_DIR / "var")))
@@ -168,5 +169,15 @@ PLATFORM_SUPERVISOR_MAX_WORKERS = env_int("SUPERVISOR_MAX_WORKERS", 32, minimum=
 PLATFORM_SOCKET_ROOT = env_str("SUPERVISOR_SOCKET_ROOT", "/tmp/ppp")
 PLATFORM_WORKER_READY_TIMEOUT_S = env_float("WORKER_READY_TIMEOUT_S", 15.0)
 PLATFORM_WORKER_STOP_GRACE_S = env_float("WORKER_STOP_GRACE_S", 2.0)
+# Which host this process is on, for worker sockets (platform_core/rpc/host_identity.py): empty
+# derives it from the kernel's boot id and the socket root's directory; the same explicit value
+# on a gateway and a supervisor says "this gateway sees that supervisor's worker sockets".
+PLATFORM_HOST_ID = env_str("PLATFORM_HOST_ID", "")
+# The host's name for people (workers list, dashboard); default: the host name.
+PLATFORM_HOST_NAME = env_str("PLATFORM_HOST_NAME", "")
+# Mutual TLS between gateways and supervisors (supervisor API and PPP relay): PEM text, or
+# SUPERVISOR_TLS_CERT_FILE etc. naming PEM files. All three or none; required by a supervisor
+# that listens beyond loopback. `manage.py makecerts` makes a development CA and certificates.
+PLATFORM_SUPERVISOR_TLS = tls_from_env()
 # Fork Python workers from a pre-imported template process (saves interpreter start + import grpc).
 PLATFORM_PYTHON_WORKER_ZYGOTE = env_bool("PYTHON_WORKER_ZYGOTE", True)

@@ -20,12 +20,13 @@ from django.conf import settings
 from platform_core.gateway import errors, instance
 from platform_core.gateway.runtime_client import ReleaseReport, WorkerLease, worker_allocate, worker_release
 from platform_core.gateway.schemas import schema_errors
+from platform_core.gateway.worker_route import lease_route, worker_channels
 from platform_core.invocations.models import Participant as P
 from platform_core.invocations.models import Status
 from platform_core.invocations.services import Caller, Finish, invocation_finish, invocation_start
 from platform_core.invocations.trace import Trace
 from platform_core.registry.selectors import plugin_get
-from platform_core.rpc import FAST_CHANNEL_OPTIONS, ppp_grpc, ppp_pb2
+from platform_core.rpc import ppp_grpc, ppp_pb2
 
 log = logging.getLogger(__name__)
 
@@ -64,37 +65,6 @@ class _WorkerLog:
 
     def text(self) -> str:
         return "".join(self.parts)
-
-
-class _WorkerChannels:
-    """gRPC channels to workers, one per worker address and event loop, closed when the worker goes."""
-
-    def __init__(self) -> None:
-        self._channels: dict[tuple[int, str], grpc.aio.Channel] = {}
-        self._initialized: set[tuple[int, str]] = set()
-
-    def initialized(self, address: str) -> bool:
-        return (id(asyncio.get_running_loop()), address) in self._initialized
-
-    def mark_initialized(self, address: str) -> None:
-        self._initialized.add((id(asyncio.get_running_loop()), address))
-
-    def get(self, address: str) -> grpc.aio.Channel:
-        key = (id(asyncio.get_running_loop()), address)
-        channel = self._channels.get(key)
-        if channel is None:
-            channel = self._channels[key] = grpc.aio.insecure_channel(address, options=FAST_CHANNEL_OPTIONS)
-        return channel
-
-    async def forget(self, address: str) -> None:
-        key = (id(asyncio.get_running_loop()), address)
-        self._initialized.discard(key)
-        channel = self._channels.pop(key, None)
-        if channel is not None:
-            await channel.close()
-
-
-worker_channels = _WorkerChannels()
 
 
 def _parse_arguments(body: bytes) -> Any:
@@ -212,7 +182,7 @@ async def invocation_execute(*, name: str, body: bytes, caller: Caller, request_
             report = await worker_release(lease=lease, reason="execution_complete", trace=trace)
         finally:
             if report.removed:
-                await worker_channels.forget(lease.address)
+                await worker_channels.forget(lease_route(lease))
             if report.output:
                 worker_log.add(f"--- worker output (exit code {report.exit_code}) ---\n{report.output}")
             worker_log.truncated |= report.output_truncated
@@ -301,26 +271,26 @@ async def _ppp_session(
     context = ppp_pb2.Context(
         tenant_id=caller.tenant_id, user_id=caller.user_id, session_id=caller.session_id, request_id=caller.request_id
     )
-    if lease.warm:
-        channel = worker_channels.get(lease.address)
-        trace.add(P.GATEWAY, P.GATEWAY, "channel_open", 4, f"Reuse channel {lease.address}")
-    else:
-        # Kept open after the call when the worker turns out to be pooled (it stays up).
-        channel = worker_channels.get(lease.address)
-        trace.add(P.GATEWAY, P.GATEWAY, "channel_open", 4, f"Create channel {lease.address}")
+    # Direct Unix socket on this host, else the owning supervisor's relay (worker_route).
+    route = lease_route(lease)
+    # Kept open after the call when the worker turns out to be pooled (it stays up).
+    channel = worker_channels.get(route)
+    trace.add(
+        P.GATEWAY, P.GATEWAY, "channel_open", 4, f"{'Reuse' if lease.warm else 'Create'} channel: {route.description}"
+    )
     try:
         async with asyncio.timeout(plugin.timeout_s):
             stub = ppp_grpc.PluginWorkerStub(channel)
-            if worker_channels.initialized(lease.address):
+            if worker_channels.initialized(route):
                 # A pooled worker is initialized once per session; each Invoke carries its own context.
                 trace.add(P.GATEWAY, P.GATEWAY, "init_cached", 4, "Init skipped: worker session already initialized")
             else:
                 trace.add(P.GATEWAY, P.WORKER, "init_request", 4, "gRPC Init(ctx)")
-                init = await stub.Init(ppp_pb2.InitRequest(context=context))
+                init = await stub.Init(ppp_pb2.InitRequest(context=context), metadata=route.metadata)
                 trace.add(P.WORKER, P.GATEWAY, "init_response", 4, f"InitResponse(ok={init.ok}, {init.message!r})")
                 if not init.ok:
                     raise errors.PluginFailed(f"worker refused Init: {init.message}", code="init_failed")
-                worker_channels.mark_initialized(lease.address)
+                worker_channels.mark_initialized(route)
             trace.add(
                 P.GATEWAY,
                 P.WORKER,
@@ -328,7 +298,7 @@ async def _ppp_session(
                 5,
                 f"gRPC Invoke({plugin.name}, {len(json.dumps(arguments))} bytes, {caller.request_id})",
             )
-            output = await _invoke_stream(stub, plugin, arguments, context, caller, trace, worker_log)
+            output = await _invoke_stream(stub, route, plugin, arguments, context, caller, trace, worker_log)
     except TimeoutError:
         trace.add(P.GATEWAY, P.GATEWAY, "timeout", 5, f"no result after {plugin.timeout_s:g} s")
         raise errors.InvocationTimeout(f"{plugin.name} did not finish within {plugin.timeout_s:g} s") from None
@@ -344,7 +314,9 @@ async def _ppp_session(
     return output
 
 
-async def _invoke_stream(stub, plugin, arguments, context, caller: Caller, trace: Trace, worker_log: _WorkerLog) -> Any:
+async def _invoke_stream(
+    stub, route, plugin, arguments, context, caller: Caller, trace: Trace, worker_log: _WorkerLog
+) -> Any:
     request = ppp_pb2.InvokeRequest(
         primitive=plugin.ppp_primitive,
         arguments=json.dumps(arguments).encode(),
@@ -353,7 +325,7 @@ async def _invoke_stream(stub, plugin, arguments, context, caller: Caller, trace
     )
     chunks: list[bytes] = []
     size = 0
-    async for message in stub.Invoke(request):
+    async for message in stub.Invoke(request, metadata=route.metadata):
         kind = message.WhichOneof("kind")
         if kind == "progress":
             progress = message.progress

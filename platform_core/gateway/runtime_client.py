@@ -24,6 +24,7 @@ from platform_core.invocations.trace import Trace
 from platform_core.registry.refs import plugin_ref_message
 from platform_core.rpc import FAST_CHANNEL_OPTIONS, sup_grpc, sup_pb2
 from platform_core.rpc.secret import client_interceptors
+from platform_core.tls import supervisor_channel
 
 # How each lifecycle state appears in the sequence diagram: (source, target).
 _ARROWS: dict[int, tuple[P, P]] = {
@@ -50,6 +51,9 @@ class WorkerLease:
     backend: str
     warm: bool
     supervisor: str
+    # Where the worker runs (WorkerHandle.host_id/host_name): decides direct socket or relay.
+    host_id: str = ""
+    host_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,7 @@ _stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, sup_grpc.
 def _stub(address: str) -> sup_grpc.RuntimeSupervisorStub:
     per_loop = _stubs.setdefault(asyncio.get_running_loop(), {})
     if (stub := per_loop.get(address)) is None:
-        channel = grpc.aio.insecure_channel(
+        channel = supervisor_channel(
             address,
             options=FAST_CHANNEL_OPTIONS,
             interceptors=client_interceptors(settings.PLATFORM_SUPERVISOR_SECRET),
@@ -179,7 +183,16 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
             f"WorkerHandle({handle.worker_id}, {handle.runtime}, {'warm' if handle.warm else 'cold'})",
         )
         trace.add(P.RUNTIME_CLIENT, P.GATEWAY, "worker_allocated", 3, handle.worker_id)
-        return WorkerLease(handle.worker_id, handle.address, handle.runtime, handle.backend, handle.warm, address)
+        return WorkerLease(
+            handle.worker_id,
+            handle.address,
+            handle.runtime,
+            handle.backend,
+            handle.warm,
+            address,
+            handle.host_id,
+            handle.host_name,
+        )
     raise AssertionError("unreachable: the last candidate raises")
 
 
@@ -319,6 +332,8 @@ async def workers_list() -> list[dict]:
             "up": True,
             "supervisor_id": reply.supervisor_id,
             "max_workers": reply.max_workers,
+            "host_id": reply.host_id,
+            "host_name": reply.host_name,
             "workers": [
                 {
                     "worker_id": w.worker_id,

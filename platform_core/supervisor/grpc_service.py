@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Iterable
 import grpc
 
 from platform_core.rpc import sup_grpc, sup_pb2
+from platform_core.rpc.host_identity import LocalHost, local_host
 from platform_core.supervisor import service
 from platform_core.supervisor.model import Event, ExitCause, LeaseOwner, Limits, PluginRef, PoolSpec, Worker
+from platform_core.supervisor.ppp_relay import PppRelay
 
 _STATUS = {
     service.CapacityExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -77,19 +79,22 @@ def event_message(event: Event, supervisor: service.Supervisor) -> sup_pb2.Worke
     )
 
 
-def _handle(worker: Worker, warm: bool = False) -> sup_pb2.WorkerHandle:
+def _handle(worker: Worker, host: LocalHost, warm: bool = False) -> sup_pb2.WorkerHandle:
     return sup_pb2.WorkerHandle(
         worker_id=worker.worker_id,
         address=worker.address,
         runtime=worker.plugin.runtime,
         backend=worker.backend,
         warm=warm,
+        host_id=host.id,
+        host_name=host.name,
     )
 
 
 class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
-    def __init__(self, supervisor: service.Supervisor) -> None:
+    def __init__(self, supervisor: service.Supervisor, host: LocalHost) -> None:
         self.supervisor = supervisor
+        self.host = host
 
     def _events(self, events: Iterable[Event]) -> list[sup_pb2.WorkerEvent]:
         return [event_message(event, self.supervisor) for event in events]
@@ -106,7 +111,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             )
         except service.SupervisorError as exc:
             await self._abort(context, exc)
-        return sup_pb2.AllocateWorkerResponse(worker=_handle(worker, warm), events=self._events(events))
+        return sup_pb2.AllocateWorkerResponse(worker=_handle(worker, self.host, warm), events=self._events(events))
 
     async def ReleaseWorker(self, request, context):
         try:
@@ -148,6 +153,8 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             supervisor_id=supervisor.supervisor_id,
             runtime=supervisor.runtime,
             max_workers=supervisor.max_workers,
+            host_id=self.host.id,
+            host_name=self.host.name,
             workers=[
                 sup_pb2.WorkerInfo(
                     worker_id=w.worker_id,
@@ -171,5 +178,12 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             yield event_message(event, self.supervisor)
 
 
-def add_to_server(server: grpc.aio.Server, supervisor: service.Supervisor) -> None:
-    sup_grpc.add_RuntimeSupervisorServicer_to_server(RuntimeSupervisorServicer(supervisor), server)
+def add_to_server(server: grpc.aio.Server, supervisor: service.Supervisor, host: LocalHost | None = None) -> PppRelay:
+    """The supervisor API and the PPP relay to its workers (for gateways on other hosts), on one
+    server: one port, one TLS identity and one secret check for both. Close the relay at the end."""
+    sup_grpc.add_RuntimeSupervisorServicer_to_server(
+        RuntimeSupervisorServicer(supervisor, host or local_host()), server
+    )
+    relay = PppRelay(supervisor.workers)
+    server.add_generic_rpc_handlers((relay,))
+    return relay

@@ -11,14 +11,18 @@ import grpc
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from platform_core.rpc import FAST_CHANNEL_OPTIONS
+from platform_core.rpc.host_identity import local_host
 from platform_core.rpc.secret import SecretCheck
 from platform_core.supervisor import grpc_service
 from platform_core.supervisor.backends.process import ProcessBackend
 from platform_core.supervisor.grpc_service import plugin_ref
 from platform_core.supervisor.model import PluginRef
 from platform_core.supervisor.service import Supervisor
+from platform_core.tls import server_credentials
 
 log = logging.getLogger("platform_core.supervisor")
+RELAY_MESSAGE_LIMIT = dict(FAST_CHANNEL_OPTIONS)["grpc.max_receive_message_length"]
 
 
 def _is_loopback(address: str) -> bool:
@@ -47,7 +51,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--allow-remote",
             action="store_true",
-            help="allow a non-loopback --listen address (protect it: see docs/SECURITY.md)",
+            help="allow a non-loopback --listen address (requires mutual TLS: SUPERVISOR_TLS_*, docs/DEPLOYMENT.md)",
         )
 
     def handle(
@@ -69,10 +73,12 @@ class Command(BaseCommand):
         if not _is_loopback(listen):
             if not allow_remote:
                 raise CommandError(f"refusing to listen on {listen}: not loopback (pass --allow-remote deliberately)")
-            if not settings.PLATFORM_SUPERVISOR_SECRET:
+            if settings.PLATFORM_SUPERVISOR_TLS is None:
+                # Beyond loopback the relay carries tenants' data and the API starts workers: both
+                # need an authenticated, encrypted peer, which a shared secret alone is not.
                 raise CommandError(
-                    f"refusing to listen on {listen} without SUPERVISOR_SECRET: every caller "
-                    "could start and stop workers (see docs/SECURITY.md)"
+                    f"refusing to listen on {listen} without mutual TLS (SUPERVISOR_TLS_CERT, _KEY, _CA): "
+                    "every caller could start workers and read their traffic (docs/DEPLOYMENT.md, Mutual TLS)"
                 )
         supervisor_id = supervisor_id or f"{runtime}-{listen.rsplit(':', 1)[-1]}"
         backend = backend or settings.PLATFORM_WORKER_BACKEND
@@ -106,6 +112,8 @@ class Command(BaseCommand):
             stop_grace_s=settings.PLATFORM_WORKER_STOP_GRACE_S,
             output_limit=settings.PLATFORM_MAX_LOG_BYTES,
         )
+        # The host id describes the socket root: it must exist before anyone asks.
+        Path(settings.PLATFORM_SOCKET_ROOT).mkdir(parents=True, exist_ok=True)
         asyncio.run(self._serve(supervisor, listen, self._pooled_plugins(runtime)))
 
     def _pooled_plugins(self, runtime: str) -> list[PluginRef]:
@@ -137,15 +145,21 @@ class Command(BaseCommand):
                 log.warning("cannot pre-warm %s: %s", plugin.name, exc)
         # With a secret configured, every call must carry it (also on loopback).
         secret = settings.PLATFORM_SUPERVISOR_SECRET
-        server = grpc.aio.server(interceptors=[SecretCheck(secret)] if secret else None)
-        grpc_service.add_to_server(server, supervisor)
-        if server.add_insecure_port(listen) == 0:
+        server = grpc.aio.server(
+            interceptors=[SecretCheck(secret)] if secret else None,
+            # Relayed PPP messages are as large as the gateway and the workers allow.
+            options=[("grpc.max_receive_message_length", RELAY_MESSAGE_LIMIT)],
+        )
+        relay = grpc_service.add_to_server(server, supervisor)
+        tls = settings.PLATFORM_SUPERVISOR_TLS
+        port = server.add_secure_port(listen, server_credentials(tls)) if tls else server.add_insecure_port(listen)
+        if port == 0:
             raise CommandError(f"cannot listen on {listen}")
         await server.start()
         self.stdout.write(
             f"supervisor {supervisor.supervisor_id} ({supervisor.runtime}, "
             f"{supervisor.default_backend} backend; enabled: {', '.join(sorted(supervisor.backends))}) "
-            f"listening on {listen}"
+            f"listening on {listen}{' (mutual TLS)' if tls else ''}, host {local_host().name} ({local_host().id})"
         )
         self.stdout.flush()
         await stop.wait()
@@ -153,3 +167,4 @@ class Command(BaseCommand):
         # Refuse new allocations, stop every worker, then let in-flight calls finish.
         await supervisor.shutdown()
         await server.stop(grace=2.0)
+        await relay.close()
