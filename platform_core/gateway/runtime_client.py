@@ -351,3 +351,17 @@ async def workers_list() -> list[dict]:
         (runtime, address) for runtime, addresses in settings.PLATFORM_SUPERVISORS.items() for address in addresses
     ]
     return list(await asyncio.gather(*(ask(runtime, address) for runtime, address in pairs)))
+
+
+def workers_by_host(supervisors: list[dict]) -> list[dict]:
+    """``workers_list()`` grouped by the host each supervisor runs its workers on (supervisors
+    that did not answer have no known host and are grouped under an empty id)."""
+    hosts: dict[str, dict] = {}
+    for entry in supervisors:
+        host_id = entry.get("host_id", "")
+        host = hosts.setdefault(
+            host_id, {"host_id": host_id, "host_name": entry.get("host_name", ""), "supervisors": [], "workers": 0}
+        )
+        host["supervisors"].append(entry["address"])
+        host["workers"] += len(entry["workers"])
+    return list(hosts.values())

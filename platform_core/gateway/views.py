@@ -157,7 +157,8 @@ def invocation_detail(request: HttpRequest, invocation_id: uuid.UUID) -> JsonRes
 async def workers(request: HttpRequest) -> JsonResponse:
     if await caller_async(request.headers.get("Authorization", "")) is None:
         return _unauthenticated()
-    return JsonResponse({"supervisors": await runtime_client.workers_list()})
+    supervisors = await runtime_client.workers_list()
+    return JsonResponse({"supervisors": supervisors, "hosts": runtime_client.workers_by_host(supervisors)})
 
 
 @require_GET
