@@ -349,6 +349,8 @@ def write_output(path: Path, table: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from bench.hosts import hosts_table  # imports this module
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30, help="sequential requests per ephemeral row")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per throughput level")
@@ -370,6 +372,8 @@ def main(argv: list[str] | None = None) -> None:
     floors["health"], floors["spawn"] = floor_health_and_spawn(50 if options.quick else 500)
 
     table = render(rows, loads, memory, floors, requests, duration)
+    # Workers on another host: the supervisor relay beside the local path (bench/hosts.py).
+    table += "\n\n" + hosts_table(requests, duration)
     if leftovers:
         table += f"\n\nWARNING: {len(leftovers)} worker process(es) outlived the platform: {leftovers}"
     print(table)

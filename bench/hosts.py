@@ -1,0 +1,211 @@
+"""Workers on another host: what the supervisor's PPP relay costs, beside the local path, in one run.
+
+Two comparisons, each measured back to back on the same machine:
+
+* **PPP**: a warm pooled ``subtract_numbers`` worker, ``Invoke`` called directly on its Unix
+  socket vs through its supervisor's relay over mutual TLS (a real ``runsupervisor`` process on
+  loopback): sequential p50/p90 and throughput with ``CLIENTS`` concurrent streams. This isolates
+  the relay: nothing else differs.
+* **HTTP**: the pooled invocation end to end through a gateway whose worker is local (a
+  ``Platform``) vs on a simulated other host (``MultiHost``: a private mount namespace; root
+  only, else the row is skipped with the reason).
+
+Targets (docs/DEPLOYMENT.md): the relay adds at most 1 ms to a warm p50 and keeps at least 80% of
+the local throughput.
+
+    python -m bench.hosts [--requests N] [--duration S] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from bench.run import Row, percentile, sequential, throughput
+from platform_core.certs import write_dev_certs
+from tests.support.hosts import MultiHost, WorkerHost, can_simulate_hosts
+from tests.support.platform import REPO, Platform, free_port, wait_for_port
+
+CLIENTS = 16
+ARGUMENTS = json.dumps({"operand1": 10, "operand2": 5}).encode()
+POOL = {"mode": "pooled", "min_idle": 1, "max_workers": 1, "max_concurrency": 32, "queue_timeout_s": 5.0}
+
+
+def _tls_env(directory: Path, stem: str) -> dict[str, str]:
+    return {
+        "SUPERVISOR_TLS_CERT_FILE": str(directory / f"{stem}.crt"),
+        "SUPERVISOR_TLS_KEY_FILE": str(directory / f"{stem}.key"),
+        "SUPERVISOR_TLS_CA_FILE": str(directory / "ca.crt"),
+    }
+
+
+async def _ppp_measure(channel: grpc.aio.Channel, metadata, requests: int, duration_s: float) -> dict:
+    from platform_core.rpc import ppp_grpc, ppp_pb2
+
+    stub = ppp_grpc.PluginWorkerStub(channel)
+    request = ppp_pb2.InvokeRequest(primitive="subtract_numbers", arguments=ARGUMENTS)
+
+    async def once() -> float:
+        started = time.perf_counter()
+        async for _ in stub.Invoke(request, metadata=metadata, timeout=10):
+            pass
+        return (time.perf_counter() - started) * 1000
+
+    for _ in range(20):  # connection, TLS handshake, the worker's first calls
+        await once()
+    latencies = [await once() for _ in range(requests)]
+    done = 0
+    until = time.perf_counter() + duration_s
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < until:
+            await once()
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    return {
+        "p50": statistics.median(latencies),
+        "p90": percentile(latencies, 90),
+        "per_s": done / (time.perf_counter() - started),
+    }
+
+
+def measure_ppp(requests: int, duration_s: float) -> dict[str, dict]:
+    """Direct socket vs relay (mTLS) to one warm worker of a real supervisor process."""
+    from platform_core.rpc import PPP_RELAY_WORKER_KEY, sup_grpc, sup_pb2
+    from platform_core.tls import TlsMaterial, secure_channel
+
+    workdir = Path(tempfile.mkdtemp(prefix="pph-", dir="/tmp"))
+    tls = workdir / "tls"
+    write_dev_certs(tls, supervisor_names=[])
+    port = free_port()
+    env = {
+        **os.environ,
+        "SUPERVISOR_SOCKET_ROOT": str(workdir / "s"),
+        "PLATFORM_VAR_DIR": str(workdir),
+        "SQLITE_PATH": str(workdir / "db.sqlite3"),
+        "LOG_LEVEL": "ERROR",
+        **_tls_env(tls, "supervisor"),
+    }
+    command = [sys.executable, "manage.py", "runsupervisor", "--runtime=python", f"--listen=127.0.0.1:{port}"]
+    supervisor = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    gateway_tls = TlsMaterial(*((tls / name).read_bytes() for name in ("gateway.crt", "gateway.key", "ca.crt")))
+
+    async def run() -> dict[str, dict]:
+        async with secure_channel(f"127.0.0.1:{port}", gateway_tls, options=[]) as relay:
+            api = sup_grpc.RuntimeSupervisorStub(relay)
+            ref = sup_pb2.PluginRef(
+                name="subtract_numbers",
+                runtime="python",
+                entrypoint="plugins.subtract_numbers:plugin",
+                pool=sup_pb2.PoolSpec(min_idle=1, max_workers=1, max_concurrency=64, queue_timeout_ms=5000),
+            )
+            handle = (await api.AllocateWorker(sup_pb2.AllocateWorkerRequest(plugin=ref), timeout=30)).worker
+            async with grpc.aio.insecure_channel(handle.address) as direct:
+                results = {"direct": await _ppp_measure(direct, None, requests, duration_s)}
+            metadata = ((PPP_RELAY_WORKER_KEY, handle.worker_id),)
+            results["relay"] = await _ppp_measure(relay, metadata, requests, duration_s)
+            await api.ReleaseWorker(sup_pb2.ReleaseWorkerRequest(worker_id=handle.worker_id), timeout=10)
+            return results
+
+    try:
+        wait_for_port(port, supervisor)
+        return asyncio.run(run())
+    finally:
+        supervisor.terminate()
+        supervisor.wait(30)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _http_row(platform: Platform, label: str, requests: int, duration_s: float) -> dict:
+    platform.add_plugin_variant("subtract_numbers", "subtract_pooled", **POOL)
+    with platform.client() as client:
+        row = sequential(client, "subtract_pooled", {"operand1": 10, "operand2": 5}, requests, Row("python", label, ""))
+    load = throughput(platform, "subtract_pooled", {"operand1": 10, "operand2": 5}, CLIENTS, duration_s)
+    return {"p50": statistics.median(row.e2e), "p90": percentile(row.e2e, 90), "per_s": load["per_s"]}
+
+
+def measure_http(requests: int, duration_s: float) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    local = Platform(extra_env={"LOG_LEVEL": "ERROR"}).start()
+    try:
+        results["local"] = _http_row(local, "local", requests, duration_s)
+    finally:
+        local.stop()
+    if why := can_simulate_hosts():
+        results["remote"] = {"skipped": why}
+        return results
+    remote = MultiHost(
+        runtimes=(),
+        absent_runtimes=(),
+        worker_hosts=(WorkerHost("host-b", "127.0.1.2", ("python",)),),
+        extra_env={"LOG_LEVEL": "ERROR"},
+    ).start()
+    try:
+        results["remote"] = _http_row(remote, "remote", requests, duration_s)
+    finally:
+        remote.stop()
+    return results
+
+
+def render(ppp: dict[str, dict], http: dict[str, dict], requests: tuple[int, int], duration_s: float) -> str:
+    lines = [
+        f"Workers on another host: p50/p90 of {requests[0]} (PPP) and {requests[1]} (HTTP) sequential warm calls per "
+        f"row; throughput with {CLIENTS} concurrent clients for {duration_s:g} s; a shared 2-core machine.",
+        "",
+        "| path | p50 (ms) | p90 (ms) | throughput (/s) | relay adds to p50 | share of local throughput |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def pair(rows: dict[str, dict], local: str, remote: str, names: tuple[str, str]) -> None:
+        base = rows[local]
+        lines.append(f"| {names[0]} | {base['p50']:.2f} | {base['p90']:.2f} | {base['per_s']:.0f} | | |")
+        other = rows[remote]
+        if "skipped" in other:
+            lines.append(f"| {names[1]} | skipped: {other['skipped']} | | | | |")
+            return
+        added, share = other["p50"] - base["p50"], other["per_s"] / base["per_s"]
+        added_mark, share_mark = ("met" if added <= 1.0 else "missed"), ("met" if share >= 0.8 else "missed")
+        lines.append(
+            f"| {names[1]} | {other['p50']:.2f} | {other['p90']:.2f} | {other['per_s']:.0f} | "
+            f"{added:+.2f} ms ({added_mark}: ≤ 1 ms) | {share:.0%} ({share_mark}: ≥ 80%) |"
+        )
+
+    pair(ppp, "direct", "relay", ("PPP Invoke, direct Unix socket", "PPP Invoke, supervisor relay (mTLS)"))
+    pair(
+        http, "local", "remote", ("HTTP pooled subtract, worker local", "HTTP pooled subtract, worker on another host")
+    )
+    return "\n".join(lines)
+
+
+def hosts_table(requests: int, duration_s: float) -> str:
+    """The table of this module, for ``bench.run``."""
+    counts = (requests * 10, requests * 3)
+    return render(measure_ppp(counts[0], duration_s), measure_http(counts[1], duration_s), counts, duration_s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--quick", action="store_true")
+    options = parser.parse_args(argv)
+    requests, duration = (3, 1.0) if options.quick else (options.requests, options.duration)
+    print(hosts_table(requests, duration))
+
+
+if __name__ == "__main__":
+    main()
