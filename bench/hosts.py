@@ -2,10 +2,11 @@
 
 Two comparisons, each measured back to back on the same machine:
 
-* **PPP**: a warm pooled ``subtract_numbers`` worker, ``Invoke`` called directly on its Unix
-  socket vs through its supervisor's relay over mutual TLS (a real ``runsupervisor`` process on
-  loopback): sequential p50/p90 and throughput with ``CLIENTS`` concurrent streams. This isolates
-  the relay: nothing else differs.
+* **PPP**: a warm pooled ``subtract_numbers`` worker, ``Invoke`` called on the gateway's own
+  channels (``worker_route.open_channel``) directly on its Unix socket vs through its
+  supervisor's relay over mutual TLS (a real ``runsupervisor`` process on loopback): sequential
+  p50/p90 and throughput with ``CLIENTS`` concurrent streams. This isolates the relay: nothing
+  else differs.
 * **HTTP**: the pooled invocation end to end through a gateway whose worker is local (a
   ``Platform``) vs on a simulated other host (``MultiHost``: a private mount namespace; root
   only, else the row is skipped with the reason).
@@ -50,7 +51,7 @@ def _tls_env(directory: Path, stem: str) -> dict[str, str]:
     }
 
 
-async def _ppp_measure(channel: grpc.aio.Channel, metadata, requests: int, duration_s: float) -> dict:
+async def _ppp_measure(channel: grpc.aio.Channel, requests: int, duration_s: float) -> dict:
     from platform_core.rpc import ppp_grpc, ppp_pb2
 
     stub = ppp_grpc.PluginWorkerStub(channel)
@@ -58,7 +59,7 @@ async def _ppp_measure(channel: grpc.aio.Channel, metadata, requests: int, durat
 
     async def once() -> float:
         started = time.perf_counter()
-        async for _ in stub.Invoke(request, metadata=metadata, timeout=10):
+        async for _ in stub.Invoke(request, timeout=10):
             pass
         return (time.perf_counter() - started) * 1000
 
@@ -85,7 +86,9 @@ async def _ppp_measure(channel: grpc.aio.Channel, metadata, requests: int, durat
 
 def measure_ppp(requests: int, duration_s: float) -> dict[str, dict]:
     """Direct socket vs relay (mTLS) to one warm worker of a real supervisor process."""
-    from platform_core.rpc import PPP_RELAY_WORKER_KEY, sup_grpc, sup_pb2
+    from platform_core.gateway.worker_route import WorkerRoute, open_channel
+    from platform_core.rpc import sup_grpc, sup_pb2
+    from platform_core.supervisor.ppp_relay import relay_target
     from platform_core.tls import TlsMaterial, secure_channel
 
     workdir = Path(tempfile.mkdtemp(prefix="pph-", dir="/tmp"))
@@ -105,8 +108,8 @@ def measure_ppp(requests: int, duration_s: float) -> dict[str, dict]:
     gateway_tls = TlsMaterial(*((tls / name).read_bytes() for name in ("gateway.crt", "gateway.key", "ca.crt")))
 
     async def run() -> dict[str, dict]:
-        async with secure_channel(f"127.0.0.1:{port}", gateway_tls, options=[]) as relay:
-            api = sup_grpc.RuntimeSupervisorStub(relay)
+        async with secure_channel(f"127.0.0.1:{port}", gateway_tls, options=[]) as control:
+            api = sup_grpc.RuntimeSupervisorStub(control)
             ref = sup_pb2.PluginRef(
                 name="subtract_numbers",
                 runtime="python",
@@ -114,10 +117,15 @@ def measure_ppp(requests: int, duration_s: float) -> dict[str, dict]:
                 pool=sup_pb2.PoolSpec(min_idle=1, max_workers=1, max_concurrency=64, queue_timeout_ms=5000),
             )
             handle = (await api.AllocateWorker(sup_pb2.AllocateWorkerRequest(plugin=ref), timeout=30)).worker
-            async with grpc.aio.insecure_channel(handle.address) as direct:
-                results = {"direct": await _ppp_measure(direct, None, requests, duration_s)}
-            metadata = ((PPP_RELAY_WORKER_KEY, handle.worker_id),)
-            results["relay"] = await _ppp_measure(relay, metadata, requests, duration_s)
+            # The gateway's own channels: direct, and through the relay as for a worker on another host.
+            direct_route = WorkerRoute(handle.worker_id, handle.address, None, "")
+            relay_route = WorkerRoute(
+                handle.worker_id, relay_target(handle.worker_id), f"127.0.0.1:{handle.relay_port}", ""
+            )
+            results = {}
+            for name, route in (("direct", direct_route), ("relay", relay_route)):
+                async with open_channel(route, tls=gateway_tls) as channel:
+                    results[name] = await _ppp_measure(channel, requests, duration_s)
             await api.ReleaseWorker(sup_pb2.ReleaseWorkerRequest(worker_id=handle.worker_id), timeout=10)
             return results
 

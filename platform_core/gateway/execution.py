@@ -286,7 +286,7 @@ async def _ppp_session(
                 trace.add(P.GATEWAY, P.GATEWAY, "init_cached", 4, "Init skipped: worker session already initialized")
             else:
                 trace.add(P.GATEWAY, P.WORKER, "init_request", 4, "gRPC Init(ctx)")
-                init = await stub.Init(ppp_pb2.InitRequest(context=context), metadata=route.metadata)
+                init = await stub.Init(ppp_pb2.InitRequest(context=context))
                 trace.add(P.WORKER, P.GATEWAY, "init_response", 4, f"InitResponse(ok={init.ok}, {init.message!r})")
                 if not init.ok:
                     raise errors.PluginFailed(f"worker refused Init: {init.message}", code="init_failed")
@@ -298,7 +298,7 @@ async def _ppp_session(
                 5,
                 f"gRPC Invoke({plugin.name}, {len(json.dumps(arguments))} bytes, {caller.request_id})",
             )
-            output = await _invoke_stream(stub, route, plugin, arguments, context, caller, trace, worker_log)
+            output = await _invoke_stream(stub, plugin, arguments, context, caller, trace, worker_log)
     except TimeoutError:
         trace.add(P.GATEWAY, P.GATEWAY, "timeout", 5, f"no result after {plugin.timeout_s:g} s")
         raise errors.InvocationTimeout(f"{plugin.name} did not finish within {plugin.timeout_s:g} s") from None
@@ -314,9 +314,7 @@ async def _ppp_session(
     return output
 
 
-async def _invoke_stream(
-    stub, route, plugin, arguments, context, caller: Caller, trace: Trace, worker_log: _WorkerLog
-) -> Any:
+async def _invoke_stream(stub, plugin, arguments, context, caller: Caller, trace: Trace, worker_log: _WorkerLog) -> Any:
     request = ppp_pb2.InvokeRequest(
         primitive=plugin.ppp_primitive,
         arguments=json.dumps(arguments).encode(),
@@ -325,7 +323,7 @@ async def _invoke_stream(
     )
     chunks: list[bytes] = []
     size = 0
-    async for message in stub.Invoke(request, metadata=route.metadata):
+    async for message in stub.Invoke(request):
         kind = message.WhichOneof("kind")
         if kind == "progress":
             progress = message.progress

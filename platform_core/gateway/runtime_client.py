@@ -54,6 +54,7 @@ class WorkerLease:
     # Where the worker runs (WorkerHandle.host_id/host_name): decides direct socket or relay.
     host_id: str = ""
     host_name: str = ""
+    relay_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ async def worker_allocate(*, plugin, caller: Caller, trace: Trace, timeout_s: fl
             address,
             handle.host_id,
             handle.host_name,
+            handle.relay_port,
         )
     raise AssertionError("unreachable: the last candidate raises")
 

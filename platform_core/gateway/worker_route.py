@@ -2,62 +2,62 @@
 
 A worker on this gateway's host (same host id: ``platform_core/rpc/host_identity.py``) is
 reached directly on the Unix socket the supervisor handed out. A worker on another host is
-reached through the supervisor that owns it: the same PPP calls, sent to the supervisor's
-address (mutual TLS when configured) with the worker's id in the metadata
-(``platform_core/supervisor/ppp_relay.py``). Nothing else of the PPP session changes.
+reached through the relay of the supervisor that owns it (``platform_core/supervisor/ppp_relay.py``):
+the channel connects to the relay as to an HTTP proxy, naming the worker, and then speaks PPP to
+the worker through it (mutual TLS with the relay when configured). The PPP session itself does
+not change: same calls, same metadata, same errors.
 
 ``worker_route(...)`` turns what an allocation (or a lease) says about a worker into a
-``WorkerRoute``; ``worker_channels`` keeps the channels (one per worker socket, one per relaying
-supervisor shared by all its workers) and which worker sessions are initialized.
+``WorkerRoute``; ``worker_channels`` keeps one channel per worker and event loop, and which
+worker sessions are initialized.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import grpc
 from django.conf import settings
 
-from platform_core.rpc import FAST_CHANNEL_OPTIONS, PPP_RELAY_WORKER_KEY
+from platform_core.rpc import FAST_CHANNEL_OPTIONS
 from platform_core.rpc.host_identity import local_host
-from platform_core.rpc.secret import METADATA_KEY as SECRET_KEY
-from platform_core.tls import supervisor_channel
+from platform_core.supervisor.ppp_relay import relay_target
+from platform_core.tls import TlsMaterial
 
 
 @dataclass(frozen=True)
 class WorkerRoute:
     worker_id: str
-    # gRPC target the channel connects to: the worker's socket, or the relaying supervisor.
+    # gRPC target of the channel: the worker's socket, or the relay's name for the worker.
     target: str
-    # Passed with every PPP call (None on the direct path: nothing to add).
-    metadata: tuple[tuple[str, str], ...] | None
-    relayed: bool
+    # host:port of the relay the channel goes through; None on the direct path.
+    relay: str | None
     # For the trace: which path the invocation took.
     description: str
 
     @property
-    def session_key(self) -> str:
-        """One worker's PPP session (Init once per session for pooled workers)."""
-        return f"{self.target}#{self.worker_id}" if self.relayed else self.target
+    def relayed(self) -> bool:
+        return self.relay is not None
+
+    @property
+    def key(self) -> str:
+        """One worker's channel and PPP session (Init once per session for pooled workers)."""
+        return f"{self.relay}/{self.target}" if self.relay else self.target
 
 
-def worker_route(*, worker_id: str, address: str, host_id: str, host_name: str, supervisor: str) -> WorkerRoute:
-    """The route to worker ``worker_id`` that supervisor ``supervisor`` (its address) handed out."""
-    if local_host().sees(host_id):
-        return WorkerRoute(worker_id, address, None, False, f"direct unix socket {address}")
-    metadata = [(PPP_RELAY_WORKER_KEY, worker_id)]
-    if settings.PLATFORM_SUPERVISOR_SECRET:
-        metadata.append((SECRET_KEY, settings.PLATFORM_SUPERVISOR_SECRET))
+def worker_route(
+    *, worker_id: str, address: str, host_id: str, host_name: str, supervisor: str, relay_port: int
+) -> WorkerRoute:
+    """The route to worker ``worker_id`` that the supervisor at ``supervisor`` handed out."""
+    if local_host().sees(host_id) or not relay_port:
+        return WorkerRoute(worker_id, address, None, f"direct unix socket {address}")
+    # The relay is on the host this gateway reaches the supervisor by (the supervisor cannot know it).
+    relay = f"{supervisor.rpartition(':')[0]}:{relay_port}"
     tls = " over mutual TLS" if settings.PLATFORM_SUPERVISOR_TLS is not None else ""
-    where = host_name or host_id
-    return WorkerRoute(
-        worker_id,
-        supervisor,
-        tuple(metadata),
-        True,
-        f"relay via supervisor {supervisor}{tls} to {worker_id} on {where}",
-    )
+    description = f"relay via supervisor {supervisor} (relay {relay}{tls}) to {worker_id} on {host_name or host_id}"
+    return WorkerRoute(worker_id, relay_target(worker_id), relay, description)
 
 
 def lease_route(lease) -> WorkerRoute:
@@ -68,39 +68,58 @@ def lease_route(lease) -> WorkerRoute:
         host_id=lease.host_id,
         host_name=lease.host_name,
         supervisor=lease.supervisor,
+        relay_port=lease.relay_port,
     )
 
 
+def open_channel(route: WorkerRoute, *, tls: TlsMaterial | None, secret: str = "") -> grpc.aio.Channel:
+    """A new channel along ``route``, with the gateway's TLS material (or none: loopback) and secret."""
+    if route.relay is None:
+        return grpc.aio.insecure_channel(route.target, options=FAST_CHANNEL_OPTIONS)
+    if tls is not None:
+        # The relay presents its supervisor's certificate: check it for the supervisor's name.
+        name = tls.server_name or route.relay.rpartition(":")[0].strip("[]")
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls.ca, private_key=tls.key, certificate_chain=tls.cert
+        )
+        options = [
+            *FAST_CHANNEL_OPTIONS,
+            ("grpc.http_proxy", f"http://{route.relay}"),
+            ("grpc.ssl_target_name_override", name),
+        ]
+        return grpc.aio.secure_channel(route.target, credentials, options=options)
+    # Without TLS (loopback only), the shared secret, if any, goes in the CONNECT request.
+    proxy = f"http://relay:{quote(secret, safe='')}@{route.relay}" if secret else f"http://{route.relay}"
+    return grpc.aio.insecure_channel(route.target, options=[*FAST_CHANNEL_OPTIONS, ("grpc.http_proxy", proxy)])
+
+
 class WorkerChannels:
-    """gRPC channels to workers per event loop: a worker socket's channel is closed when the worker
-    goes; a relay channel serves all workers of its supervisor and stays."""
+    """gRPC channels to workers, one per worker and event loop, closed when the worker goes."""
 
     def __init__(self) -> None:
         self._channels: dict[tuple[int, str], grpc.aio.Channel] = {}
         self._initialized: set[tuple[int, str]] = set()
 
     def initialized(self, route: WorkerRoute) -> bool:
-        return (id(asyncio.get_running_loop()), route.session_key) in self._initialized
+        return (id(asyncio.get_running_loop()), route.key) in self._initialized
 
     def mark_initialized(self, route: WorkerRoute) -> None:
-        self._initialized.add((id(asyncio.get_running_loop()), route.session_key))
+        self._initialized.add((id(asyncio.get_running_loop()), route.key))
 
     def get(self, route: WorkerRoute) -> grpc.aio.Channel:
-        key = (id(asyncio.get_running_loop()), route.target)
+        key = (id(asyncio.get_running_loop()), route.key)
         channel = self._channels.get(key)
         if channel is None:
-            if route.relayed:
-                channel = supervisor_channel(route.target, options=FAST_CHANNEL_OPTIONS)
-            else:
-                channel = grpc.aio.insecure_channel(route.target, options=FAST_CHANNEL_OPTIONS)
-            self._channels[key] = channel
+            channel = self._channels[key] = open_channel(
+                route, tls=settings.PLATFORM_SUPERVISOR_TLS, secret=settings.PLATFORM_SUPERVISOR_SECRET
+            )
         return channel
 
     async def forget(self, route: WorkerRoute) -> None:
-        """The worker is gone: its session, and its channel unless the supervisor's relay shares it."""
-        loop = id(asyncio.get_running_loop())
-        self._initialized.discard((loop, route.session_key))
-        if not route.relayed and (channel := self._channels.pop((loop, route.target), None)) is not None:
+        key = (id(asyncio.get_running_loop()), route.key)
+        self._initialized.discard(key)
+        channel = self._channels.pop(key, None)
+        if channel is not None:
             await channel.close()
 
 

@@ -15,7 +15,4 @@ FAST_CHANNEL_OPTIONS = [
     ("grpc.enable_retries", 0),
 ]
 
-# Metadata naming the worker of a PPP call sent to a supervisor's relay (other hosts' workers).
-PPP_RELAY_WORKER_KEY = "x-ppp-worker"
-
-__all__ = ["FAST_CHANNEL_OPTIONS", "PPP_RELAY_WORKER_KEY", "ppp_grpc", "ppp_pb2", "sup_grpc", "sup_pb2"]
+__all__ = ["FAST_CHANNEL_OPTIONS", "ppp_grpc", "ppp_pb2", "sup_grpc", "sup_pb2"]

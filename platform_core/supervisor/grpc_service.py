@@ -10,7 +10,6 @@ from platform_core.rpc import sup_grpc, sup_pb2
 from platform_core.rpc.host_identity import LocalHost, local_host
 from platform_core.supervisor import service
 from platform_core.supervisor.model import Event, ExitCause, LeaseOwner, Limits, PluginRef, PoolSpec, Worker
-from platform_core.supervisor.ppp_relay import PppRelay
 
 _STATUS = {
     service.CapacityExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -79,7 +78,7 @@ def event_message(event: Event, supervisor: service.Supervisor) -> sup_pb2.Worke
     )
 
 
-def _handle(worker: Worker, host: LocalHost, warm: bool = False) -> sup_pb2.WorkerHandle:
+def _handle(worker: Worker, host: LocalHost, relay_port: int, warm: bool = False) -> sup_pb2.WorkerHandle:
     return sup_pb2.WorkerHandle(
         worker_id=worker.worker_id,
         address=worker.address,
@@ -88,13 +87,15 @@ def _handle(worker: Worker, host: LocalHost, warm: bool = False) -> sup_pb2.Work
         warm=warm,
         host_id=host.id,
         host_name=host.name,
+        relay_port=relay_port,
     )
 
 
 class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
-    def __init__(self, supervisor: service.Supervisor, host: LocalHost) -> None:
+    def __init__(self, supervisor: service.Supervisor, host: LocalHost, relay_port: int) -> None:
         self.supervisor = supervisor
         self.host = host
+        self.relay_port = relay_port
 
     def _events(self, events: Iterable[Event]) -> list[sup_pb2.WorkerEvent]:
         return [event_message(event, self.supervisor) for event in events]
@@ -111,7 +112,9 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             )
         except service.SupervisorError as exc:
             await self._abort(context, exc)
-        return sup_pb2.AllocateWorkerResponse(worker=_handle(worker, self.host, warm), events=self._events(events))
+        return sup_pb2.AllocateWorkerResponse(
+            worker=_handle(worker, self.host, self.relay_port, warm), events=self._events(events)
+        )
 
     async def ReleaseWorker(self, request, context):
         try:
@@ -178,12 +181,9 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             yield event_message(event, self.supervisor)
 
 
-def add_to_server(server: grpc.aio.Server, supervisor: service.Supervisor, host: LocalHost | None = None) -> PppRelay:
-    """The supervisor API and the PPP relay to its workers (for gateways on other hosts), on one
-    server: one port, one TLS identity and one secret check for both. Close the relay at the end."""
-    sup_grpc.add_RuntimeSupervisorServicer_to_server(
-        RuntimeSupervisorServicer(supervisor, host or local_host()), server
-    )
-    relay = PppRelay(supervisor.workers)
-    server.add_generic_rpc_handlers((relay,))
-    return relay
+def add_to_server(
+    server: grpc.aio.Server, supervisor: service.Supervisor, host: LocalHost | None = None, relay_port: int = 0
+) -> None:
+    """The supervisor API; handles name ``relay_port``, where the PPP relay to the workers listens."""
+    servicer = RuntimeSupervisorServicer(supervisor, host or local_host(), relay_port)
+    sup_grpc.add_RuntimeSupervisorServicer_to_server(servicer, server)

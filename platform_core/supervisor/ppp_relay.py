@@ -1,143 +1,166 @@
 """The PPP relay: gateways on other hosts reach this supervisor's workers through it.
 
 Workers have no network; their PPP server listens on a Unix socket that only processes sharing
-this host's file system view can open. A gateway elsewhere calls ``/ppp.v1.PluginWorker/*`` on
-the supervisor's own gRPC port (same TLS, same secret check as the supervisor API) with the
-metadata ``x-ppp-worker: <worker id>``; the relay forwards the call to that worker's socket and
-the answers back, as raw bytes: payloads are never decoded, so a worker and a gateway that
-speak a newer PPP need no new supervisor.
+this host's file system view can open. The relay is a TLS-terminating byte pipe, one connection
+per gateway channel and worker:
 
-* Only workers of this supervisor that are alive are reachable (NOT_FOUND otherwise): the
-  relay does not care how the worker was obtained (allocation, pool, lease), only whose it is.
-* The caller's deadline goes to the worker's call; a cancelled caller cancels it.
-* What the worker's call ends with (OK, a status, a dropped connection: UNAVAILABLE) is what the
-  caller's call ends with, so a gateway handles a relayed worker's crash as a local one's.
+1. the gateway's gRPC channel connects through the relay as through an HTTP proxy
+   (``grpc.http_proxy``): ``CONNECT worker-20001.ppp-relay:1`` names the worker;
+2. the relay answers 404 for anything but a live worker of this supervisor (407 for a wrong
+   secret, when there is no TLS), else opens the worker's socket and answers 200;
+3. with mutual TLS configured, the gateway's channel then does its TLS handshake *with the
+   relay* (client certificate of the CA required, checked by Python's ``ssl`` so that every
+   refusal is logged here), and the relay pipes the decrypted bytes to the worker's socket and
+   back.
 
-Known PPP methods take the cheapest call shape that carries them (unary for Init and Health,
-server streaming for Invoke); any other method is relayed as a bidirectional stream, which
-carries every shape.
+Nothing above TCP is parsed after the handshake: HTTP/2 frames, gRPC messages, deadlines
+(``grpc-timeout``), cancellations (``RST_STREAM``) and the worker's status and trailers pass
+through untouched, so a relayed worker behaves exactly as a local one, including a crash (its
+socket closes, so does the gateway's connection: UNAVAILABLE, as locally). Measured against a
+gRPC-level relay (decode and re-send each call and message in Python), this costs a third of
+the added latency: docs/PERFORMANCE.md, "Workers on another host".
+
+The relay does not care how a worker was obtained (allocation, pool, lease): only whose it is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import base64
+import contextlib
+import hmac
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
-
-import grpc
-
-from platform_core.rpc import FAST_CHANNEL_OPTIONS, PPP_RELAY_WORKER_KEY
+import os
+import ssl
+import tempfile
 
 log = logging.getLogger(__name__)
 
-SERVICE_PREFIX = "/ppp.v1.PluginWorker/"
-WORKER_KEY = PPP_RELAY_WORKER_KEY
-# Metadata of the hop to the supervisor, not of the call to the worker.
-_HOP_KEYS = frozenset({WORKER_KEY, "x-supervisor-secret"})
-_UNARY = frozenset({SERVICE_PREFIX + "Init", SERVICE_PREFIX + "Health"})
-_SERVER_STREAMING = frozenset({SERVICE_PREFIX + "Invoke"})
+# CONNECT authority: "<worker id>.ppp-relay:1" (the port is not used).
+AUTHORITY_SUFFIX = ".ppp-relay"
+_HEAD_LIMIT = 8192
+_HEAD_TIMEOUT_S = 10.0
+_CHUNK = 256 * 1024
 
 
-class PppRelay(grpc.GenericRpcHandler):
-    """A generic handler for ``/ppp.v1.PluginWorker/*`` on the supervisor's server."""
+def relay_target(worker_id: str) -> str:
+    """The gRPC target a gateway's channel names to reach ``worker_id`` through a relay."""
+    return f"{worker_id}{AUTHORITY_SUFFIX}:1"
 
-    def __init__(self, workers: dict[str, Any]) -> None:
-        # The supervisor's live table (worker id → Worker): read at each call, never copied.
+
+def server_ssl_context(cert: bytes, key: bytes, ca: bytes) -> ssl.SSLContext:
+    """TLS of the relay: this supervisor's certificate; a client certificate of the CA required."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # ssl loads a certificate chain only from files: a private one, removed at once.
+    fd, path = tempfile.mkstemp(prefix="relay-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(cert + b"\n" + key)
+        context.load_cert_chain(path)
+    finally:
+        os.unlink(path)
+    context.load_verify_locations(cadata=ca.decode())
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.set_alpn_protocols(["h2"])  # gRPC insists on HTTP/2 being negotiated
+    return context
+
+
+class PppRelay:
+    def __init__(self, workers: dict, *, ssl_context: ssl.SSLContext | None = None, secret: str = "") -> None:
+        # The supervisor's live table (worker id → Worker): read at each connection, never copied.
         self._workers = workers
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._ssl = ssl_context
+        # Checked in CONNECT only without TLS (with TLS it would cross the network in clear text
+        # before the handshake; the client certificate authenticates instead).
+        self._secret = secret if ssl_context is None else ""
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task] = set()
 
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        method = details.method
-        if not method.startswith(SERVICE_PREFIX):
-            return None
-        # No (de)serializers: requests and responses stay bytes.
-        if method in _UNARY:
-            return grpc.unary_unary_rpc_method_handler(functools.partial(self._unary, method))
-        if method in _SERVER_STREAMING:
-            return grpc.unary_stream_rpc_method_handler(functools.partial(self._server_streaming, method))
-        return grpc.stream_stream_rpc_method_handler(functools.partial(self._streaming, method))
-
-    # --- the three shapes -------------------------------------------------------------------
-
-    async def _unary(self, method: str, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        channel, metadata, timeout = await self._upstream(context)
-        try:
-            return await channel.unary_unary(method)(request, metadata=metadata, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            await self._fail(context, exc)
-            raise  # unreachable: abort raises
-
-    async def _server_streaming(
-        self, method: str, request: bytes, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        channel, metadata, timeout = await self._upstream(context)
-        call = channel.unary_stream(method)(request, metadata=metadata, timeout=timeout)
-        async for response in self._responses(call, context):
-            yield response
-
-    async def _streaming(self, method: str, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext):
-        channel, metadata, timeout = await self._upstream(context)
-        call = channel.stream_stream(method)(metadata=metadata, timeout=timeout)
-
-        async def forward_requests() -> None:
-            async for request in requests:
-                await call.write(request)
-            await call.done_writing()
-
-        pump = asyncio.create_task(forward_requests())
-        try:
-            async for response in self._responses(call, context):
-                yield response
-        finally:
-            pump.cancel()
-
-    async def _responses(self, call, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        """The worker's responses; its call's end becomes the caller's."""
-        try:
-            async for response in call:
-                yield response
-        except grpc.aio.AioRpcError as exc:
-            await self._fail(context, exc)
-        finally:
-            call.cancel()  # a no-op once finished; stops the worker's call if the caller went away
-
-    # --- shared ------------------------------------------------------------------------------
-
-    async def _upstream(self, context: grpc.aio.ServicerContext) -> tuple[grpc.aio.Channel, list, float | None]:
-        """The worker's channel, the metadata to pass on, and the caller's time left."""
-        metadata = context.invocation_metadata() or ()
-        worker_id = next((value for key, value in metadata if key == WORKER_KEY), "")
-        if not worker_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a relayed PPP call needs {WORKER_KEY} metadata")
-        worker = self._workers.get(worker_id)
-        if worker is None or not worker.alive or not worker.address:
-            log.warning("relay refused a call for %s: not a live worker of this supervisor", worker_id)
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"{worker_id} is not a live worker of this supervisor")
-        passed_on = [(key, value) for key, value in metadata if key not in _HOP_KEYS and not key.startswith("grpc-")]
-        # time_remaining() is None without a deadline; the worker's call then has none either.
-        return self._channel(worker.address), passed_on, context.time_remaining()
-
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
-        if channel is None:
-            self._forget_gone()
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=FAST_CHANNEL_OPTIONS)
-        return channel
-
-    def _forget_gone(self) -> None:
-        """Close the channels of workers that are gone (checked whenever a channel is opened)."""
-        live = {worker.address for worker in self._workers.values() if worker.alive}
-        for address in [a for a in self._channels if a not in live]:
-            channel = self._channels.pop(address)
-            asyncio.get_running_loop().create_task(channel.close())
-
-    @staticmethod
-    async def _fail(context: grpc.aio.ServicerContext, exc: grpc.aio.AioRpcError) -> None:
-        """End the caller's call as the worker's ended."""
-        await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata() or ())
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0: any free port); the port listened on."""
+        self._server = await asyncio.start_server(self._accept, host, port, limit=_HEAD_LIMIT)
+        return self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
-        await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._connections.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            await self._relay(reader, writer, peer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            pass  # the peer went away or sent garbage: nothing to answer
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or parts[0] != "CONNECT":
+            return await _answer(writer, 405, "only CONNECT <worker>.ppp-relay:1 is served here")
+        if self._secret and not self._secret_ok(header_lines):
+            log.warning("relay refused %s: missing or wrong supervisor secret", peer)
+            return await _answer(writer, 407, "missing or wrong supervisor secret")
+        worker_id = parts[1].rsplit(":", 1)[0].removesuffix(AUTHORITY_SUFFIX)
+        worker = self._workers.get(worker_id)
+        if worker is None or not worker.alive or not worker.address.startswith("unix://"):
+            log.warning("relay refused %s: %s is not a live worker of this supervisor", peer, worker_id)
+            return await _answer(writer, 404, f"{worker_id} is not a live worker of this supervisor")
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_unix_connection(
+                worker.address.removeprefix("unix://"), limit=_CHUNK
+            )
+        except OSError as exc:
+            return await _answer(writer, 502, f"{worker_id} does not accept connections: {exc}")
+        try:
+            await _answer(writer, 200, "Connection established")
+            if self._ssl is not None:
+                try:
+                    await writer.start_tls(self._ssl)
+                except (ssl.SSLError, ConnectionError) as exc:
+                    log.warning("relay refused %s (TLS handshake for %s): %s", peer, worker_id, exc)
+                    return None
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+        finally:
+            upstream_writer.close()
+        return None
+
+    def _secret_ok(self, header_lines: list[str]) -> bool:
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "proxy-authorization":
+                scheme, _, encoded = value.strip().partition(" ")
+                with contextlib.suppress(ValueError):
+                    presented = base64.b64decode(encoded).decode().partition(":")[2]
+                    return scheme.lower() == "basic" and hmac.compare_digest(presented, self._secret)
+        return False
+
+
+async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> None:
+    writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\n\r\n".encode("latin-1", "replace"))
+    await writer.drain()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy until end of stream, then end the other side's stream too (half-close where it can)."""
+    try:
+        while data := await reader.read(_CHUNK):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        else:
+            writer.close()
+    except (ConnectionError, ssl.SSLError):
+        writer.close()

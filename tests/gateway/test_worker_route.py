@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from platform_core.gateway import worker_route as routes
-from platform_core.rpc import PPP_RELAY_WORKER_KEY
 from platform_core.rpc.host_identity import LocalHost, derived_host_id
 
 
@@ -36,28 +35,31 @@ def on_host(monkeypatch, settings):
     monkeypatch.setattr(routes, "local_host", lambda: LocalHost(socket_root="/", explicit_id="host-a"))
 
 
-def test_a_worker_on_this_host_is_reached_on_its_socket(on_host):
-    route = routes.worker_route(
-        worker_id="worker-20001", address="unix:///tmp/ppp/w.sock", host_id="host-a", host_name="a", supervisor="s:1"
-    )
-    assert (route.target, route.metadata, route.relayed) == ("unix:///tmp/ppp/w.sock", None, False)
-    assert route.description == "direct unix socket unix:///tmp/ppp/w.sock"
-
-
-def test_a_worker_elsewhere_is_reached_through_its_supervisor_with_its_id(on_host, settings):
-    settings.PLATFORM_SUPERVISOR_SECRET = "s3cret"
-    route = routes.worker_route(
-        worker_id="worker-20001",
+def route(host_id: str, *, relay_port: int = 9093, worker_id: str = "worker-20001") -> routes.WorkerRoute:
+    return routes.worker_route(
+        worker_id=worker_id,
         address="unix:///tmp/ppp/w.sock",
-        host_id="host-b",
+        host_id=host_id,
         host_name="node-b",
         supervisor="127.0.1.2:9092",
+        relay_port=relay_port,
     )
-    assert route.relayed and route.target == "127.0.1.2:9092"
-    assert dict(route.metadata) == {PPP_RELAY_WORKER_KEY: "worker-20001", "x-supervisor-secret": "s3cret"}
-    assert route.description == "relay via supervisor 127.0.1.2:9092 to worker-20001 on node-b"
-    # Two workers of one supervisor share its channel but not their PPP sessions.
-    twin = routes.worker_route(
-        worker_id="worker-20002", address="unix:///x", host_id="host-b", host_name="", supervisor="127.0.1.2:9092"
+
+
+def test_a_worker_on_this_host_is_reached_on_its_socket(on_host):
+    direct = route("host-a")
+    assert (direct.target, direct.relay, direct.relayed) == ("unix:///tmp/ppp/w.sock", None, False)
+    assert direct.description == "direct unix socket unix:///tmp/ppp/w.sock"
+    # A supervisor without a relay (older) can only have been on this host.
+    assert not route("host-b", relay_port=0).relayed
+
+
+def test_a_worker_elsewhere_is_reached_through_its_supervisors_relay(on_host):
+    relayed = route("host-b")
+    assert relayed.relayed and relayed.relay == "127.0.1.2:9093"  # the host the gateway dials, the relay's port
+    assert relayed.target == "worker-20001.ppp-relay:1"
+    assert relayed.description == (
+        "relay via supervisor 127.0.1.2:9092 (relay 127.0.1.2:9093) to worker-20001 on node-b"
     )
-    assert twin.target == route.target and twin.session_key != route.session_key
+    # Each worker has its own channel and PPP session.
+    assert route("host-b", worker_id="worker-20002").key != relayed.key

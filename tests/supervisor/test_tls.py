@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import astuple
+
 import grpc
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 from platform_core.certs import make_ca, make_leaf, write_dev_certs
-from platform_core.rpc import PPP_RELAY_WORKER_KEY, ppp_grpc, ppp_pb2, sup_grpc, sup_pb2
+from platform_core.gateway.worker_route import WorkerRoute, open_channel
+from platform_core.rpc import ppp_grpc, ppp_pb2, sup_grpc, sup_pb2
 from platform_core.rpc.host_identity import LocalHost
 from platform_core.supervisor import grpc_service
+from platform_core.supervisor.ppp_relay import PppRelay, relay_target, server_ssl_context
 from platform_core.tls import TlsMaterial, secure_channel, server_credentials, tls_from_env
 from tests.supervisor.conftest import make_supervisor
 from tests.supervisor.test_ppp_relay import SUBTRACT
@@ -27,17 +32,31 @@ def material(pair, ca=CA) -> TlsMaterial:
 
 @pytest.fixture
 async def tls_supervisor(socket_root):
+    """A supervisor's API and relay over mutual TLS: (supervisor, API address, relay port)."""
     supervisor = make_supervisor(socket_root)
+    relay = PppRelay(supervisor.workers, ssl_context=server_ssl_context(*astuple(material(SUPERVISOR))[:3]))
+    relay_port = await relay.start("127.0.0.1", 0)
     server = grpc.aio.server()
-    relay = grpc_service.add_to_server(server, supervisor, LocalHost(socket_root=str(socket_root)))
+    grpc_service.add_to_server(server, supervisor, LocalHost(socket_root=str(socket_root)), relay_port)
     port = server.add_secure_port("127.0.0.1:0", server_credentials(material(SUPERVISOR)))
     await server.start()
     try:
-        yield supervisor, f"127.0.0.1:{port}"
+        yield supervisor, f"127.0.0.1:{port}", relay_port
     finally:
         await supervisor.shutdown()
         await server.stop(None)
         await relay.close()
+
+
+def relay_health(relay_port: int, worker_id: str, tls: TlsMaterial | None):
+    """A PPP Health call through the relay, on a gateway's channel with ``tls``."""
+    route = WorkerRoute(worker_id, relay_target(worker_id), f"127.0.0.1:{relay_port}", "")
+
+    async def call():
+        async with open_channel(route, tls=tls) as channel:
+            return await ppp_grpc.PluginWorkerStub(channel).Health(ppp_pb2.HealthRequest(), timeout=5)
+
+    return call()
 
 
 async def list_workers(channel: grpc.aio.Channel) -> sup_pb2.ListWorkersResponse:
@@ -46,18 +65,32 @@ async def list_workers(channel: grpc.aio.Channel) -> sup_pb2.ListWorkersResponse
 
 
 async def test_a_gateway_with_a_certificate_of_the_ca_reaches_the_api_and_the_relay(tls_supervisor):
-    supervisor, address = tls_supervisor
+    supervisor, address, relay_port = tls_supervisor
     assert (await list_workers(secure_channel(address, material(GATEWAY), options=[]))).supervisor_id == "python-test"
     worker, _, _ = await supervisor.allocate(SUBTRACT)
-    async with secure_channel(address, material(GATEWAY), options=[]) as channel:
-        health = await ppp_grpc.PluginWorkerStub(channel).Health(
-            ppp_pb2.HealthRequest(), metadata=((PPP_RELAY_WORKER_KEY, worker.worker_id),), timeout=5
-        )
-    assert health.status == ppp_pb2.HealthResponse.SERVING
+    assert (
+        await relay_health(relay_port, worker.worker_id, material(GATEWAY))
+    ).status == ppp_pb2.HealthResponse.SERVING
+
+
+async def test_the_relay_refuses_and_logs_a_missing_or_foreign_client_certificate(tls_supervisor, caplog):
+    supervisor, _, relay_port = tls_supervisor
+    caplog.set_level(logging.WARNING, "platform_core.supervisor.ppp_relay")
+    worker, _, _ = await supervisor.allocate(SUBTRACT)
+    foreign = make_leaf(STRANGER_CA, "gateway", ["gateway"], server=False)
+    foreign_material = TlsMaterial(foreign.cert_pem(), foreign.key_pem(), CA.cert_pem())
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await relay_health(relay_port, worker.worker_id, foreign_material)
+    assert wrong.value.code() == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.aio.AioRpcError) as cleartext:  # plain HTTP/2 where TLS is expected
+        await relay_health(relay_port, worker.worker_id, None)
+    assert cleartext.value.code() == grpc.StatusCode.UNAVAILABLE
+    refusals = [r.getMessage() for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert len(refusals) == 2 and all(worker.worker_id in r for r in refusals), caplog.text
 
 
 async def test_missing_or_foreign_client_certificates_are_refused_and_logged(tls_supervisor, capfd):
-    _, address = tls_supervisor
+    _, address, _ = tls_supervisor
     no_certificate = grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(CA.cert_pem()))
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await list_workers(no_certificate)
@@ -95,7 +128,7 @@ async def test_a_gateway_refuses_a_supervisor_whose_certificate_another_ca_signe
 
 
 async def test_the_supervisor_name_is_checked_unless_an_override_names_the_certificate(tls_supervisor):
-    _, address = tls_supervisor
+    _, address, _ = tls_supervisor
     by_name = address.replace("127.0.0.1", "localhost")  # not among the certificate's names
     with pytest.raises(grpc.aio.AioRpcError):
         await list_workers(secure_channel(by_name, material(GATEWAY), options=[]))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,18 +113,23 @@ class MultiHost(Platform):
     def _host_processes(self, host: WorkerHost) -> list[subprocess.Popen]:
         return [self.processes[n] for r in host.runtimes if (n := self.process_name(host, r)) in self.processes]
 
-    def leftover_namespaces(self) -> list[int]:
-        """Processes still in a simulated host's mount namespace (none once everything stopped)."""
+    def leftover_namespaces(self, timeout_s: float = 10.0) -> list[str]:
+        """Processes still in a simulated host's mount namespace once ``timeout_s`` has passed
+        (a supervisor's children, e.g. its zygote, exit just after it)."""
         ours = {ns for host in self.worker_hosts for ns in host.namespaces}
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = []
+            for entry in Path("/proc").iterdir():
                 try:
-                    if os.readlink(entry / "ns" / "mnt") in ours:
-                        found.append(int(entry.name))
+                    if entry.name.isdigit() and os.readlink(entry / "ns" / "mnt") in ours:
+                        command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")[:200]
+                        found.append(f"{entry.name}: {command!r}")
                 except OSError:
                     continue
-        return found
+            if not found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
 
 def can_simulate_hosts() -> str:

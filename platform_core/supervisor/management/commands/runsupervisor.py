@@ -11,18 +11,17 @@ import grpc
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from platform_core.rpc import FAST_CHANNEL_OPTIONS
 from platform_core.rpc.host_identity import local_host
 from platform_core.rpc.secret import SecretCheck
 from platform_core.supervisor import grpc_service
 from platform_core.supervisor.backends.process import ProcessBackend
 from platform_core.supervisor.grpc_service import plugin_ref
 from platform_core.supervisor.model import PluginRef
+from platform_core.supervisor.ppp_relay import PppRelay, server_ssl_context
 from platform_core.supervisor.service import Supervisor
 from platform_core.tls import server_credentials
 
 log = logging.getLogger("platform_core.supervisor")
-RELAY_MESSAGE_LIMIT = dict(FAST_CHANNEL_OPTIONS)["grpc.max_receive_message_length"]
 
 
 def _is_loopback(address: str) -> bool:
@@ -46,6 +45,10 @@ class Command(BaseCommand):
                 "asks for another one, e.g. docker (default: WORKER_BACKENDS; process is always enabled)"
             ),
         )
+        parser.add_argument(
+            "--relay-listen",
+            help="host:port of the PPP relay, for gateways on other hosts (default: --listen's host, any free port)",
+        )
         parser.add_argument("--max-workers", type=int, default=settings.PLATFORM_SUPERVISOR_MAX_WORKERS)
         parser.add_argument("--id", dest="supervisor_id", help="supervisor id (default: RUNTIME-PORT)")
         parser.add_argument(
@@ -59,6 +62,7 @@ class Command(BaseCommand):
         *args,
         runtime: str,
         listen: str | None,
+        relay_listen: str | None,
         backend: str | None,
         backends: str | None,
         max_workers: int,
@@ -70,14 +74,17 @@ class Command(BaseCommand):
         listen = listen or (addresses[0] if addresses else None)
         if not listen:
             raise CommandError(f"no --listen given and SUPERVISORS has no entry for runtime {runtime!r}")
-        if not _is_loopback(listen):
+        relay_listen = relay_listen or f"{listen.rsplit(':', 1)[0]}:0"
+        for address in (listen, relay_listen):
+            if _is_loopback(address):
+                continue
             if not allow_remote:
-                raise CommandError(f"refusing to listen on {listen}: not loopback (pass --allow-remote deliberately)")
+                raise CommandError(f"refusing to listen on {address}: not loopback (pass --allow-remote deliberately)")
             if settings.PLATFORM_SUPERVISOR_TLS is None:
                 # Beyond loopback the relay carries tenants' data and the API starts workers: both
                 # need an authenticated, encrypted peer, which a shared secret alone is not.
                 raise CommandError(
-                    f"refusing to listen on {listen} without mutual TLS (SUPERVISOR_TLS_CERT, _KEY, _CA): "
+                    f"refusing to listen on {address} without mutual TLS (SUPERVISOR_TLS_CERT, _KEY, _CA): "
                     "every caller could start workers and read their traffic (docs/DEPLOYMENT.md, Mutual TLS)"
                 )
         supervisor_id = supervisor_id or f"{runtime}-{listen.rsplit(':', 1)[-1]}"
@@ -114,7 +121,7 @@ class Command(BaseCommand):
         )
         # The host id describes the socket root: it must exist before anyone asks.
         Path(settings.PLATFORM_SOCKET_ROOT).mkdir(parents=True, exist_ok=True)
-        asyncio.run(self._serve(supervisor, listen, self._pooled_plugins(runtime)))
+        asyncio.run(self._serve(supervisor, listen, relay_listen, self._pooled_plugins(runtime)))
 
     def _pooled_plugins(self, runtime: str) -> list[PluginRef]:
         """Pooled plugins of this runtime in the registry: their pools are warmed at start."""
@@ -130,7 +137,7 @@ class Command(BaseCommand):
             return []
         return [plugin_ref(plugin_ref_message(spec)) for spec in specs]
 
-    async def _serve(self, supervisor: Supervisor, listen: str, pooled: list[PluginRef]) -> None:
+    async def _serve(self, supervisor: Supervisor, listen: str, relay_listen: str, pooled: list[PluginRef]) -> None:
         # Handled from the start: a SIGTERM that comes as soon as the port is open (or earlier)
         # still gets an orderly shutdown, not the default death that skips it.
         stop = asyncio.Event()
@@ -145,13 +152,19 @@ class Command(BaseCommand):
                 log.warning("cannot pre-warm %s: %s", plugin.name, exc)
         # With a secret configured, every call must carry it (also on loopback).
         secret = settings.PLATFORM_SUPERVISOR_SECRET
-        server = grpc.aio.server(
-            interceptors=[SecretCheck(secret)] if secret else None,
-            # Relayed PPP messages are as large as the gateway and the workers allow.
-            options=[("grpc.max_receive_message_length", RELAY_MESSAGE_LIMIT)],
-        )
-        relay = grpc_service.add_to_server(server, supervisor)
+        server = grpc.aio.server(interceptors=[SecretCheck(secret)] if secret else None)
         tls = settings.PLATFORM_SUPERVISOR_TLS
+        relay = PppRelay(
+            supervisor.workers,
+            ssl_context=server_ssl_context(tls.cert, tls.key, tls.ca) if tls else None,
+            secret=secret,
+        )
+        relay_host, _, relay_port = relay_listen.rpartition(":")
+        try:
+            relay_port = await relay.start(relay_host.strip("[]"), int(relay_port))
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot listen on {relay_listen} (--relay-listen): {exc}") from exc
+        grpc_service.add_to_server(server, supervisor, relay_port=relay_port)
         port = server.add_secure_port(listen, server_credentials(tls)) if tls else server.add_insecure_port(listen)
         if port == 0:
             raise CommandError(f"cannot listen on {listen}")
@@ -159,7 +172,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"supervisor {supervisor.supervisor_id} ({supervisor.runtime}, "
             f"{supervisor.default_backend} backend; enabled: {', '.join(sorted(supervisor.backends))}) "
-            f"listening on {listen}{' (mutual TLS)' if tls else ''}, host {local_host().name} ({local_host().id})"
+            f"listening on {listen}{' (mutual TLS)' if tls else ''}, PPP relay on port {relay_port}, "
+            f"host {local_host().name} ({local_host().id})"
         )
         self.stdout.flush()
         await stop.wait()
