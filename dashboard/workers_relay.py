@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from platform_core.gateway import runtime_client
+from platform_core.gateway.supervisor_discovery import supervisors_configured
 from platform_core.rpc import sup_pb2
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class SupervisorBoard:
 def boards_configured() -> list[SupervisorBoard]:
     return [
         SupervisorBoard(runtime, address)
-        for runtime, addresses in settings.PLATFORM_SUPERVISORS.items()
+        for runtime, addresses in supervisors_configured().items()
         for address in addresses
     ]
 

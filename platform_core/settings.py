@@ -123,6 +123,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum
 # --- Plugin platform ----------------------------------------------------------------------
 # Where each runtime's supervisor listens: "runtime=host:port[|host:port...],..."
 PLATFORM_SUPERVISORS = env_map("SUPERVISORS", "python=127.0.0.1:9092,java=127.0.0.1:9091")
+# How often "dns:NAME:PORT" entries of SUPERVISORS are resolved again (platform_core/gateway/supervisor_discovery.py).
+PLATFORM_SUPERVISOR_DISCOVERY_S = env_float("SUPERVISOR_DISCOVERY_INTERVAL_S", 10.0, minimum=0.1)
 # Default worker backend of a supervisor started without --backend.
 PLATFORM_WORKER_BACKEND = env_choice("WORKER_BACKEND", "process", {"process", "docker"})
 # Backends a supervisor enables besides its default, for plugins whose registry `backend`

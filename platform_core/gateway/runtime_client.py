@@ -18,6 +18,7 @@ from django.conf import settings
 
 from platform_core.gateway import errors, instance
 from platform_core.gateway.supervisor_choice import capacity_view
+from platform_core.gateway.supervisor_discovery import supervisors_configured
 from platform_core.invocations.models import Participant as P
 from platform_core.invocations.services import Caller
 from platform_core.invocations.trace import Trace
@@ -94,7 +95,7 @@ def _stub(address: str) -> sup_grpc.RuntimeSupervisorStub:
 
 
 def supervisor_addresses(runtime: str) -> list[str]:
-    return settings.PLATFORM_SUPERVISORS.get(runtime, [])
+    return supervisors_configured().get(runtime, [])
 
 
 def _record_events(trace: Trace, events: list[sup_pb2.WorkerEvent], phase: int) -> None:
@@ -311,7 +312,7 @@ async def leases_reclaim(*, instance_id: str, started_before_ns: int, reason: st
             return f"{exc.code().name}: {exc.details()}"
         return list(reply.worker_ids)
 
-    addresses = [address for addresses in settings.PLATFORM_SUPERVISORS.values() for address in addresses]
+    addresses = [address for addresses in supervisors_configured().values() for address in addresses]
     return dict(zip(addresses, await asyncio.gather(*(ask(a) for a in addresses)), strict=True))
 
 
@@ -349,9 +350,7 @@ async def workers_list() -> list[dict]:
             ],
         }
 
-    pairs = [
-        (runtime, address) for runtime, addresses in settings.PLATFORM_SUPERVISORS.items() for address in addresses
-    ]
+    pairs = [(runtime, address) for runtime, addresses in supervisors_configured().items() for address in addresses]
     return list(await asyncio.gather(*(ask(runtime, address) for runtime, address in pairs)))
 
 

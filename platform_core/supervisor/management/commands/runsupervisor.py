@@ -16,6 +16,7 @@ from platform_core.rpc.secret import SecretCheck
 from platform_core.supervisor import grpc_service
 from platform_core.supervisor.backends.process import ProcessBackend
 from platform_core.supervisor.grpc_service import plugin_ref
+from platform_core.supervisor.health import serve_health
 from platform_core.supervisor.model import PluginRef
 from platform_core.supervisor.ppp_relay import PppRelay, server_ssl_context
 from platform_core.supervisor.service import Supervisor
@@ -49,6 +50,10 @@ class Command(BaseCommand):
             "--relay-listen",
             help="host:port of the PPP relay, for gateways on other hosts (default: --listen's host, any free port)",
         )
+        parser.add_argument(
+            "--health-listen",
+            help="host:port of a plain-text grpc.health.v1 service for probes, nothing else (default: none)",
+        )
         parser.add_argument("--max-workers", type=int, default=settings.PLATFORM_SUPERVISOR_MAX_WORKERS)
         parser.add_argument("--id", dest="supervisor_id", help="supervisor id (default: RUNTIME-PORT)")
         parser.add_argument(
@@ -63,6 +68,7 @@ class Command(BaseCommand):
         runtime: str,
         listen: str | None,
         relay_listen: str | None,
+        health_listen: str | None,
         backend: str | None,
         backends: str | None,
         max_workers: int,
@@ -121,7 +127,7 @@ class Command(BaseCommand):
         )
         # The host id describes the socket root: it must exist before anyone asks.
         Path(settings.PLATFORM_SOCKET_ROOT).mkdir(parents=True, exist_ok=True)
-        asyncio.run(self._serve(supervisor, listen, relay_listen, self._pooled_plugins(runtime)))
+        asyncio.run(self._serve(supervisor, listen, relay_listen, health_listen, self._pooled_plugins(runtime)))
 
     def _pooled_plugins(self, runtime: str) -> list[PluginRef]:
         """Pooled plugins of this runtime in the registry: their pools are warmed at start."""
@@ -137,7 +143,9 @@ class Command(BaseCommand):
             return []
         return [plugin_ref(plugin_ref_message(spec)) for spec in specs]
 
-    async def _serve(self, supervisor: Supervisor, listen: str, relay_listen: str, pooled: list[PluginRef]) -> None:
+    async def _serve(
+        self, supervisor: Supervisor, listen: str, relay_listen: str, health_listen: str | None, pooled: list[PluginRef]
+    ) -> None:
         # Handled from the start: a SIGTERM that comes as soon as the port is open (or earlier)
         # still gets an orderly shutdown, not the default death that skips it.
         stop = asyncio.Event()
@@ -169,6 +177,7 @@ class Command(BaseCommand):
         if port == 0:
             raise CommandError(f"cannot listen on {listen}")
         await server.start()
+        health_server, health = await serve_health(health_listen) if health_listen else (None, None)
         self.stdout.write(
             f"supervisor {supervisor.supervisor_id} ({supervisor.runtime}, "
             f"{supervisor.default_backend} backend; enabled: {', '.join(sorted(supervisor.backends))}) "
@@ -178,7 +187,11 @@ class Command(BaseCommand):
         self.stdout.flush()
         await stop.wait()
         log.info("supervisor %s stopping: %d worker(s) to stop", supervisor.supervisor_id, len(supervisor.workers))
+        if health is not None:
+            health.serving = False
         # Refuse new allocations, stop every worker, then let in-flight calls finish.
         await supervisor.shutdown()
         await server.stop(grace=2.0)
         await relay.close()
+        if health_server is not None:
+            await health_server.stop(None)
