@@ -63,7 +63,7 @@ async def _ppp_measure(channel: grpc.aio.Channel, requests: int, duration_s: flo
             pass
         return (time.perf_counter() - started) * 1000
 
-    for _ in range(20):  # connection, TLS handshake, the worker's first calls
+    for _ in range(5):  # connection, TLS handshake, the worker's first calls
         await once()
     latencies = [await once() for _ in range(requests)]
     done = 0
@@ -77,14 +77,10 @@ async def _ppp_measure(channel: grpc.aio.Channel, requests: int, duration_s: flo
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(CLIENTS)))
-    return {
-        "p50": statistics.median(latencies),
-        "p90": percentile(latencies, 90),
-        "per_s": done / (time.perf_counter() - started),
-    }
+    return {"latencies": latencies, "per_s": done / (time.perf_counter() - started)}
 
 
-def measure_ppp(requests: int, duration_s: float) -> dict[str, dict]:
+def measure_ppp(requests: int, duration_s: float, rounds: int) -> dict[str, dict]:
     """Direct socket vs relay (mTLS) to one warm worker of a real supervisor process."""
     from platform_core.gateway.worker_route import WorkerRoute, open_channel
     from platform_core.rpc import sup_grpc, sup_pb2
@@ -122,12 +118,16 @@ def measure_ppp(requests: int, duration_s: float) -> dict[str, dict]:
             relay_route = WorkerRoute(
                 handle.worker_id, relay_target(handle.worker_id), f"127.0.0.1:{handle.relay_port}", ""
             )
-            results = {}
-            for name, route in (("direct", direct_route), ("relay", relay_route)):
-                async with open_channel(route, tls=gateway_tls) as channel:
-                    results[name] = await _ppp_measure(channel, requests, duration_s)
+            measured: dict[str, list[dict]] = {"direct": [], "relay": []}
+            async with (
+                open_channel(direct_route, tls=gateway_tls) as direct,
+                open_channel(relay_route, tls=gateway_tls) as relay,
+            ):
+                for _ in range(rounds):  # in turns, as measure_http
+                    for name, channel in (("direct", direct), ("relay", relay)):
+                        measured[name].append(await _ppp_measure(channel, requests // rounds, duration_s / rounds))
             await api.ReleaseWorker(sup_pb2.ReleaseWorkerRequest(worker_id=handle.worker_id), timeout=10)
-            return results
+            return {name: _combined(r) for name, r in measured.items()}
 
     try:
         wait_for_port(port, supervisor)
@@ -138,41 +138,59 @@ def measure_ppp(requests: int, duration_s: float) -> dict[str, dict]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _http_row(platform: Platform, label: str, requests: int, duration_s: float) -> dict:
-    platform.add_plugin_variant("subtract_numbers", "subtract_pooled", **POOL)
+def _combined(rounds: list[dict]) -> dict:
+    """Rounds of one row, taken in turns with the other row's: latencies pooled, throughput's median."""
+    latencies = [value for r in rounds for value in r["latencies"]]
+    return {
+        "p50": statistics.median(latencies),
+        "p90": percentile(latencies, 90),
+        "per_s": statistics.median(r["per_s"] for r in rounds),
+    }
+
+
+def _http_round(platform: Platform, label: str, requests: int, duration_s: float) -> dict:
     with platform.client() as client:
         row = sequential(client, "subtract_pooled", {"operand1": 10, "operand2": 5}, requests, Row("python", label, ""))
     load = throughput(platform, "subtract_pooled", {"operand1": 10, "operand2": 5}, CLIENTS, duration_s)
-    return {"p50": statistics.median(row.e2e), "p90": percentile(row.e2e, 90), "per_s": load["per_s"]}
+    return {"latencies": row.e2e, "per_s": load["per_s"]}
 
 
-def measure_http(requests: int, duration_s: float) -> dict[str, dict]:
-    results: dict[str, dict] = {}
-    local = Platform(extra_env={"LOG_LEVEL": "ERROR"}).start()
+def measure_http(requests: int, duration_s: float, rounds: int) -> dict[str, dict]:
+    """Both platforms up at once, measured in turns (local, remote, local, ...): the load of a
+    shared machine drifts, and turns spread it over both rows."""
+    platforms: dict[str, Platform] = {}
+    skipped = can_simulate_hosts()
     try:
-        results["local"] = _http_row(local, "local", requests, duration_s)
+        platforms["local"] = Platform(extra_env={"LOG_LEVEL": "ERROR"}).start()
+        if not skipped:
+            platforms["remote"] = MultiHost(
+                runtimes=(),
+                absent_runtimes=(),
+                worker_hosts=(WorkerHost("host-b", "127.0.1.2", ("python",)),),
+                extra_env={"LOG_LEVEL": "ERROR"},
+            ).start()
+        for platform in platforms.values():
+            platform.add_plugin_variant("subtract_numbers", "subtract_pooled", **POOL)
+        measured: dict[str, list[dict]] = {name: [] for name in platforms}
+        for _ in range(rounds):
+            for name, platform in platforms.items():
+                measured[name].append(_http_round(platform, name, requests // rounds or 1, duration_s / rounds))
     finally:
-        local.stop()
-    if why := can_simulate_hosts():
-        results["remote"] = {"skipped": why}
-        return results
-    remote = MultiHost(
-        runtimes=(),
-        absent_runtimes=(),
-        worker_hosts=(WorkerHost("host-b", "127.0.1.2", ("python",)),),
-        extra_env={"LOG_LEVEL": "ERROR"},
-    ).start()
-    try:
-        results["remote"] = _http_row(remote, "remote", requests, duration_s)
-    finally:
-        remote.stop()
+        for platform in platforms.values():
+            platform.stop()
+    results = {name: _combined(r) for name, r in measured.items()}
+    if skipped:
+        results["remote"] = {"skipped": skipped}
     return results
 
 
-def render(ppp: dict[str, dict], http: dict[str, dict], requests: tuple[int, int], duration_s: float) -> str:
+def render(
+    ppp: dict[str, dict], http: dict[str, dict], requests: tuple[int, int], duration_s: float, rounds: int
+) -> str:
     lines = [
         f"Workers on another host: p50/p90 of {requests[0]} (PPP) and {requests[1]} (HTTP) sequential warm calls per "
-        f"row; throughput with {CLIENTS} concurrent clients for {duration_s:g} s; a shared 2-core machine.",
+        f"row, throughput (median of the rounds) with {CLIENTS} concurrent clients for {duration_s:g} s per row; "
+        f"rows measured in {rounds} alternating rounds; a shared 2-core machine.",
         "",
         "| path | p50 (ms) | p90 (ms) | throughput (/s) | relay adds to p50 | share of local throughput |",
         "|---|---:|---:|---:|---:|---:|",
@@ -199,20 +217,22 @@ def render(ppp: dict[str, dict], http: dict[str, dict], requests: tuple[int, int
     return "\n".join(lines)
 
 
-def hosts_table(requests: int, duration_s: float) -> str:
+def hosts_table(requests: int, duration_s: float, rounds: int = 3) -> str:
     """The table of this module, for ``bench.run``."""
     counts = (requests * 10, requests * 3)
-    return render(measure_ppp(counts[0], duration_s), measure_http(counts[1], duration_s), counts, duration_s)
+    ppp = measure_ppp(counts[0], duration_s, rounds)
+    return render(ppp, measure_http(counts[1], duration_s, rounds), counts, duration_s, rounds)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     options = parser.parse_args(argv)
     requests, duration = (3, 1.0) if options.quick else (options.requests, options.duration)
-    print(hosts_table(requests, duration))
+    print(hosts_table(requests, duration, 1 if options.quick else options.rounds))
 
 
 if __name__ == "__main__":

@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
 
     table = render(rows, loads, memory, floors, requests, duration)
     # Workers on another host: the supervisor relay beside the local path (bench/hosts.py).
-    table += "\n\n" + hosts_table(requests, duration)
+    table += "\n\n" + hosts_table(requests, duration, 1 if options.quick else 3)
     if leftovers:
         table += f"\n\nWARNING: {len(leftovers)} worker process(es) outlived the platform: {leftovers}"
     print(table)
