@@ -80,7 +80,10 @@ class Command(BaseCommand):
         listen = listen or (addresses[0] if addresses else None)
         if not listen:
             raise CommandError(f"no --listen given and SUPERVISORS has no entry for runtime {runtime!r}")
-        relay_listen = relay_listen or f"{listen.rsplit(':', 1)[0]}:0"
+        # Default: beside the API (any free port); an API on a Unix socket has no host to share.
+        relay_listen = relay_listen or (
+            "127.0.0.1:0" if listen.startswith("unix:") else f"{listen.rsplit(':', 1)[0]}:0"
+        )
         for address in (listen, relay_listen):
             if _is_loopback(address):
                 continue
