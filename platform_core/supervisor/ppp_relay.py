@@ -153,14 +153,16 @@ async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> Non
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy until end of stream, then end the other side's stream too (half-close where it can)."""
+    """Copy until end of stream, then end the other side's stream too: a half-close where it can
+    (sockets), else at once (TLS: a graceful close waits up to 30 s for the peer's close_notify,
+    and a gateway would not see its worker die before then)."""
     try:
         while data := await reader.read(_CHUNK):
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
-        else:
-            writer.close()
+            return
     except (ConnectionError, ssl.SSLError):
-        writer.close()
+        pass
+    writer.transport.abort()

@@ -8,6 +8,7 @@ a certificate of another CA and must never be used.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -42,6 +43,7 @@ def hosts():
         pooled = {"mode": "pooled", "min_idle": 1, "max_workers": 2, "max_concurrency": 4, "queue_timeout_s": 20.0}
         platform.add_plugin_variant("subtract_numbers", "subtract_pooled", **pooled)
         platform.add_plugin_variant("add_numbers", "add_pooled", **pooled)
+        platform.add_plugin_variant("slow_count", "slow_count_short", timeout_s=1.0)
         yield platform
     finally:
         platform.stop()
@@ -116,26 +118,63 @@ def test_workers_are_grouped_by_host_and_the_impostor_is_refused(hosts, api):
     assert "Handshake failed" in logs or "CERTIFICATE_VERIFY_FAILED" in logs
 
 
-def test_a_host_killed_mid_invocation_fails_that_call_and_the_next_ones_go_elsewhere(hosts, api):
+def executing(api, plugin: str, timeout_s: float = 15.0) -> tuple[str, dict]:
+    """(supervisor address, worker) of the first executing worker of ``plugin``, polled until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for supervisor in api.get("/api/v1/workers").json()["supervisors"]:
+            for worker in supervisor["workers"]:
+                if worker["plugin"] == plugin and worker["state"] == "executing":
+                    return supervisor["address"], worker
+        time.sleep(0.05)
+    raise AssertionError(f"no executing {plugin} worker appeared")
+
+
+def in_background(hosts: MultiHost, path: str, body: dict) -> tuple[threading.Thread, dict]:
     outcome: dict = {}
 
-    def slow() -> None:
+    def call() -> None:
         with hosts.client() as client:
-            outcome["response"] = client.post("/api/v1/plugins/slow_count/invoke", json={"steps": 40, "delay_ms": 100})
+            outcome["response"] = client.post(path, json=body)
 
-    runner = threading.Thread(target=slow)
+    runner = threading.Thread(target=call)
     runner.start()
-    address = None
-    deadline = time.monotonic() + 15
-    while address is None and time.monotonic() < deadline:
-        for supervisor in api.get("/api/v1/workers").json()["supervisors"]:
-            if any(w["plugin"] == "slow_count" and w["state"] == "executing" for w in supervisor["workers"]):
-                address = supervisor["address"]
-        time.sleep(0.05)
-    assert address, "slow_count never ran"
+    return runner, outcome
+
+
+def test_a_remote_worker_killed_mid_invocation_is_502_with_the_cause_its_supervisor_saw(hosts, api):
+    runner, outcome = in_background(hosts, "/api/v1/plugins/slow_count/invoke", {"steps": 40, "delay_ms": 100})
+    _, worker = executing(api, "slow_count")
+    os.kill(worker["pid"], signal.SIGKILL)  # one machine, one pid namespace: the test can reach it
+    killed_at = time.monotonic()
+    runner.join(30)
+    # As fast as on a local socket: the relay drops the gateway's connection when the worker's drops.
+    assert time.monotonic() - killed_at < 5, "the worker's death took long to cross the relay"
+    response = outcome["response"]
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == "worker_lost" and "killed by SIGKILL" in error["message"], error
+    assert "relay via supervisor" in channel_route(api, response.json()["invocation_id"])
+
+
+def test_a_remote_invocation_past_its_timeout_is_504_and_its_worker_is_cancelled(api):
+    response = api.post("/api/v1/plugins/slow_count_short/invoke", json={"steps": 100, "delay_ms": 100})
+    assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+    invocation_id = response.json()["invocation_id"]
+    trace = api.get(f"/api/v1/invocations/{invocation_id}").json()["trace"]
+    kinds = [event["kind"] for event in trace]
+    assert "cancel_request" in kinds and "worker_removed" in kinds
+    assert "relay via supervisor" in channel_route(api, invocation_id)
+
+
+def test_a_host_killed_mid_invocation_fails_that_call_and_the_next_ones_go_elsewhere(hosts, api):
+    runner, outcome = in_background(hosts, "/api/v1/plugins/slow_count/invoke", {"steps": 40, "delay_ms": 100})
+    address, _ = executing(api, "slow_count")
     victim = next(h for h in hosts.worker_hosts if h.ports.get("python") and h.address("python") == address)
     hosts.stop_process(hosts.process_name(victim, "python"), sig=signal.SIGKILL)
+    killed_at = time.monotonic()
     runner.join(30)
+    assert time.monotonic() - killed_at < 5, "the in-flight request hung on the dead host"
     response = outcome["response"]
     assert response.status_code in {502, 503}, response.text
     assert response.json()["error"]["code"] in {"worker_lost", "supervisor_unavailable"}
