@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 
 # CONNECT authority: "<worker id>.ppp-relay:1" (the port is not used).
 AUTHORITY_SUFFIX = ".ppp-relay"
-_HEAD_LIMIT = 8192
+# Largest CONNECT request accepted; also the connection's read buffer (asyncio pauses reading
+# at twice this), so not smaller than a few HTTP/2 frames.
+_HEAD_LIMIT = 64 * 1024
 _HEAD_TIMEOUT_S = 10.0
 _CHUNK = 256 * 1024
 

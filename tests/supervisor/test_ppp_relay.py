@@ -207,6 +207,9 @@ async def test_a_method_the_relay_does_not_know_is_relayed_too(recorder_behind_r
         call = channel.stream_stream("/ppp.v1.PluginWorker/Echo")(timeout=5)
         await call.write(b"abc")
         assert await call.read() == b"cba"
+        large = bytes(range(256)) * 12_000  # 3 MB: many HTTP/2 frames, many reads of the pipe
+        await call.write(large)
+        assert await call.read() == large[::-1]
         await call.write(b"xyz")
         await call.done_writing()
         assert await call.read() == b"zyx"
