@@ -351,6 +351,8 @@ def write_output(path: Path, table: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from bench.hosts import hosts_table  # imports this module
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=30, help="sequential requests per ephemeral row")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per throughput level")
@@ -376,6 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     sandbox_rows, sandbox_leftovers = sandbox_bench.measure(requests, runtimes)
     table += "\n\n" + sandbox_bench.render(sandbox_rows)
     leftovers += sandbox_leftovers
+    # Workers on another host: the supervisor relay beside the local path (bench/hosts.py).
+    table += "\n\n" + hosts_table(requests, duration, 1 if options.quick else 3)
     if leftovers:
         table += f"\n\nWARNING: {len(leftovers)} worker process(es) outlived the platform: {leftovers}"
     print(table)

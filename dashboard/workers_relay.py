@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from platform_core.gateway import runtime_client
+from platform_core.gateway.supervisor_discovery import supervisors_configured
 from platform_core.rpc import sup_pb2
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class SupervisorBoard:
     retry_in_s: float | None = None
     supervisor_id: str = ""
     max_workers: int = 0
+    # The host its workers run on (ListWorkers), for people.
+    host_name: str = ""
     workers: dict[str, WorkerRow] = field(default_factory=dict)
     recent: deque[WorkerRow] = field(default_factory=lambda: deque(maxlen=RECENT_LIMIT))
 
@@ -104,6 +107,7 @@ class SupervisorBoard:
         """A fresh ``ListWorkersResponse``: the supervisor is up; its workers replace what we had."""
         self.up, self.error, self.retry_in_s = True, "", None
         self.supervisor_id, self.max_workers = reply.supervisor_id, reply.max_workers
+        self.host_name = reply.host_name
         self.workers = {
             w.worker_id: WorkerRow(
                 w.worker_id,
@@ -143,6 +147,7 @@ class SupervisorBoard:
             "retry_in_s": self.retry_in_s,
             "supervisor_id": self.supervisor_id,
             "max_workers": self.max_workers,
+            "host_name": self.host_name,
             "workers": [w.as_dict() for w in sorted(self.workers.values(), key=lambda w: w.worker_id)],
             "recent": [w.as_dict() for w in self.recent],
         }
@@ -151,7 +156,7 @@ class SupervisorBoard:
 def boards_configured() -> list[SupervisorBoard]:
     return [
         SupervisorBoard(runtime, address)
-        for runtime, addresses in settings.PLATFORM_SUPERVISORS.items()
+        for runtime, addresses in supervisors_configured().items()
         for address in addresses
     ]
 
@@ -160,6 +165,7 @@ def board_from_listing(entry: dict[str, Any]) -> dict[str, Any]:
     """A board from ``runtime_client.workers_list()`` (the page's first render)."""
     board = SupervisorBoard(entry["runtime"], entry["address"], up=entry["up"], error=entry.get("error", ""))
     board.supervisor_id, board.max_workers = entry.get("supervisor_id", ""), entry.get("max_workers", 0)
+    board.host_name = entry.get("host_name", "")
     for w in entry["workers"]:
         board.workers[w["worker_id"]] = WorkerRow(
             w["worker_id"],

@@ -19,6 +19,7 @@ from platform_core.env import (
     env_str,
     local_secret_key,
 )
+from platform_core.tls import tls_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PLATFORM_VAR_DIR", str(BASE_DIR / "var")))
@@ -129,6 +130,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 1024 * 1024, minimum
 # --- Plugin platform ----------------------------------------------------------------------
 # Where each runtime's supervisor listens: "runtime=host:port[|host:port...],..."
 PLATFORM_SUPERVISORS = env_map("SUPERVISORS", "python=127.0.0.1:9092,java=127.0.0.1:9091,node=127.0.0.1:9093")
+# How often "dns:NAME:PORT" entries of SUPERVISORS are resolved again (platform_core/gateway/supervisor_discovery.py).
+PLATFORM_SUPERVISOR_DISCOVERY_S = env_float("SUPERVISOR_DISCOVERY_INTERVAL_S", 10.0, minimum=0.1)
 # Default worker backend of a supervisor started without --backend.
 PLATFORM_WORKER_BACKEND = env_choice("WORKER_BACKEND", "process", {"process", "docker"})
 # Backends a supervisor enables besides its default, for plugins whose registry `backend`
@@ -179,6 +182,16 @@ PLATFORM_WORKER_STOP_GRACE_S = env_float("WORKER_STOP_GRACE_S", 2.0)
 PLATFORM_LEASE_TTL_S = env_float("LEASE_TTL_S", 15.0)
 # While several tenants use a supervisor, one tenant holds at most this share of its worker slots.
 PLATFORM_TENANT_SLOT_SHARE = env_float("TENANT_SLOT_SHARE", 0.75)
+# Which host this process is on, for worker sockets (platform_core/rpc/host_identity.py): empty
+# derives it from the kernel's boot id and the socket root's directory; the same explicit value
+# on a gateway and a supervisor says "this gateway sees that supervisor's worker sockets".
+PLATFORM_HOST_ID = env_str("PLATFORM_HOST_ID", "")
+# The host's name for people (workers list, dashboard); default: the host name.
+PLATFORM_HOST_NAME = env_str("PLATFORM_HOST_NAME", "")
+# Mutual TLS between gateways and supervisors (supervisor API and PPP relay): PEM text, or
+# SUPERVISOR_TLS_CERT_FILE etc. naming PEM files. All three or none; required by a supervisor
+# that listens beyond loopback. `manage.py makecerts` makes a development CA and certificates.
+PLATFORM_SUPERVISOR_TLS = tls_from_env()
 # Fork Python workers from a pre-imported template process (saves interpreter start + import grpc).
 PLATFORM_PYTHON_WORKER_ZYGOTE = env_bool("PYTHON_WORKER_ZYGOTE", True)
 # Process workers in a bubblewrap sandbox (own namespaces, unprivileged uid, seccomp): auto (when the

@@ -19,8 +19,9 @@ from typing import Any
 from django.conf import settings
 
 from platform_core.gateway import errors, instance, leases
-from platform_core.gateway.ppp_session import OUT_OF_MEMORY, Target, WorkerLog, session_run, worker_channels
+from platform_core.gateway.ppp_session import OUT_OF_MEMORY, WorkerLog, session_run
 from platform_core.gateway.runtime_client import ReleaseReport, WorkerLease
+from platform_core.gateway.worker_route import lease_route, worker_channels
 from platform_core.invocations.documents import NotJson, loads_strict
 from platform_core.invocations.models import Status
 from platform_core.invocations.services import Finish, invocation_finish, invocation_start
@@ -216,7 +217,7 @@ class _Run:
 
         try:
             output = await session_run(
-                target=Target(lease.worker_id, lease.address),
+                route=held.route,
                 plugin=plugin,
                 arguments=arguments,
                 caller=self.caller,
@@ -246,7 +247,7 @@ class _Run:
 
     async def _after_release(self, lease: WorkerLease, report: ReleaseReport) -> None:
         if report.removed:
-            await worker_channels.forget(lease.address)
+            await worker_channels.forget(lease_route(lease))
         if report.output:
             self.worker_log.add(f"--- worker output (exit code {report.exit_code}) ---\n{report.output}")
         self.worker_log.truncated |= report.output_truncated

@@ -28,16 +28,18 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from platform_core.gateway import errors
-from platform_core.gateway.ppp_session import worker_channels
 from platform_core.gateway.runtime_client import (
     ReleaseReport,
     WorkerLease,
     leases_renew,
+    supervisor_addresses,
     worker_allocate,
     worker_release,
 )
+from platform_core.gateway.worker_route import WorkerRoute, lease_route, worker_channels
 from platform_core.invocations.trace import Trace
 from platform_core.invocations.vocabulary import EventKind as K
 from platform_core.registry.models import PluginSpec, WorkerMode
@@ -65,6 +67,13 @@ class Held:
     uses: int = 0
     # Never hand it out again: the supervisor revoked it, or its worker misbehaved.
     done: str = ""
+    # The trace of the allocation that leased it, until the invocation that first uses it adopts it.
+    allocation: Trace | None = None
+
+    @cached_property
+    def route(self) -> WorkerRoute:
+        """How this gateway reaches the worker (its socket, or its supervisor's relay)."""
+        return lease_route(self.lease)
 
 
 @dataclass
@@ -101,46 +110,77 @@ class Keeper:
     async def acquire(self, *, plugin: PluginSpec, caller: Caller, trace: Trace, timeout_s: float) -> Held:
         """A worker for one invocation: a kept seat (warm, no supervisor call), else a new lease."""
         if plugin.mode != WorkerMode.POOLED:
-            held = self._hold(
-                await worker_allocate(plugin=plugin, caller=caller, trace=trace, timeout_s=timeout_s), False
-            )
-            return held
+            lease = await worker_allocate(plugin=plugin, caller=caller, trace=trace, timeout_s=timeout_s)
+            return self._hold(lease, False)
         seats = self.seats.setdefault(_key(plugin), _Seats())
+        trace.add(K.ALLOCATE_REQUEST, f"allocateWorker({plugin.name}, context)")
         if (seat := self._take_idle(seats)) is not None:
-            trace.add(K.ALLOCATE_REQUEST, f"allocateWorker({plugin.name}, context)")
             trace.add(K.LEASE_USED, f"{seat.lease.worker_id}: warm seat held by this gateway ({seat.uses} use(s))")
             return seat
-        if seats.held < plugin.max_workers * plugin.max_concurrency and not seats.waiters:
-            seats.acquiring += 1
-            try:
-                lease = await worker_allocate(plugin=plugin, caller=caller, trace=trace, timeout_s=timeout_s)
-            finally:
-                seats.acquiring -= 1
-            seat = self._hold(lease, True)
-            seats.busy.add(seat)
-            return seat
-        # Every seat this process may hold is busy: wait in line for one.
-        trace.add(K.ALLOCATE_REQUEST, f"allocateWorker({plugin.name}, context): every held seat is busy, waiting")
+        # In line for the next seat: one this process frees, or a new one from a supervisor
+        # (asked for now, while this process holds fewer than the runtime's supervisors can give).
         waiter: asyncio.Future[Held] = asyncio.get_running_loop().create_future()
         seats.waiters.append(waiter)
+        allocating = None
+        if seats.held < plugin.max_workers * plugin.max_concurrency * max(
+            len(supervisor_addresses(plugin.runtime_id)), 1
+        ):
+            allocating = asyncio.ensure_future(self._new_seat(plugin, caller, timeout_s, seats))
         try:
-            seat = await asyncio.wait_for(asyncio.shield(waiter), plugin.queue_timeout_s)
-        except TimeoutError:
-            if waiter.done() and not waiter.cancelled():
-                seat = waiter.result()
-            else:
-                waiter.cancel()
-                trace.add(K.ALLOCATION_FAILED, f"no seat freed within {plugin.queue_timeout_s:g} s")
-                raise errors.NoCapacity(
-                    f"all {seats.held} seats of {plugin.name} this gateway holds are busy "
-                    f"(max_workers {plugin.max_workers}, max_concurrency {plugin.max_concurrency}); "
-                    f"waited {plugin.queue_timeout_s:g} s"
-                ) from None
+            seat = await self._first_seat(waiter, allocating, seats, plugin)
         finally:
             with contextlib.suppress(ValueError):
                 seats.waiters.remove(waiter)
-        trace.add(K.LEASE_USED, f"{seat.lease.worker_id}: warm seat held by this gateway, after waiting in line")
+        if seat.allocation is not None:  # the supervisor's events of the allocation that made it
+            trace.adopt(seat.allocation, skip=frozenset({K.ALLOCATE_REQUEST}))  # recorded above already
+            seat.allocation = None
+        else:
+            trace.add(K.LEASE_USED, f"{seat.lease.worker_id}: warm seat held by this gateway, freed for this call")
         return seat
+
+    async def _first_seat(
+        self, waiter: asyncio.Future[Held], allocating: asyncio.Future[None] | None, seats: _Seats, plugin: PluginSpec
+    ) -> Held:
+        """Wait for ``waiter`` (a seat handed over in FIFO order) at most ``queue_timeout_s`` — or,
+        while a new seat is being allocated, as long as that takes. An allocation that fails
+        ends the wait at once when this process holds no seat that could free up."""
+        deadline = time.monotonic() + plugin.queue_timeout_s
+        failure: errors.GatewayError | None = None
+        while not waiter.done():
+            pending = {waiter} if allocating is None or allocating.done() else {waiter, allocating}
+            remaining = deadline - time.monotonic()
+            if len(pending) == 1 and remaining <= 0:
+                break
+            await asyncio.wait(pending, timeout=None if len(pending) == 2 else remaining, return_when="FIRST_COMPLETED")
+            if allocating is not None and allocating.done() and failure is None and not allocating.cancelled():
+                if isinstance(exc := allocating.exception(), errors.GatewayError):
+                    failure = exc
+                    if seats.held == 0:
+                        break
+                elif exc is not None:
+                    raise exc
+        if waiter.done() and not waiter.cancelled():
+            return waiter.result()
+        waiter.cancel()
+        if failure is not None:
+            raise failure
+        raise errors.NoCapacity(
+            f"all {seats.held} seats of {plugin.name} this gateway holds are busy and no supervisor gave "
+            f"another (max_workers {plugin.max_workers}, max_concurrency {plugin.max_concurrency}); "
+            f"waited {plugin.queue_timeout_s:g} s"
+        )
+
+    async def _new_seat(self, plugin: PluginSpec, caller: Caller, timeout_s: float, seats: _Seats) -> None:
+        """Lease one more seat from a supervisor; it goes to the first caller in line (or idles)."""
+        allocation = Trace("", publish=False)
+        seats.acquiring += 1
+        try:
+            lease = await worker_allocate(plugin=plugin, caller=caller, trace=allocation, timeout_s=timeout_s)
+        finally:
+            seats.acquiring -= 1
+        seat = self._hold(lease, True)
+        seat.allocation = allocation
+        self._keep_seat(seat, plugin)
 
     def _hold(self, lease: WorkerLease, pooled: bool) -> Held:
         held = self.held[lease.lease_id] = Held(lease, pooled)
@@ -152,7 +192,7 @@ class Keeper:
             seat = seats.idle.pop()  # the most recently used: warm caches, and the others can idle out
             if seat.done:
                 continue
-            if not worker_channels.connected(seat.lease.address):
+            if not worker_channels.connected(seat.route):
                 # Its connection broke while it idled (the worker died, or was stopped): never used
                 # again, and given back so that the supervisor retires it and says why.
                 seat.done = "its connection broke while it was kept"
@@ -186,6 +226,8 @@ class Keeper:
         return await self._give_back(held, reason=reason, trace=trace, force=force, retire=retire)
 
     def _keep_seat(self, held: Held, plugin: PluginSpec) -> None:
+        """A seat is free (its invocation ended, or it was just leased): to the first caller in line,
+        else kept idle for the next one."""
         seats = self.seats.setdefault(_key(plugin), _Seats())
         seats.busy.discard(held)
         while seats.waiters:
@@ -194,6 +236,7 @@ class Keeper:
                 seats.busy.add(held)
                 waiter.set_result(held)
                 return
+        held.allocation = None  # nobody in line: no invocation's trace gets its allocation's events
         if plugin.max_uses and held.uses >= plugin.max_uses:
             held.done = f"used {held.uses} times (max_uses)"
             self._background(self._give_back(held, reason=held.done, trace=None))

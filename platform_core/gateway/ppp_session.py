@@ -11,19 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from django.conf import settings
 
 from platform_core.gateway import errors
+from platform_core.gateway.worker_route import Channel, WorkerRoute, worker_channels
 from platform_core.invocations.documents import NotJson, loads_strict
 from platform_core.invocations.trace import Trace
 from platform_core.invocations.vocabulary import EventKind as K
 from platform_core.registry.models import PluginSpec
 from platform_core.registry.schemas import schema_errors
-from platform_core.rpc import FAST_CHANNEL_OPTIONS, ppp_grpc, ppp_pb2
+from platform_core.rpc import ppp_grpc, ppp_pb2
 from platform_core.tenancy.callers import Caller
 
 _LOG_LEVEL_NAMES = {v: k.lower() for k, v in ppp_pb2.Log.Level.items()}
@@ -49,52 +49,9 @@ class WorkerLog:
         return "".join(self.parts)
 
 
-@dataclass
-class _Channel:
-    channel: grpc.aio.Channel
-    stub: ppp_grpc.PluginWorkerStub
-    initialized: bool = False
-
-
-@dataclass
-class WorkerChannels:
-    """gRPC channels to workers, one per worker address and event loop, kept while the worker lives."""
-
-    _channels: dict[tuple[int, str], _Channel] = field(default_factory=dict)
-
-    def get(self, address: str) -> _Channel:
-        key = (id(asyncio.get_running_loop()), address)
-        found = self._channels.get(key)
-        if found is None:
-            channel = grpc.aio.insecure_channel(address, options=FAST_CHANNEL_OPTIONS)
-            found = self._channels[key] = _Channel(channel, ppp_grpc.PluginWorkerStub(channel))
-        return found
-
-    def connected(self, address: str) -> bool:
-        """Whether this loop has a channel to ``address`` that is connected now (no I/O)."""
-        found = self._channels.get((id(asyncio.get_running_loop()), address))
-        return found is not None and found.channel.get_state() == grpc.ChannelConnectivity.READY
-
-    async def forget(self, address: str) -> None:
-        found = self._channels.pop((id(asyncio.get_running_loop()), address), None)
-        if found is not None:
-            await found.channel.close()
-
-
-worker_channels = WorkerChannels()
-
-
-@dataclass(frozen=True)
-class Target:
-    """The worker a session talks to."""
-
-    worker_id: str
-    address: str
-
-
 async def session_run(
     *,
-    target: Target,
+    route: WorkerRoute,
     plugin: PluginSpec,
     arguments: Any,
     caller: Caller,
@@ -102,13 +59,14 @@ async def session_run(
     worker_log: WorkerLog,
     connect_deadline: float,
 ) -> Any:
-    """Connect, Init (unless this channel already did), Invoke; the validated output document.
+    """Connect along ``route`` (the worker's socket, or its supervisor's relay), Init (unless this
+    channel already did), Invoke; the validated output document.
 
     ``connect_deadline`` (``time.monotonic()``) bounds the connection: a worker that cannot be
     reached by then is ``WorkerUnreachable`` (nothing ran), not lost.
     """
-    found = worker_channels.get(target.address)
-    await _connect(found, target, trace, connect_deadline)
+    found = worker_channels.get(route)
+    await _connect(found, route, trace, connect_deadline)
     context = ppp_pb2.Context(
         tenant_id=caller.tenant_id, user_id=caller.user_id, session_id=caller.session_id, request_id=caller.request_id
     )
@@ -138,13 +96,13 @@ async def session_run(
             # The call never reached the worker (its connection could not be made): nothing ran.
             trace.add(K.CONNECT_RETRY, f"{exc.code().name}: {exc.details()}")
             raise errors.WorkerUnreachable(
-                f"worker {target.worker_id} could not be connected to ({exc.details()}); nothing ran: retry"
+                f"worker {route.worker_id} could not be connected to ({exc.details()}); nothing ran: retry"
             ) from None
         trace.add(K.WORKER_LOST, f"{exc.code().name}: {exc.details()}")
         if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # one message over the channel's 16 MiB limit
             raise errors.InvalidOutput(f"the worker sent a message larger than gRPC allows ({exc.details()})") from None
         raise errors.WorkerLost(
-            f"connection to worker {target.worker_id} lost: {exc.code().name.lower()} ({exc.details()})"
+            f"connection to worker {route.worker_id} lost: {exc.code().name.lower()} ({exc.details()})"
         ) from None
     finally:
         trace.add(K.CHANNEL_CLOSE, "Done with channel (closed once the worker is removed)")
@@ -155,14 +113,14 @@ def _never_connected(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in (exc.details() or "")
 
 
-async def _connect(found: _Channel, target: Target, trace: Trace, deadline: float) -> None:
+async def _connect(found: Channel, route: WorkerRoute, trace: Trace, deadline: float) -> None:
     """Wait until the channel is connected; grpc retries the connection meanwhile (backoff
     10-200 ms, each attempt bounded by FAST_CHANNEL_OPTIONS' connect timeout)."""
     state = found.channel.get_state(try_to_connect=True)
     if state == grpc.ChannelConnectivity.READY:
-        trace.add(K.CHANNEL_OPEN, f"Reuse channel {target.address}")
+        trace.add(K.CHANNEL_OPEN, f"Reuse channel: {route.description}")
         return
-    trace.add(K.CHANNEL_OPEN, f"Connect to {target.address}")
+    trace.add(K.CHANNEL_OPEN, f"Create channel: {route.description}")
     started = time.monotonic()
     try:
         async with asyncio.timeout(max(deadline - started, 0.05)):
@@ -171,7 +129,7 @@ async def _connect(found: _Channel, target: Target, trace: Trace, deadline: floa
         waited = time.monotonic() - started
         trace.add(K.CONNECT_RETRY, f"not connected after {waited * 1000:.0f} ms (last state {state.name})")
         raise errors.WorkerUnreachable(
-            f"worker {target.worker_id} was ready but could not be reached within {waited:.1f} s "
+            f"worker {route.worker_id} was ready but could not be reached within {waited:.1f} s "
             "(the machine is overloaded?); nothing ran: retry"
         ) from None
 

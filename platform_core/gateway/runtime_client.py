@@ -18,6 +18,7 @@ from django.conf import settings
 
 from platform_core.gateway import errors, instance
 from platform_core.gateway.supervisor_choice import capacity_view
+from platform_core.gateway.supervisor_discovery import supervisors_configured
 from platform_core.invocations.trace import Trace
 from platform_core.invocations.vocabulary import EventKind as K
 from platform_core.invocations.vocabulary import Phase
@@ -26,6 +27,7 @@ from platform_core.registry.refs import plugin_ref_message
 from platform_core.rpc import FAST_CHANNEL_OPTIONS, sup_grpc, sup_pb2
 from platform_core.rpc.secret import client_interceptors
 from platform_core.tenancy.callers import Caller
+from platform_core.tls import supervisor_channel
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class WorkerLease:
     lease_id: str = ""
     # Renew it at least this often (RenewLeases), or the supervisor takes it back.
     ttl_s: float = 15.0
+    # Where the worker runs (WorkerHandle.host_id/host_name): decides direct socket or relay.
+    host_id: str = ""
+    host_name: str = ""
+    relay_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ _stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, sup_grpc.
 def _stub(address: str) -> sup_grpc.RuntimeSupervisorStub:
     per_loop = _stubs.setdefault(asyncio.get_running_loop(), {})
     if (stub := per_loop.get(address)) is None:
-        channel = grpc.aio.insecure_channel(
+        channel = supervisor_channel(
             address,
             options=FAST_CHANNEL_OPTIONS,
             interceptors=client_interceptors(settings.PLATFORM_SUPERVISOR_SECRET),
@@ -80,7 +86,7 @@ def _stub(address: str) -> sup_grpc.RuntimeSupervisorStub:
 
 
 def supervisor_addresses(runtime: str) -> list[str]:
-    return settings.PLATFORM_SUPERVISORS.get(runtime, [])
+    return supervisors_configured().get(runtime, [])
 
 
 def _record_events(trace: Trace, events: list[sup_pb2.WorkerEvent], phase: Phase) -> None:
@@ -175,6 +181,9 @@ async def worker_allocate(*, plugin: PluginSpec, caller: Caller, trace: Trace, t
             address,
             lease.lease_id,
             (lease.ttl_ms or 15_000) / 1000,
+            handle.host_id,
+            handle.host_name,
+            handle.relay_port,
         )
     raise AssertionError("unreachable: the last candidate raises")
 
@@ -322,7 +331,7 @@ async def leases_reclaim(*, instance_id: str, started_before_ns: int, reason: st
             return f"{exc.code().name}: {exc.details()}"
         return list(reply.worker_ids)
 
-    addresses = [address for addresses in settings.PLATFORM_SUPERVISORS.values() for address in addresses]
+    addresses = [address for addresses in supervisors_configured().values() for address in addresses]
     return dict(zip(addresses, await asyncio.gather(*(ask(a) for a in addresses)), strict=True))
 
 
@@ -358,6 +367,8 @@ async def workers_list(*, scope: str | None) -> list[dict]:
             "supervisor_id": reply.supervisor_id,
             "max_workers": reply.max_workers,
             "isolation": _isolation(reply),
+            "host_id": reply.host_id,
+            "host_name": reply.host_name,
             "workers": [
                 {
                     "worker_id": w.worker_id,
@@ -378,7 +389,19 @@ async def workers_list(*, scope: str | None) -> list[dict]:
             ],
         }
 
-    pairs = [
-        (runtime, address) for runtime, addresses in settings.PLATFORM_SUPERVISORS.items() for address in addresses
-    ]
+    pairs = [(runtime, address) for runtime, addresses in supervisors_configured().items() for address in addresses]
     return list(await asyncio.gather(*(ask(runtime, address) for runtime, address in pairs)))
+
+
+def workers_by_host(supervisors: list[dict]) -> list[dict]:
+    """``workers_list()`` grouped by the host each supervisor runs its workers on (supervisors
+    that did not answer have no known host and are grouped under an empty id)."""
+    hosts: dict[str, dict] = {}
+    for entry in supervisors:
+        host_id = entry.get("host_id", "")
+        host = hosts.setdefault(
+            host_id, {"host_id": host_id, "host_name": entry.get("host_name", ""), "supervisors": [], "workers": 0}
+        )
+        host["supervisors"].append(entry["address"])
+        host["workers"] += len(entry["workers"])
+    return list(hosts.values())

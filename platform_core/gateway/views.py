@@ -154,7 +154,8 @@ async def workers(request: HttpRequest) -> JsonResponse:
     if caller is None:
         return error_response(errors.Unauthenticated())
     scope = None if caller.is_staff else caller.tenant_id  # a tenant sees the workers started for it
-    return JsonResponse({"supervisors": await runtime_client.workers_list(scope=scope)})
+    supervisors = await runtime_client.workers_list(scope=scope)
+    return JsonResponse({"supervisors": supervisors, "hosts": runtime_client.workers_by_host(supervisors)})
 
 
 @require_GET

@@ -92,6 +92,22 @@ class Trace:
         self._send({"event": event.as_message()})
         return event
 
+    def adopt(self, other: Trace, *, skip: frozenset[EventKind] = frozenset()) -> None:
+        """Add the events of ``other`` (recorded elsewhere, e.g. an allocation made on this
+        invocation's behalf) at the times they happened, but for the kinds in ``skip``."""
+        for event in other.events:
+            if event.kind in skip:
+                continue
+            self.add(
+                EventKind(event.kind),
+                event.detail,
+                phase=Phase(event.phase),
+                source=Participant(event.source),
+                target=Participant(event.target),
+                at_ns=other.started_ns + int(event.offset_ms * 1e6),
+                data=event.data,
+            )
+
     def publish_state(self, message: dict[str, Any]) -> None:
         """Send a non-arrow update (status, result) to live viewers, in order with the arrows."""
         self._send({"state": message})

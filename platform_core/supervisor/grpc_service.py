@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 import grpc
 
 from platform_core.rpc import sup_grpc, sup_pb2
+from platform_core.rpc.host_identity import LocalHost, local_host
 from platform_core.runtimes import RuntimeSpec
 from platform_core.supervisor import errors, service
 from platform_core.supervisor.lifecycle import Disposal
@@ -99,19 +100,24 @@ def event_message(event: Event, supervisor: service.Supervisor) -> sup_pb2.Worke
     )
 
 
-def _handle(worker: Worker, warm: bool = False) -> sup_pb2.WorkerHandle:
+def _handle(worker: Worker, host: LocalHost, relay_port: int, warm: bool = False) -> sup_pb2.WorkerHandle:
     return sup_pb2.WorkerHandle(
         worker_id=worker.worker_id,
         address=worker.address,
         runtime=worker.plugin.runtime,
         backend=worker.backend,
         warm=warm,
+        host_id=host.id,
+        host_name=host.name,
+        relay_port=relay_port,
     )
 
 
 class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
-    def __init__(self, supervisor: service.Supervisor) -> None:
+    def __init__(self, supervisor: service.Supervisor, host: LocalHost, relay_port: int) -> None:
         self.supervisor = supervisor
+        self.host = host
+        self.relay_port = relay_port
 
     def _events(self, events: Iterable[Event]) -> list[sup_pb2.WorkerEvent]:
         return [event_message(event, self.supervisor) for event in events]
@@ -133,7 +139,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
         except errors.SupervisorError as exc:
             await self._abort(context, exc)
         return sup_pb2.AllocateWorkerResponse(
-            worker=_handle(allocation.worker, allocation.warm),
+            worker=_handle(allocation.worker, self.host, self.relay_port, allocation.warm),
             events=self._events(allocation.events),
             lease=sup_pb2.Lease(lease_id=allocation.lease.lease_id, ttl_ms=int(self.supervisor.leases.ttl_s * 1000)),
         )
@@ -203,6 +209,8 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             isolation=None
             if isolation is None
             else sup_pb2.Isolation(mode=isolation.mode, sandboxed=isolation.sandboxed, detail=isolation.detail),
+            host_id=self.host.id,
+            host_name=self.host.name,
             workers=[
                 sup_pb2.WorkerInfo(
                     worker_id=w.worker_id,
@@ -231,5 +239,9 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             yield event_message(event, self.supervisor)
 
 
-def add_to_server(server: grpc.aio.Server, supervisor: service.Supervisor) -> None:
-    sup_grpc.add_RuntimeSupervisorServicer_to_server(RuntimeSupervisorServicer(supervisor), server)
+def add_to_server(
+    server: grpc.aio.Server, supervisor: service.Supervisor, host: LocalHost | None = None, relay_port: int = 0
+) -> None:
+    """The supervisor API; handles name ``relay_port``, where the PPP relay to the workers listens."""
+    servicer = RuntimeSupervisorServicer(supervisor, host or local_host(), relay_port)
+    sup_grpc.add_RuntimeSupervisorServicer_to_server(servicer, server)

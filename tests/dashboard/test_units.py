@@ -190,3 +190,24 @@ def test_board_applies_lifecycle_events_and_keeps_removed_workers_apart():
     assert state_counts([data]) == {"spawning": 1}
     board.down("UNAVAILABLE", retry_in_s=2.0)
     assert board.as_dict()["up"] is False and board.as_dict()["workers"] == []
+
+
+def test_a_board_names_the_host_its_workers_run_on():
+    from django.template.loader import render_to_string
+
+    from dashboard.workers_relay import board_from_listing
+
+    entry = {
+        "runtime": "python",
+        "address": "127.0.1.2:9092",
+        "up": True,
+        "supervisor_id": "python-9092",
+        "max_workers": 4,
+        "host_id": "h-1",
+        "host_name": "node-b",
+        "workers": [],
+    }
+    board = board_from_listing(entry)
+    assert board["host_name"] == "node-b"
+    html = render_to_string("dashboard/partials/supervisor_board.html", {"board": board})
+    assert 'data-host="node-b"' in html and "on host <strong>node-b</strong>" in html

@@ -189,3 +189,23 @@ async def test_a_node_worker_runs_in_its_runtimes_image(make_supervisor, docker_
     outcome = await supervisor.release(worker.worker_id)
 
     assert outcome.exit_code == 0, "node handles SIGTERM as PID 1: a clean exit, no SIGKILL"
+
+
+async def test_a_container_worker_is_reached_through_the_relay(make_supervisor):
+    """A gateway on another host reaches a docker worker (--network none) through the relay."""
+    from platform_core.gateway.worker_route import WorkerRoute, open_channel
+    from platform_core.supervisor.ppp_relay import PppRelay, relay_target
+
+    supervisor = make_supervisor()
+    relay = PppRelay(supervisor.workers)
+    port = await relay.start("127.0.0.1", 0)
+    try:
+        worker, *_ = await supervisor.allocate(SUBTRACT)
+        route = WorkerRoute(worker.worker_id, relay_target(worker.worker_id), f"127.0.0.1:{port}", "")
+        async with open_channel(route, tls=None) as channel:
+            request = ppp_pb2.InvokeRequest(primitive="subtract_numbers", arguments=b'{"operand1": 7, "operand2": 2}')
+            messages = [m async for m in ppp_grpc.PluginWorkerStub(channel).Invoke(request, timeout=10)]
+        assert messages[-1].HasField("completed") and b"5" in messages[-1].completed.output
+        await supervisor.release(worker.worker_id)
+    finally:
+        await relay.close()

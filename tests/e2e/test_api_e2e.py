@@ -67,6 +67,9 @@ def test_subtract_returns_the_seed_response_and_records_the_trace(api):
     assert offsets == sorted(offsets)
     assert stored["timings_ms"] == body["timings_ms"]
     assert "Subtracting" in stored["worker_log"]
+    # The worker is on the gateway's host: its socket, not a relay (docs/DEPLOYMENT.md, "Several hosts").
+    [channel_open] = [event["detail"] for event in stored["trace"] if event["kind"] == "channel_open"]
+    assert channel_open.startswith("Create channel: direct unix socket unix://"), channel_open
 
 
 def test_divide(api):

@@ -96,7 +96,9 @@ def test_a_kept_worker_that_crashes_is_never_used_again(platform, api):
     os.kill(worker["pid"], signal.SIGKILL)
 
     def states() -> dict[str, str]:
-        return {w["worker_id"]: w["state"] for s in api.get("/api/v1/workers").json()["supervisors"] for w in s["workers"]}
+        return {
+            w["worker_id"]: w["state"] for s in api.get("/api/v1/workers").json()["supervisors"] for w in s["workers"]
+        }
 
     wait_for(lambda: states().get(first["worker_id"], "failed") == "failed", what="the supervisor saw it die")
     after = api.post("/api/v1/plugins/subtract_crashy/invoke", json={"operand1": 3, "operand2": 1})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from django.core.management import CommandError, call_command
 
 from platform_core.rpc import sup_grpc, sup_pb2
 from platform_core.rpc.secret import SecretCheck, client_interceptors
@@ -38,11 +37,3 @@ async def test_calls_without_the_secret_are_refused(socket_root):
     finally:
         await supervisor.shutdown()
         await server.stop(None)
-
-
-def test_a_non_loopback_bind_needs_allow_remote_and_a_secret(settings):
-    settings.PLATFORM_SUPERVISOR_SECRET = ""
-    with pytest.raises(CommandError, match="not loopback"):
-        call_command("runsupervisor", "--runtime", "python", "--listen", "0.0.0.0:19999")
-    with pytest.raises(CommandError, match="without SUPERVISOR_SECRET"):
-        call_command("runsupervisor", "--runtime", "python", "--listen", "0.0.0.0:19999", "--allow-remote")

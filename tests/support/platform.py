@@ -29,17 +29,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args} exited with code {process.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
 
 
 def wait_for(predicate: Callable[[], object], *, what: str, timeout_s: float = 10.0, every_s: float = 0.02) -> None:

@@ -17,13 +17,17 @@ import grpc
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from platform_core.rpc.host_identity import local_host
 from platform_core.rpc.secret import SecretCheck
 from platform_core.runtimes import RuntimeSpec
 from platform_core.supervisor import grpc_service
 from platform_core.supervisor.backends.process import Launcher, ProcessBackend, default_launchers
 from platform_core.supervisor.grpc_service import plugin_ref
+from platform_core.supervisor.health import serve_health
 from platform_core.supervisor.model import PluginRef
+from platform_core.supervisor.ppp_relay import PppRelay, server_ssl_context
 from platform_core.supervisor.service import Supervisor
+from platform_core.tls import server_credentials
 
 log = logging.getLogger("platform_core.supervisor")
 
@@ -58,12 +62,20 @@ class Command(BaseCommand):
                 "asks for another one, e.g. docker (default: WORKER_BACKENDS; process is always enabled)"
             ),
         )
+        parser.add_argument(
+            "--relay-listen",
+            help="host:port of the PPP relay, for gateways on other hosts (default: --listen's host, any free port)",
+        )
+        parser.add_argument(
+            "--health-listen",
+            help="host:port of a plain-text grpc.health.v1 service for probes, nothing else (default: none)",
+        )
         parser.add_argument("--max-workers", type=int, default=settings.PLATFORM_SUPERVISOR_MAX_WORKERS)
         parser.add_argument("--id", dest="supervisor_id", help="supervisor id (default: RUNTIME-PORT)")
         parser.add_argument(
             "--allow-remote",
             action="store_true",
-            help="allow a non-loopback --listen address (protect it: see docs/SECURITY.md)",
+            help="allow a non-loopback --listen address (requires mutual TLS: SUPERVISOR_TLS_*, docs/DEPLOYMENT.md)",
         )
 
     def handle(
@@ -71,6 +83,8 @@ class Command(BaseCommand):
         *args,
         runtime: str,
         listen: str | None,
+        relay_listen: str | None,
+        health_listen: str | None,
         backend: str | None,
         backends: str | None,
         max_workers: int,
@@ -82,13 +96,21 @@ class Command(BaseCommand):
         listen = listen or (addresses[0] if addresses else None)
         if not listen:
             raise CommandError(f"no --listen given and SUPERVISORS has no entry for runtime {runtime!r}")
-        if not _is_loopback(listen):
+        # Default: beside the API (any free port); an API on a Unix socket has no host to share.
+        relay_listen = relay_listen or (
+            "127.0.0.1:0" if listen.startswith("unix:") else f"{listen.rsplit(':', 1)[0]}:0"
+        )
+        for address in (listen, relay_listen):
+            if _is_loopback(address):
+                continue
             if not allow_remote:
-                raise CommandError(f"refusing to listen on {listen}: not loopback (pass --allow-remote deliberately)")
-            if not settings.PLATFORM_SUPERVISOR_SECRET:
+                raise CommandError(f"refusing to listen on {address}: not loopback (pass --allow-remote deliberately)")
+            if settings.PLATFORM_SUPERVISOR_TLS is None:
+                # Beyond loopback the relay carries tenants' data and the API starts workers: both
+                # need an authenticated, encrypted peer, which a shared secret alone is not.
                 raise CommandError(
-                    f"refusing to listen on {listen} without SUPERVISOR_SECRET: every caller "
-                    "could start and stop workers (see docs/SECURITY.md)"
+                    f"refusing to listen on {address} without mutual TLS (SUPERVISOR_TLS_CERT, _KEY, _CA): "
+                    "every caller could start workers and read their traffic (docs/DEPLOYMENT.md, Mutual TLS)"
                 )
         supervisor_id = supervisor_id or f"{runtime}-{listen.rsplit(':', 1)[-1]}"
         launchers = default_launchers()
@@ -133,7 +155,9 @@ class Command(BaseCommand):
             lease_ttl_s=settings.PLATFORM_LEASE_TTL_S,
             tenant_share=settings.PLATFORM_TENANT_SLOT_SHARE,
         )
-        asyncio.run(self._serve(supervisor, listen, self._pooled_plugins(runtime)))
+        # The host id describes the socket root: it must exist before anyone asks.
+        Path(settings.PLATFORM_SOCKET_ROOT).mkdir(parents=True, exist_ok=True)
+        asyncio.run(self._serve(supervisor, listen, relay_listen, health_listen, self._pooled_plugins(runtime)))
 
     def _registered_recipe(self, runtime: str) -> RuntimeSpec | None:
         """The registry's recipe of ``runtime``; None when the registry cannot be read (fine:
@@ -175,7 +199,9 @@ class Command(BaseCommand):
             return []
         return [plugin_ref(plugin_ref_message(spec)) for spec in specs]
 
-    async def _serve(self, supervisor: Supervisor, listen: str, pooled: list[PluginRef]) -> None:
+    async def _serve(
+        self, supervisor: Supervisor, listen: str, relay_listen: str, health_listen: str | None, pooled: list[PluginRef]
+    ) -> None:
         # Handled from the start: a SIGTERM that comes as soon as the port is open (or earlier)
         # still gets an orderly shutdown, not the default death that skips it.
         stop = asyncio.Event()
@@ -191,20 +217,39 @@ class Command(BaseCommand):
         # With a secret configured, every call must carry it (also on loopback).
         secret = settings.PLATFORM_SUPERVISOR_SECRET
         server = grpc.aio.server(interceptors=[SecretCheck(secret)] if secret else None)
-        grpc_service.add_to_server(server, supervisor)
-        if server.add_insecure_port(listen) == 0:
+        tls = settings.PLATFORM_SUPERVISOR_TLS
+        relay = PppRelay(
+            supervisor.workers,
+            ssl_context=server_ssl_context(tls.cert, tls.key, tls.ca) if tls else None,
+            secret=secret,
+        )
+        relay_host, _, relay_port = relay_listen.rpartition(":")
+        try:
+            relay_port = await relay.start(relay_host.strip("[]"), int(relay_port))
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"cannot listen on {relay_listen} (--relay-listen): {exc}") from exc
+        grpc_service.add_to_server(server, supervisor, relay_port=relay_port)
+        port = server.add_secure_port(listen, server_credentials(tls)) if tls else server.add_insecure_port(listen)
+        if port == 0:
             raise CommandError(f"cannot listen on {listen}")
         await server.start()
         isolation = supervisor.backends["process"].isolation
+        health_server, health = await serve_health(health_listen) if health_listen else (None, None)
         self.stdout.write(
             f"supervisor {supervisor.supervisor_id} ({supervisor.runtime}, "
             f"{supervisor.default_backend} backend; enabled: {', '.join(sorted(supervisor.backends))}) "
-            f"listening on {listen}; process workers {'sandboxed' if isolation.sandboxed else 'NOT SANDBOXED'}: "
-            f"{isolation.detail}"
+            f"listening on {listen}{' (mutual TLS)' if tls else ''}, PPP relay on port {relay_port}, "
+            f"host {local_host().name} ({local_host().id}); process workers "
+            f"{'sandboxed' if isolation.sandboxed else 'NOT SANDBOXED'}: {isolation.detail}"
         )
         self.stdout.flush()
         await stop.wait()
         log.info("supervisor %s stopping: %d worker(s) to stop", supervisor.supervisor_id, len(supervisor.workers))
+        if health is not None:
+            health.serving = False
         # Refuse new allocations, stop every worker, then let in-flight calls finish.
         await supervisor.shutdown()
         await server.stop(grace=2.0)
+        await relay.close()
+        if health_server is not None:
+            await health_server.stop(None)
