@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -136,6 +137,10 @@ class _Run:
         self.started: asyncio.Future[Any] | None = None
         self.allocation_deadline = 0.0
 
+    @property
+    def arrived(self) -> datetime:
+        return datetime.fromtimestamp(self.trace.started_ns / 1e9, tz=UTC)
+
     # 1. request ----------------------------------------------------------------------------
 
     def request(self, request_line: str) -> None:
@@ -179,6 +184,7 @@ class _Run:
                 caller=caller,
                 arguments=arguments,
                 gateway_instance=instance.INSTANCE_ID,
+                at=self.arrived,
             )
         )
         self.trace.publish_state({"status": Status.RUNNING, "plugin": plugin.name})
@@ -270,7 +276,12 @@ class _Run:
             if self.started is not None:
                 await self.started
             outcome.timings_ms = await invocation_finish(
-                invocation_id=outcome.invocation_id, caller=self.caller, finish=finish, events=self.trace.events
+                invocation_id=outcome.invocation_id,
+                caller=self.caller,
+                finish=finish,
+                events=self.trace.events,
+                at=self.arrived,
+                gateway_instance=instance.INSTANCE_ID,
             )
         except Exception:
             # Nothing is acknowledged that is not stored (e.g. a database locked past its busy

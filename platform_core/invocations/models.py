@@ -24,7 +24,11 @@ FINAL_STATUSES = {s for s in Status if s != Status.RUNNING}
 
 class Invocation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    plugin = models.ForeignKey("registry.PluginSpec", null=True, blank=True, on_delete=models.SET_NULL)
+    # No database constraint: the history is written in batches without looking the plugin up
+    # again; one deleted while a gateway still cached it leaves a dangling id, and its name.
+    plugin = models.ForeignKey(
+        "registry.PluginSpec", null=True, blank=True, on_delete=models.SET_NULL, db_constraint=False
+    )
     # Kept even when the plugin is unknown or later deleted.
     plugin_name = models.CharField(max_length=100, db_index=True)
     runtime = models.CharField(max_length=20, blank=True)

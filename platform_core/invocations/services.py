@@ -10,6 +10,7 @@ not stored.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,39 +24,63 @@ from platform_core.invocations.models import Invocation, Status
 from platform_core.invocations.timings import phase_timings
 from platform_core.invocations.trace import TraceEvent
 from platform_core.invocations.vocabulary import EventKind
-from platform_core.invocations.writer import record_writer
-from platform_core.registry.models import PluginSpec
+from platform_core.invocations.writer import Row, record_writer
 from platform_core.tenancy.callers import Caller
 
 
-def _plugin_still_there(plugin: Any) -> Any:
-    """``plugin``, or None if it was deleted since the gateway cached it: history is never lost
-    to a registry edit (it keeps the plugin's name either way)."""
-    if plugin is None or PluginSpec.objects.filter(pk=plugin.pk).exists():
-        return plugin
-    return None
+def _identity(*, invocation_id: str, plugin: Any, plugin_name: str, caller: Caller, arguments: Any) -> dict[str, Any]:
+    """The columns an invocation has from its start: who asked for what."""
+    return {
+        "id": uuid.UUID(invocation_id),
+        # Not checked against the registry: a plugin deleted while a gateway still cached it leaves
+        # a dangling id (no database constraint), and the history keeps its name either way.
+        "plugin": getattr(plugin, "pk", None),
+        "plugin_name": plugin_name[:100],
+        "runtime": getattr(plugin, "runtime_id", "") or "",
+        "tenant_id": caller.tenant_id,
+        "user_id": caller.user_id,
+        "session_id": caller.session_id,
+        "request_id": caller.request_id,
+        "arguments": storable(arguments),
+    }
 
 
 async def invocation_start(
-    *, invocation_id: str, plugin: Any, caller: Caller, arguments: Any, gateway_instance: str = ""
-) -> Invocation:
-    """Record an accepted invocation as running, before any worker is asked for."""
-    arguments = storable(arguments)
-    return await record_writer.write(
-        lambda: Invocation.objects.create(
-            id=invocation_id,
-            gateway_instance=gateway_instance,
-            plugin=_plugin_still_there(plugin),
-            plugin_name=plugin.name,
-            runtime=plugin.runtime_id,
-            tenant_id=caller.tenant_id,
-            user_id=caller.user_id,
-            session_id=caller.session_id,
-            request_id=caller.request_id,
-            arguments=arguments,
-            status=Status.RUNNING,
-        )
-    )
+    *, invocation_id: str, plugin: Any, caller: Caller, arguments: Any, gateway_instance: str = "", at: datetime
+) -> None:
+    """Record an accepted invocation as running (``at``: when its request arrived), before any
+    worker is asked for: a gateway that dies mid-invocation leaves it for its next life to mark
+    ``interrupted``."""
+    values = {
+        **_identity(
+            invocation_id=invocation_id, plugin=plugin, plugin_name=plugin.name, caller=caller, arguments=arguments
+        ),
+        **_UNFINISHED,
+        "status": Status.RUNNING,
+        "created_at": at,
+        "gateway_instance": gateway_instance,
+    }
+    await record_writer.write_row(Row("start", values))
+
+
+_UNFINISHED: dict[str, Any] = {
+    "http_status": None,
+    "result": None,
+    "error_code": "",
+    "error_message": "",
+    "worker_id": "",
+    "worker_warm": None,
+    "backend": "",
+    "worker_log": "",
+    "worker_log_truncated": False,
+    "finished_at": None,
+    "trace": [],
+    "allocation_ms": None,
+    "init_ms": None,
+    "execution_ms": None,
+    "release_ms": None,
+    "total_ms": None,
+}
 
 
 @dataclass
@@ -77,10 +102,28 @@ class Finish:
     worker_log_truncated: bool = False
 
 
-def _finish(
-    invocation_id: str, caller: Caller, finish: Finish, trace: list[dict[str, Any]], timings: dict[str, float | None]
-) -> None:
-    fields = {
+async def invocation_finish(
+    *,
+    invocation_id: str,
+    caller: Caller,
+    finish: Finish,
+    events: Sequence[TraceEvent],
+    at: datetime,
+    gateway_instance: str = "",
+) -> dict[str, float | None]:
+    """Store the final state, the timings and the whole trace in one statement (an upsert: an
+    invocation refused or rejected before it started has no row yet); the phase timings."""
+    timings = phase_timings(events)
+    values = {
+        **_identity(
+            invocation_id=invocation_id,
+            plugin=finish.plugin,
+            plugin_name=finish.plugin_name,
+            caller=caller,
+            arguments=finish.arguments,
+        ),
+        "created_at": at,
+        "gateway_instance": gateway_instance,
         "status": finish.status,
         "http_status": finish.http_status,
         "result": storable(finish.result),
@@ -92,32 +135,10 @@ def _finish(
         "worker_log": finish.worker_log,
         "worker_log_truncated": finish.worker_log_truncated,
         "finished_at": timezone.now(),
-        "trace": trace,
+        "trace": [event.stored() for event in events],
         **{f"{phase}_ms": value for phase, value in timings.items()},
     }
-    updated = Invocation.objects.filter(id=invocation_id).update(**fields)
-    if not updated:  # refused or rejected before it started (quota, unknown plugin, bad input): one write
-        Invocation.objects.create(
-            id=invocation_id,
-            plugin=_plugin_still_there(finish.plugin),
-            plugin_name=finish.plugin_name[:100],
-            runtime=getattr(finish.plugin, "runtime_id", ""),
-            arguments=storable(finish.arguments),
-            tenant_id=caller.tenant_id,
-            user_id=caller.user_id,
-            session_id=caller.session_id,
-            request_id=caller.request_id,
-            **fields,
-        )
-
-
-async def invocation_finish(
-    *, invocation_id: str, caller: Caller, finish: Finish, events: Sequence[TraceEvent]
-) -> dict[str, float | None]:
-    """Store the final state and the whole trace in one statement; the phase timings."""
-    timings = phase_timings(events)
-    trace = [event.stored() for event in events]
-    await record_writer.write(lambda: _finish(invocation_id, caller, finish, trace, timings))
+    await record_writer.write_row(Row("finish", values))
     return timings
 
 
