@@ -5,6 +5,7 @@ worker backend, everything on loopback. See README.md, "Configuration".
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from platform_core.env import (
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_htmx",
+    "axes",
     "platform_core.registry",
     "platform_core.invocations",
     "platform_core.gateway",
@@ -57,7 +59,20 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: turns a throttled login into its answer (docs/SECURITY.md).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Failed logins are throttled (django-axes, counted in the database, so across gateway processes):
+# after LOGIN_FAILURE_LIMIT failures for one account, or from one client address, further attempts
+# are refused with 429 and a message saying for how long, for LOGIN_COOLOFF_MINUTES.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username"], ["ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "dashboard/login_throttled.html"
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "platform_core.urls"
 TEMPLATES = [
@@ -157,6 +172,12 @@ PLATFORM_MAX_LOG_BYTES = env_int("MAX_LOG_BYTES", 64 * 1024, minimum=1024)
 PLATFORM_MAX_RESULT_BYTES = env_int("MAX_RESULT_BYTES", 8 * 1024 * 1024, minimum=1024)
 # Deepest JSON nesting accepted in a request body (arrays and objects); deeper: 400.
 PLATFORM_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 64, minimum=1)
+# The gateway's HTTP server (platform_core/gateway/http_server.py): uvicorn, or daphne.
+PLATFORM_GATEWAY_SERVER = env_choice("GATEWAY_SERVER", "uvicorn", {"uvicorn", "daphne"})
+# Gateway processes on one port (uvicorn); 0: one per core with REDIS_URL, else one.
+PLATFORM_GATEWAY_PROCESSES = env_int("GATEWAY_PROCESSES", 0, minimum=0)
+# The largest request line + headers the gateway reads (beyond: 431, JSON).
+PLATFORM_MAX_HEADER_BYTES = env_int("API_MAX_HEADER_BYTES", 65536, minimum=4096)
 # Which gateway this process is, across restarts (default: the host name; `manage.py rungateway`
 # sets HOST:PORT): at start it marks what its earlier life left running as interrupted.
 PLATFORM_GATEWAY_INSTANCE = env_str("GATEWAY_INSTANCE_ID", "")

@@ -56,3 +56,14 @@ def _fresh_process_caches():
     yield
     registry_cache_clear()
     api_key_cache_clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_work_directory_left():
+    """Every platform a test started cleans up after itself: no process, no /tmp/ppe-* directory."""
+    yield
+    import os
+
+    if os.environ.get("KEEP_TEST_DIRS") != "1":
+        left = [str(path) for path in Platform.made if path.exists()]
+        assert not left, f"test platforms left their work directories: {left}"

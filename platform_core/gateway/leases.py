@@ -90,6 +90,12 @@ class _Seats:
         return len(self.idle) + len(self.busy) + self.acquiring
 
 
+def _consumed(task: asyncio.Future[None]) -> None:
+    """An allocation's failure is its waiter's to report (or nobody's, once that one was served)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _key(plugin: PluginSpec) -> tuple:
     """Seats of a plugin as it is now: after an edit in the registry, new seats (the old ones idle out)."""
     return (plugin.pk, plugin.updated_at)
@@ -126,11 +132,16 @@ class Keeper:
             len(supervisor_addresses(plugin.runtime_id)), 1
         ):
             allocating = asyncio.ensure_future(self._new_seat(plugin, caller, timeout_s, seats))
+            allocating.add_done_callback(_consumed)
         try:
             seat = await self._first_seat(waiter, allocating, seats, plugin)
         finally:
             with contextlib.suppress(ValueError):
                 seats.waiters.remove(waiter)
+            if allocating is not None and not allocating.done() and seats.acquiring > len(seats.waiters):
+                # Served by a seat this process freed: an allocation nobody here waits for would
+                # take a seat from a supervisor's queue ahead of another gateway that needs one.
+                allocating.cancel()
         if seat.allocation is not None:  # the supervisor's events of the allocation that made it
             trace.adopt(seat.allocation, skip=frozenset({K.ALLOCATE_REQUEST}))  # recorded above already
             seat.allocation = None

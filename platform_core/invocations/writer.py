@@ -93,17 +93,10 @@ def _apply(operations: list[_Operation]) -> list[Any]:
     try:
         return _apply_in_transaction(operations)
     except (OperationalError, InterfaceError):
-        if not _connection_lost():
-            raise  # e.g. a database locked past its busy timeout: the same again would fail the same way
-        connection.close()  # with a pool: handed back, and the pool discards it
+        if connection.vendor == "sqlite":
+            raise  # a file, not a server: e.g. locked past its busy timeout, the same again would fail alike
+        connection.close()  # with a pool: handed back, and the pool discards a broken one
         return _apply_in_transaction(operations)
-
-
-def _connection_lost() -> bool:
-    try:
-        return connection.connection is None or not connection.is_usable()
-    except Exception:
-        return True
 
 
 def _apply_in_transaction(operations: list[_Operation]) -> list[Any]:

@@ -113,6 +113,13 @@ class Pools:
         pool.waiters.append(waiter)
         try:
             worker = await asyncio.wait_for(asyncio.shield(waiter), pool.spec.queue_timeout_s)
+        except asyncio.CancelledError:
+            # The caller gave up (a gateway that found a seat elsewhere): a seat handed over in
+            # that very moment goes to the next in line, not to nobody.
+            if waiter.done() and not waiter.cancelled():
+                self._seat_back(pool, waiter.result())
+            waiter.cancel()
+            raise
         except TimeoutError:
             if waiter.done() and not waiter.cancelled():  # handed over just as time ran out: take it
                 worker = waiter.result()
@@ -132,6 +139,12 @@ class Pools:
 
     def _slot_text(self, pool: Pool) -> str:
         return f"pool {pool.size}/{pool.spec.max_workers}"
+
+    def _seat_back(self, pool: Pool, worker: Worker) -> None:
+        worker.in_use = max(0, worker.in_use - 1)
+        if not self._hand_over(pool, worker) and worker.in_use == 0:
+            worker.idle_since = time.monotonic()
+            self.lifecycle.emit(worker, State.IDLE, "back in pool: its caller gave up", None)
 
     def _hand_over(self, pool: Pool, worker: Worker) -> bool:
         """Give a worker with a free seat straight to the first caller in line."""

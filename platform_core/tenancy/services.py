@@ -47,6 +47,20 @@ def api_key_create(*, tenant_slug: str, name: str, is_staff: bool = False, user=
     return row, key
 
 
+@transaction.atomic
+def api_key_adopt(*, key: str, tenant_slug: str, name: str, is_staff: bool = False) -> ApiKey:
+    """Make a key made elsewhere (``pp_<prefix>_<secret>``) valid here: its row, if this database
+    has none (a development key kept in a file while the database changed)."""
+    parts = key.split("_")
+    if len(parts) < 3 or parts[0] != "pp":
+        raise ValueError("not an API key (pp_<prefix>_<secret>)")
+    tenant, _ = Tenant.objects.get_or_create(slug=tenant_slug, defaults={"name": tenant_slug})
+    row, _ = ApiKey.objects.get_or_create(
+        prefix=parts[1], defaults={"tenant": tenant, "name": name, "key_hash": _hash(key), "is_staff": is_staff}
+    )
+    return row
+
+
 _cache: dict[str, tuple[float, KeyOwner | None, str]] = {}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -31,3 +33,48 @@ def test_security_headers_and_request_id_are_kept(api):
     assert response.headers["x-content-type-options"] == "nosniff"
     stored = api.get(f"/api/v1/invocations/{response.json()['invocation_id']}").json()
     assert stored["request_id"] == "req-42"
+
+
+def _raw(platform, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` as raw bytes on a socket of its own; (status, headers, body) of the answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", platform.http_port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+HOST = b"Host: 127.0.0.1\r\nConnection: close\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"GET /api/v1/\xff\xfe HTTP/1.1\r\n" + HOST + b"\r\n", 400, "bad_request"),
+        (b"GET /api/v1/" + b"a" * 70_000 + b" HTTP/1.1\r\n" + HOST + b"\r\n", 431, "headers_too_large"),
+        (
+            b"GET /api/v1/plugins HTTP/1.1\r\n" + HOST + b"Authorization: Bearer " + b"x" * 60_000 + b"\r\n\r\n",
+            401,
+            "unauthenticated",
+        ),
+        (b"GET /api/v1/plugins HTTP/1.1\r\n" + HOST + b"X-Thing: a\x01b\r\n\r\n", 400, "bad_request"),
+        (b"HELLO THERE\r\n\r\n", 400, "bad_request"),
+        (b"POST /api/v1/calculate/subtract HTTP/1.1\r\n" + HOST + b"Content-Length: abc\r\n\r\n", 400, "bad_request"),
+        (
+            b"GET /api/v1/plugins HTTP/1.1\r\n" + HOST + b"".join(b"X-%d: y\r\n" % i for i in range(8000)) + b"\r\n",
+            431,
+            "headers_too_large",
+        ),
+    ],
+    ids=["raw byte in path", "70k path", "60k auth header", "control char", "garbage", "bad length", "80k of headers"],
+)
+def test_what_the_server_refuses_itself_is_answered_as_json(platform, request_bytes, status, code):
+    answered, headers, body = _raw(platform, request_bytes)
+    assert (answered, headers.get("content-type")) == (status, "application/json"), body[:200]
+    assert json.loads(body)["error"]["code"] == code

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from django.utils import timezone
 from django.db import IntegrityError
+from django.utils import timezone
 
 from platform_core.invocations.models import Invocation, Status
 from platform_core.invocations.writer import RecordWriter

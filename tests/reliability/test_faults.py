@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 import pytest
@@ -24,7 +22,7 @@ from tests.reliability.hostile import (
     subtract_still_works,
     workers_of,
 )
-from tests.support.platform import REPO, wait_for, wait_for_port
+from tests.support.platform import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -129,16 +127,7 @@ def test_a_gateway_killed_mid_invocation_marks_it_interrupted_on_restart(fresh_p
         call.thread.join(timeout=10)
         assert "error" in call.box, "a killed gateway cannot have answered"
 
-    log = open(platform.workdir / "gateway.log", "ab")  # noqa: SIM115 — lives as long as the process
-    gateway = subprocess.Popen(
-        [sys.executable, "manage.py", "rungateway", "--bind", "127.0.0.1", "--port", str(platform.http_port)],
-        cwd=REPO,
-        env=platform.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    platform.processes["gateway"] = gateway
-    wait_for_port(platform.http_port, gateway)
+    platform.start_gateway()
 
     with platform.client() as api:
         stored = invocation(api, left["id"])

@@ -1,4 +1,4 @@
-"""A scaled-out platform for tests: several daphne gateways and several supervisors per runtime.
+"""A scaled-out platform for tests: several gateways and several supervisors per runtime.
 
 Built on ``Platform`` (same work directory, API key, teardown and leftover check); the
 processes share whatever database and channel layer ``extra_env`` names (``DATABASE_URL``,
@@ -63,7 +63,7 @@ class Cluster(Platform):
     def _start_gateway_at(self, port: int, name: str) -> None:
         log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "platform_core.asgi:application"],
+            [sys.executable, "manage.py", "rungateway", "--bind", "127.0.0.1", "--port", str(port)],
             cwd=REPO,
             # Gateways must not share an instance id: each would take the other's work for its own
             # earlier life's at start.

@@ -1,4 +1,4 @@
-"""Start a real platform for end-to-end tests: supervisors and a daphne gateway as processes.
+"""Start a real platform for end-to-end tests: supervisors and a gateway (``manage.py rungateway``) as processes.
 
 Each platform gets its own SQLite file, socket root and free loopback ports, and is torn
 down completely: supervisors stop their workers, and ``leftover_workers`` proves it.
@@ -7,6 +7,7 @@ down completely: supervisors stop their workers, and ``leftover_workers`` proves
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
@@ -105,9 +107,13 @@ class Platform:
     # A runtime listed here is configured in SUPERVISORS but nothing is started for it.
     absent_runtimes: tuple[str, ...] = ("java",)
 
+    # Every work directory made in this test session (tests/conftest.py checks none is left).
+    made: ClassVar[list[Path]] = []
+
     def __post_init__(self) -> None:
         # Short: Unix socket paths are limited to 108 bytes.
         self.workdir = Path(tempfile.mkdtemp(prefix="ppe-", dir="/tmp"))
+        Platform.made.append(self.workdir)
         self.socket_root = self.workdir / "s"
         self.http_port = free_port()
         self.supervisor_ports = {runtime: free_port() for runtime in (*self.runtimes, *self.absent_runtimes)}
@@ -168,18 +174,14 @@ class Platform:
         self.api_key = (self.workdir / "api_key").read_text().strip()
         for runtime in self.runtimes:
             self.start_supervisor(runtime)
-        log = open(self.workdir / "gateway.log", "wb")  # noqa: SIM115 — lives as long as the process
+        self.start_gateway()
+        return self
+
+    def start_gateway(self) -> subprocess.Popen:
+        """``manage.py rungateway`` (recovery of an earlier life, then the configured server: uvicorn)."""
+        log = open(self.workdir / "gateway.log", "ab")  # noqa: SIM115 — lives as long as the process
         gateway = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.http_port),
-                "platform_core.asgi:application",
-            ],
+            [sys.executable, "manage.py", "rungateway", "--bind", "127.0.0.1", "--port", str(self.http_port)],
             cwd=REPO,
             env=self.env,
             stdout=log,
@@ -187,7 +189,7 @@ class Platform:
         )
         self.processes["gateway"] = gateway
         wait_for_port(self.http_port, gateway)
-        return self
+        return gateway
 
     def start_supervisor(self, runtime: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start the supervisor of ``runtime`` (``env``: variables that differ from the platform's)."""
@@ -216,10 +218,14 @@ class Platform:
         return process.returncode
 
     def stop(self) -> None:
+        """Stop every process (supervisors stop their workers), then remove the work directory
+        (its database, logs and socket root) unless KEEP_TEST_DIRS=1 asks to keep it."""
         for name in [n for n in self.processes if n != "gateway"] + (
             ["gateway"] if "gateway" in self.processes else []
         ):
             self.stop_process(name)
+        if os.environ.get("KEEP_TEST_DIRS") != "1":
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def supervisor_id(self, runtime: str) -> str:
         """The id runsupervisor gives itself (RUNTIME-PORT); docker workers carry it as a label."""

@@ -1,10 +1,12 @@
-"""``manage.py rungateway --bind 127.0.0.1 --port 8080``: recover, then serve the gateway (daphne).
+"""``manage.py rungateway --bind 127.0.0.1 --port 8080``: recover, then serve the gateway.
 
 Before it serves, the gateway finishes what an earlier life of the same instance left behind
 (``recovery.gateway_recover``): invocations still ``running`` become ``interrupted`` and their
 workers are taken back from the supervisors. The instance id is ``GATEWAY_INSTANCE_ID``, by
 default HOST:PORT, so that several gateways on one host do not take each other for their past.
-Then this process becomes daphne (exec: same pid, so whoever started it can stop it).
+Then this process serves: uvicorn (``gateway/http_server.py``; one process per core with
+``REDIS_URL``, this one supervising them), or daphne with ``GATEWAY_SERVER=daphne`` (exec). Same
+pid either way, so whoever started it can stop it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from platform_core.gateway import http_server, instance
+from platform_core.gateway.http_server import APPLICATION
 from platform_core.gateway.recovery import gateway_recover
 
 
 class Command(BaseCommand):
-    help = "Mark what an earlier life of this gateway left running as interrupted, then run daphne."
+    help = "Mark what an earlier life of this gateway left running as interrupted, then serve (uvicorn or daphne)."
 
     def add_arguments(self, parser):
         parser.add_argument("--bind", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
@@ -39,8 +43,15 @@ class Command(BaseCommand):
             )
         sys.stdout.flush()
         sys.stderr.flush()
-        os.execvpe(
-            sys.executable,
-            [sys.executable, "-m", "daphne", "-b", bind, "-p", str(port), "platform_core.asgi:application"],
-            {**os.environ, "GATEWAY_INSTANCE_ID": instance_id},
-        )
+        # This process's identity, for the server below and every process it starts.
+        os.environ["GATEWAY_INSTANCE_ID"] = settings.PLATFORM_GATEWAY_INSTANCE = instance.INSTANCE_ID = instance_id
+        if settings.PLATFORM_GATEWAY_SERVER == "daphne":
+            os.execvp(sys.executable, [sys.executable, "-m", "daphne", "-b", bind, "-p", str(port), APPLICATION])
+        workers = http_server.processes()
+        if workers > 1 and not settings.PLATFORM_REDIS_URL:
+            self.stderr.write(
+                f"{workers} gateway processes without REDIS_URL: live events reach only the WebSockets of "
+                "the process that ran the invocation (the in-memory channel layer is per process)"
+            )
+        self.stderr.write(f"gateway {instance_id}: uvicorn, {workers} process(es), on {bind}:{port}")
+        http_server.serve(bind=bind, port=port, workers=workers)
