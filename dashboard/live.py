@@ -190,6 +190,7 @@ class LiveFollower:
         self.fixed = invocation_id
         self.picked = ""  # live mode: the run the viewer chose ("" follows the newest)
         self.runs: dict[str, RunEntry] = {r.invocation_id: r for r in runs or []}
+        self._runs_dirty = False
         self._clear(invocation_id)
 
     # --- the followed invocation ---------------------------------------------------------
@@ -235,6 +236,7 @@ class LiveFollower:
 
     def _switch(self, invocation_id: str) -> str:
         self._clear(invocation_id)
+        self._runs_dirty = self.mode == "live"  # the list marks the run followed
         return self._panel_html()
 
     def _follow(self, invocation_id: str, context: dict[str, Any], *, starts: bool) -> str | None:
@@ -267,6 +269,7 @@ class LiveFollower:
         entry = self.runs.get(invocation_id)
         if entry is None:
             entry = self.runs[invocation_id] = RunEntry(invocation_id, started=timezone.now())
+            self._runs_dirty = True
         return entry
 
     def runs_shown(self) -> list[RunEntry]:
@@ -277,6 +280,7 @@ class LiveFollower:
         return kept
 
     def runs_html(self) -> str:
+        self._runs_dirty = False
         if self.mode != "live":
             return ""
         return render_to_string(
@@ -293,7 +297,7 @@ class LiveFollower:
         snapshot = bool(batch.get("snapshot"))
         update = Update()
         html: list[str] = []
-        runs_changed = rows_changed = reorder = False
+        runs_changed = rows_changed = reorder = reset_now = False
         for item in batch["items"]:
             entry = self._run(invocation_id)
             if "event" in item:
@@ -303,6 +307,7 @@ class LiveFollower:
                 if reset is None or event["seq"] in self.rows:
                     continue
                 html.append(reset)
+                reset_now |= bool(reset)
                 reorder |= snapshot or (bool(self.rows) and event["seq"] < max(self.rows))
                 row = self.rows[event["seq"]] = trace_row(event)
                 rows_changed = True
@@ -325,11 +330,11 @@ class LiveFollower:
         if reorder:
             html.append(events_html([self.rows[seq] for seq in sorted(self.rows)], append=False))
         if rows_changed:
-            if self.live.finished or time.monotonic() - self._waterfall_sent >= WATERFALL_EVERY_S:
+            if reset_now or self.live.finished or time.monotonic() - self._waterfall_sent >= WATERFALL_EVERY_S:
                 html.append(self._waterfall_html())
             else:
                 self.waterfall_pending = True
-        if runs_changed:
+        if runs_changed or self._runs_dirty:
             html.append(self.runs_html())
         update.html = "".join(html)
         return update

@@ -64,7 +64,8 @@ def _text_match(word: str) -> Q:
 
 
 def _argument_match(query: QuerySet[Invocation], term: str) -> QuerySet[Invocation]:
-    if found := _ARGUMENT.match(term):
+    # "__" would read as a Django lookup (operand1__gt=1): such a term is only searched as text.
+    if (found := _ARGUMENT.match(term)) and "__" not in found.group(1):
         path, raw = found.group(1).replace(".", "__"), found.group(2)
         try:
             value = json.loads(raw)

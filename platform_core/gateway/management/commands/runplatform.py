@@ -17,6 +17,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from dashboard.devlogin import dev_login_ensure
+
 REPO = Path(settings.BASE_DIR)
 JAVA_JAR = REPO / "plugin_workers" / "java" / "build" / "ppp-java-worker.jar"
 
@@ -59,6 +61,7 @@ class Command(BaseCommand):
         children: list[tuple[str, subprocess.Popen]] = []
         key_file = Path(settings.VAR_DIR) / "dev_api_key"
         self._dev_key()
+        dev_login = dev_login_ensure()  # the dashboard's login, made once (dashboard/devlogin.py)
 
         def stop_all(*_: object) -> None:
             for _name, child in reversed(children):
@@ -105,6 +108,8 @@ class Command(BaseCommand):
                     f"platform up: http://{bind}:{port}/  (API under /api/v1/, admin under /admin/); Ctrl-C stops it"
                 )
             )
+            if dev_login is not None:
+                self.stdout.write(dev_login.banner)
             self.stdout.write(
                 f"API key of tenant 'default' in {key_file}; try:\n"
                 f'  curl -s -XPOST {bind}:{port}/api/v1/calculate/subtract -H "Authorization: Bearer $(cat {key_file})"'
