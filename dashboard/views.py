@@ -21,7 +21,7 @@ from dashboard import selectors, services
 from dashboard.compare import invocations_compared
 from dashboard.curl import calculate_path, curl_command, invoke_path
 from dashboard.forms import HistoryFilterForm, session_valid
-from dashboard.live import LiveInvocation, LiveProgress, invocation_summary, run_entry
+from dashboard.live import LiveInvocation, LiveProgress, invocation_summary, run_entry, stored_live
 from dashboard.schema_forms import FormField, arguments_from_post, fields_filled, form_fields
 from dashboard.traces import invocation_timings, timing_segments, trace_rows
 from dashboard.waterfall import waterfall
@@ -193,6 +193,8 @@ def invocation(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
         "rows": trace_rows(found.trace),
         "waterfall": waterfall(found.trace, finished=not running, failed=found.status != Status.SUCCEEDED),
         "running": running,
+        # A running invocation's panel starts as what is known of it (its arrows come by socket).
+        "live": stored_live(found) if running else LiveInvocation(),
         "hint": f"The stored trace, {len(found.trace)} arrows, each with its time since the request.",
         "curl": curl_command(
             base_url=_base_url(request), path=invoke_path(found.plugin_name), arguments=found.arguments
