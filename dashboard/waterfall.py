@@ -224,7 +224,8 @@ def _path_parts(bars: list[Bar], span_total: float) -> list[dict[str, Any]]:
         if bar.critical_ms > 0 and bar.kind != "step":
             parts[bar.key] = {"key": bar.key, "label": bar.label, "ms": bar.critical_ms}
     if steps:
-        label = f"{len(steps)} steps" if len(steps) > 1 else steps[0].label
+        numbered = [b for b in steps if b.label != "Finish"]
+        label = f"{len(numbered)} progress steps" if len(numbered) != 1 else "Progress step"
         parts["steps"] = {"key": "steps", "label": label, "ms": round(sum(b.critical_ms for b in steps), 3)}
     ordered = sorted(parts.values(), key=lambda p: p["ms"], reverse=True)[:PATH_PARTS]
     return [{**p, "percent": round(100 * p["ms"] / span_total, 1) if span_total > 0 else 0.0} for p in ordered]

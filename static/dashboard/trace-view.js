@@ -112,7 +112,13 @@
       this.clip = document.createElement("div");
       this.clip.className = "seq-clip";
       this.host.append(head, this.clip);
+      // Only a reader's own scrolling says whether to keep following (reading the scroll height
+      // after our own scroll would lay the page out again).
       this.host.addEventListener("scroll", () => {
+        if (this.ownScroll) {
+          this.ownScroll = false;
+          return;
+        }
         this.atBottom = this.host.scrollTop + this.host.clientHeight >= this.host.scrollHeight - 40;
       }, { passive: true });
       this.showHints();
@@ -181,8 +187,10 @@
       const end = `url(#${this.id}-${style})`;
       let label;
       if (x1 === x2) {
-        svg("path", { d: `M${x1},8 h24 v11 h-22`, class: "seq-line", "marker-end": end }, g);
-        label = svg("text", { x: x1 + 30, y: 18, class: "seq-label" }, g);
+        // A lifeline's own step: a loop beside it, to the left of the last lifeline (no room right).
+        const side = COLUMN[row.source] === PARTICIPANTS.length - 1 ? -1 : 1;
+        svg("path", { d: `M${x1},8 h${24 * side} v11 h${-22 * side}`, class: "seq-line", "marker-end": end }, g);
+        label = svg("text", { x: x1 + 30 * side, y: 18, class: "seq-label", "text-anchor": side > 0 ? "start" : "end" }, g);
         label.textContent = shorten(row.label, 30);
       } else {
         svg("line", { x1, y1: 19, x2: x2 + (x2 > x1 ? -1 : 1), y2: 19, class: "seq-line", "marker-end": end }, g);
@@ -330,7 +338,8 @@
         this.scrolling = true;
         requestAnimationFrame(() => {
           this.scrolling = false;
-          this.host.scrollTop = this.host.scrollHeight;
+          this.ownScroll = true;
+          this.host.scrollTop = 1e9; // clamped to the bottom
         });
       }
     }
@@ -506,6 +515,12 @@
       const now = this.now();
       const scale = Math.max(doc.total_ms || 0, now, this.scaleMs, 0.001);
       const pct = (value) => `${Math.max(0, Math.min(100, (100 * value) / scale)).toFixed(3)}%`;
+      // Bars are placed by transforms against --scale: when the scale grows (a running
+      // invocation), one property changes and nothing is laid out again.
+      if (this.scale !== scale) {
+        this.host.style.setProperty("--scale", String(scale));
+        this.scale = scale;
+      }
       this.renderAxis(scale, pct);
       const critical = new Map();
       for (const [key, start, end] of doc.critical) {
@@ -525,7 +540,7 @@
         const expected = previous ? previous.nextSibling : this.list.firstChild;
         if (expected !== li) this.list.insertBefore(li, expected);
         previous = li;
-        this.fill(li, bar, pct, critical.get(bar.key) || (bar.steps ? this.stepSegments(critical) : []));
+        this.fill(li, bar, critical.get(bar.key) || (bar.steps ? this.stepSegments(critical) : []));
       }
       for (const [key, li] of this.rows) {
         if (!seen.has(key)) {
@@ -552,8 +567,8 @@
       return li;
     }
 
-    fill(li, bar, pct, segments) {
-      const signature = `${bar.label}|${bar.start}|${bar.end}|${bar.open}|${bar.failed}|${bar.critical_ms}|${segments.join(";")}|${pct(1000)}|${this.stepsOpen}`;
+    fill(li, bar, segments) {
+      const signature = `${bar.label}|${bar.start}|${bar.end}|${bar.open}|${bar.failed}|${bar.critical_ms}|${segments.join(";")}|${this.stepsOpen}`;
       if (li.signature === signature) return;
       li.signature = signature;
       const classes = `wf-row depth-${bar.depth} kind-${bar.kind}${bar.open ? " open" : ""}${bar.failed ? " failure" : ""}${bar.critical_ms > 0 || segments.length ? " critical" : ""}`;
@@ -565,14 +580,14 @@
       const track = li.children[1];
       const fill = track.firstChild;
       fill.className = `wf-bar phase-${bar.phase}`;
-      fill.style.left = pct(bar.start);
-      fill.style.width = `max(2px, ${pct(duration)})`;
+      fill.style.setProperty("--start", bar.start.toFixed(3));
+      fill.style.setProperty("--length", duration.toFixed(3));
       track.querySelectorAll(".wf-crit").forEach((node) => node.remove());
       for (const [start, end] of segments) {
         const crit = document.createElement("span");
         crit.className = "wf-crit";
-        crit.style.left = pct(start);
-        crit.style.width = `max(1px, ${pct(end - start)})`;
+        crit.style.setProperty("--start", start.toFixed(3));
+        crit.style.setProperty("--length", (end - start).toFixed(3));
         track.appendChild(crit);
       }
       li.lastChild.textContent = `${duration.toFixed(1)}${bar.open ? "…" : ""}`;
@@ -622,6 +637,8 @@
       const view = section.querySelector("[data-waterfall-view]");
       this.waterfall = new Waterfall(view, section.querySelector("[data-critical-path]"));
       this.replay = { index: null, timer: null, playing: false };
+      this.pending = { replace: false, rows: [], waterfall: false };
+      this.frame = null;
       this.waterfallId = `${section.querySelector(".trace-events").id}-waterfall`;
       this.loadRows();
       this.loadWaterfall();
@@ -640,32 +657,49 @@
       this.diagram.add(this.items().map(rowOf));
     }
 
+    // What arrives (rows appended by htmx, a new waterfall document) is drawn in the next frame:
+    // htmx's swap and the drawing are two short tasks instead of one long one, and a burst of
+    // messages within one frame is drawn once.
     onRows(mutations) {
-      const added = [];
-      let replaced = false;
       for (const mutation of mutations) {
         for (const node of mutation.addedNodes) {
           if (node.nodeType !== 1) continue;
-          if (node.matches("ol.trace-events")) replaced = true;
-          else if (node.matches("li.trace-event")) added.push(rowOf(node));
+          if (node.matches("ol.trace-events")) {
+            this.pending.replace = true;
+            this.pending.rows = [];
+          } else if (node.matches("li.trace-event")) {
+            this.pending.rows.push(rowOf(node));
+          }
         }
       }
-      if (replaced) {
-        this.stopReplay();
-        this.loadRows();
-      } else if (added.length) {
-        this.diagram.add(added);
-      }
+      this.schedule();
     }
 
     onPanel(mutations) {
       for (const mutation of mutations) {
         for (const node of mutation.addedNodes) {
           if (node.nodeType !== 1) continue;
-          if (node.id === this.waterfallId) this.loadWaterfall();
+          if (node.id === this.waterfallId) this.pending.waterfall = true;
           if (node.matches("#live-header")) this.enableReplay();
         }
       }
+      this.schedule();
+    }
+
+    schedule() {
+      if (this.frame) return;
+      this.frame = requestAnimationFrame(() => {
+        this.frame = null;
+        const { replace, rows, waterfall } = this.pending;
+        this.pending = { replace: false, rows: [], waterfall: false };
+        if (replace) {
+          this.stopReplay();
+          this.loadRows();
+        } else if (rows.length) {
+          this.diagram.add(rows);
+        }
+        if (waterfall) this.loadWaterfall();
+      });
     }
 
     loadWaterfall() {

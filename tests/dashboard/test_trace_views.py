@@ -86,7 +86,7 @@ def test_progress_steps_are_bars_of_their_own():
     assert [s["label"] for s in steps] == ["Step 1", "Step 2", "Step 3", "Finish"]
     assert all(a["end"] == b["start"] for a, b in itertools.pairwise(steps))
     assert "Counted 2 of 3" in steps[1]["title"]
-    assert any(p["label"] == "4 steps" for p in document["path"])  # counted as one part of the path
+    assert any(p["label"] == "3 progress steps" for p in document["path"])  # one part of the path
 
 
 def test_while_running_open_spans_have_no_end_yet():
@@ -119,6 +119,8 @@ def test_comparing_a_cold_and_a_warm_call_marks_what_differs():
     assert rows["phase-3"].notable and rows["phase-3"].delta_ms < 0 and rows["phase-3"].ratio < 0.5
     assert not rows["phase-1"].notable  # a few hundredths of a ms apart: not worth a mark
     assert "step-1" not in rows  # steps are compared through the Invoke span
+    keys = [row.key for row in bars_compared(warm, cold)]  # the cold one's own bars where it had them
+    assert keys.index("allocate") < keys.index("spawn") < keys.index("readiness") < keys.index("phase-4")
 
 
 def test_labels_round_percentages_and_drop_the_worker_id():
