@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 GENERATED := platform_core/rpc/_gen/.stamp
 
-.PHONY: run test test-fast test-postgres lint protos check-protos java images setup migrate bench clean
+.PHONY: run test test-fast test-postgres lint protos check-protos java images setup migrate bench bench-browser clean
 
 setup: $(INSTALLED) $(GENERATED) java migrate images
 
@@ -60,6 +60,11 @@ test-postgres: setup
 # Timings table (docs/PERFORMANCE.md keeps the latest run between its markers).
 bench: setup
 	$(PY) -m bench.run --output docs/PERFORMANCE.md
+
+# The dashboard in Debian's Chromium: click → first arrow, answer → result, longest task (its own
+# section of docs/PERFORMANCE.md).
+bench-browser: setup
+	$(PY) -m bench.browser --output docs/PERFORMANCE.md
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

@@ -33,6 +33,16 @@ def _all_drawn(page, rows_selector: str = "#live-events > li") -> None:
     )
 
 
+def _run_plugin(page, plugin: str, **fields: str) -> None:
+    """Run ``plugin`` from its page with ``fields`` typed in; return once the run has ended."""
+    page.goto(f"/plugins/{plugin}")
+    page.wait_for_selector(LIVE)
+    for name, value in fields.items():
+        page.fill(f"#field-{name}", value)
+    page.click("#plugin-submit")
+    page.wait_for_selector(FINAL, timeout=30_000)
+
+
 @contextmanager
 def background(platform):
     """Calls of the API from another thread (the test drives the browser meanwhile)."""
@@ -102,12 +112,7 @@ def test_run_from_the_keyboard_draws_the_diagram_and_waterfall_and_keeps_the_foc
 
 
 def test_lifecycle_detail_folds_into_its_phase_and_unfolds_on_demand(page):
-    page.goto("/plugins/subtract_numbers")
-    page.wait_for_selector(LIVE)
-    page.fill("#field-operand1", "8")
-    page.fill("#field-operand2", "2")
-    page.click("#plugin-submit")
-    page.wait_for_selector(FINAL)
+    _run_plugin(page, "subtract_numbers", operand1="8", operand2="2")
     _all_drawn(page)
     folds = page.locator(".seq-group")
     assert folds.count() >= 2  # allocation's and cleanup's lifecycle steps
@@ -124,10 +129,25 @@ def test_lifecycle_detail_folds_into_its_phase_and_unfolds_on_demand(page):
     page.click("[data-detail-toggle]")
     assert page.get_attribute("[data-detail-toggle]", "aria-pressed") == "true"
     assert page.locator(shown).count() == total
+    page.focus(".wf-row:has-text('Readiness probe')")  # bars take the focus: their times are said
+    assert page.locator(".wf-tip").is_visible() and "Readiness probe" in page.inner_text(".wf-tip")
     page.click("[data-view=waterfall]")
     assert page.locator(".sequence-pane").is_hidden() and page.locator(".waterfall-pane").is_visible()
+    page.reload()
+    page.wait_for_selector(LIVE)
+    assert page.locator(".sequence-pane").is_hidden()  # the choice is remembered
     page.click("[data-view=both]")
     assert page.locator(".sequence-pane").is_visible()
+
+
+def test_many_progress_steps_fold_into_one_waterfall_row(page):
+    _run_plugin(page, "slow_count", steps="15", delay_ms="0")
+    folded = page.wait_for_selector(".wf-row[data-steps]")
+    assert "16 steps" in folded.inner_text() and folded.get_attribute("aria-expanded") == "false"
+    assert page.locator(".wf-row.kind-step").count() == 1
+    folded.click()
+    page.wait_for_function("() => document.querySelectorAll('.wf-row.kind-step').length === 17")
+    assert page.get_attribute(".wf-row[data-steps]", "aria-expanded") == "true"
 
 
 def test_typed_text_is_checked_in_the_browser_and_kept(page):
@@ -224,12 +244,7 @@ def test_slow_count_moves_the_progress_bar_while_diagram_and_waterfall_grow(open
 
 
 def test_a_failed_run_is_drawn_in_the_error_colour_with_a_failed_progress_bar(page):
-    page.goto("/plugins/slow_count_short")  # times out after 1 s
-    page.wait_for_selector(LIVE)
-    page.fill("#field-steps", "5")
-    page.fill("#field-delay_ms", "600")
-    page.click("#plugin-submit")
-    page.wait_for_selector(FINAL, timeout=30_000)
+    _run_plugin(page, "slow_count_short", steps="5", delay_ms="600")  # times out after 1 s
     progress = page.wait_for_selector("#live-progress[data-state=failed]")
     assert "Failed (timeout)" in progress.inner_text() and "stopped at" in progress.inner_text()
     assert page.locator(".seq-row.style-failure").count() >= 1
