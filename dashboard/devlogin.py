@@ -34,7 +34,8 @@ class DevLogin:
 
 def dev_login_ensure(*, var_dir: Path | None = None) -> DevLogin | None:
     """The development login, made on first use: a staff superuser ``dev`` with a random
-    password kept in ``var/dev_login``. None with a production database (``DATABASE_URL``).
+    password kept in ``var/dev_login``. None with a production database (``DATABASE_URL``:
+    anything but the embedded SQLite).
 
     The file is the record: a user whose file is gone (``var/`` cleaned) gets a new password.
     """

@@ -1,8 +1,9 @@
 """An invocation's trace as the dashboard shows it: rows of arrows, phases, participant labels.
 
-Stored events (an invocation's ``trace`` document) and live ones (the dicts sent on the channel layer) become
-the same row dicts, so one template fragment draws both; the browser builds the Mermaid
-sequence diagram from the rows' ``data-*`` attributes (``static/dashboard/dashboard.js``).
+Stored events (an invocation's ``trace`` document) and live ones (the dicts sent on the channel
+layer) become the same row dicts, so one template fragment draws both; the browser draws the
+sequence diagram from the rows' ``data-*`` attributes, one arrow per row
+(``static/dashboard/trace-view.js``).
 """
 
 from __future__ import annotations
