@@ -324,6 +324,13 @@
       if (height !== this.height) {
         this.clip.style.height = `${height}px`;
         this.height = height;
+        // The box is sized from our own numbers (never measured): once it is as tall as it may
+        // be, a new arrow changes nothing outside it (CSS size containment makes it a layout root).
+        const box = Math.min(height + G.header + 2, Math.round(window.innerHeight * 0.72));
+        if (box !== this.box) {
+          this.host.style.height = `${Math.max(box, 96)}px`;
+          this.box = box;
+        }
       }
       const drawn = Math.min(this.rows.length, this.limit);
       this.host.dataset.arrows = String(drawn);
