@@ -16,7 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from dashboard import selectors, workers_relay
-from dashboard.live import WATERFALL_EVERY_S, LiveFollower, RunEntry, run_entry
+from dashboard.live import WATERFALL_EVERY_S, Fragments, LiveFollower, RunEntry, run_entry
 from platform_core.invocations.live import ALL_INVOCATIONS_GROUP, ANNOUNCE_INTERVAL_S, audience, invocation_group
 from platform_core.invocations.models import FINAL_STATUSES, Invocation
 from platform_core.invocations.selectors import invocation_with_trace
@@ -58,6 +58,10 @@ def _invocation_id(value: Any) -> str:
 
 # Close codes: 4401 not logged in, 4403 another tenant's invocation (or none).
 NOT_LOGGED_IN, FORBIDDEN = 4401, 4403
+# A live panel gets at most one message per this many seconds: what comes in between is merged
+# into the next one (a fragment superseded meanwhile, such as the progress bar, is sent once).
+# The first message after a quiet moment goes at once.
+COALESCE_S = 0.033
 
 
 class InvocationLiveConsumer(AsyncWebsocketConsumer):
@@ -79,6 +83,7 @@ class InvocationLiveConsumer(AsyncWebsocketConsumer):
             return
         runs = await _runs(self.viewer.scope) if not invocation_id and not session else None
         self.follower = LiveFollower(session=session, invocation_id=invocation_id, runs=runs)
+        self.outgoing, self.last_sent, self.flusher = Fragments(), 0.0, None
         self.group = invocation_group(invocation_id) if invocation_id else ALL_INVOCATIONS_GROUP
         # Subscribed first, then looked up: nothing falls between what is read and what is sent live.
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -88,7 +93,7 @@ class InvocationLiveConsumer(AsyncWebsocketConsumer):
         if invocation_id:
             await self._show_so_far(invocation_id)
         elif runs is not None:
-            await self.send(text_data=self.follower.runs_html())
+            await self._send(Fragments().add("runs", self.follower.runs_html()))
             newest = next((r for r in runs if not r.finished), runs[0] if runs else None)
             if newest is not None:
                 await self._follow(newest.invocation_id, picked=False)
@@ -101,14 +106,12 @@ class InvocationLiveConsumer(AsyncWebsocketConsumer):
         """What the followed invocation did before we watched: stored whole once it has finished,
         else the running trace's events so far (sent by the gateway process that runs it)."""
         if (stored := await _finished_invocation(invocation_id)) is not None:
-            await self.send(text_data=self.follower.on_stored(stored))
+            await self._send(self.follower.on_stored(stored))
         else:
             await snapshot_request(self.channel_layer, invocation_id=invocation_id, reply_to=self.channel_name)
 
     async def _follow(self, invocation_id: str, *, picked: bool = True) -> None:
-        html = self.follower.pick(invocation_id) if picked else self.follower.start_with(invocation_id)
-        if html:
-            await self.send(text_data=html)
+        await self._send(self.follower.pick(invocation_id) if picked else self.follower.start_with(invocation_id))
         if invocation_id:
             await self._show_so_far(invocation_id)
 
@@ -118,7 +121,33 @@ class InvocationLiveConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(ANNOUNCE_INTERVAL_S)
             await audience.announce()
 
+    async def _send(self, fragments: Fragments) -> None:
+        """Send now after a quiet moment, else with what else comes within ``COALESCE_S``."""
+        self.outgoing.extend(fragments)
+        if not self.outgoing or self.flusher is not None:
+            return
+        wait = self.last_sent + COALESCE_S - asyncio.get_running_loop().time()
+        if wait <= 0:
+            await self._flush()
+        else:
+            self.flusher = asyncio.ensure_future(self._flush_later(wait))
+
+    async def _flush_later(self, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+            await self._flush()
+        finally:
+            self.flusher = None
+
+    async def _flush(self) -> None:
+        text, self.outgoing = str(self.outgoing), Fragments()
+        self.last_sent = asyncio.get_running_loop().time()
+        if text:
+            await self.send(text_data=text)
+
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "flusher", None):
+            self.flusher.cancel()
         if getattr(self, "waterfall_later", None):
             self.waterfall_later.cancel()
         if hasattr(self, "group"):
@@ -144,24 +173,22 @@ class InvocationLiveConsumer(AsyncWebsocketConsumer):
     async def invocation_batch(self, message: dict[str, Any]) -> None:
         """Live events and state changes of one or more invocations (``invocations.live``), in
         order, or a snapshot of one's events so far (``invocations.snapshots``)."""
-        html: list[str] = []
+        fragments = Fragments()
         for batch in message["batches"]:
             if not self.viewer.may_see((batch.get("context") or {}).get("tenant_id", "")):
                 continue
             update = self.follower.on_batch(batch)
-            html.append(update.html)
+            fragments.extend(update.fragments)
             if update.wants_stored and (stored := await _finished_invocation(update.wants_stored)) is not None:
-                html.append(self.follower.on_stored(stored))
-        if text := "".join(html):
-            await self.send(text_data=text)
+                fragments.extend(self.follower.on_stored(stored))
+        await self._send(fragments)
         if self.follower.waterfall_pending and not getattr(self, "waterfall_later", None):
             self.waterfall_later = asyncio.ensure_future(self._send_waterfall_later())
 
     async def _send_waterfall_later(self) -> None:
         try:
             await asyncio.sleep(WATERFALL_EVERY_S)
-            if html := self.follower.waterfall_due():
-                await self.send(text_data=html)
+            await self._send(self.follower.waterfall_due())
         finally:
             self.waterfall_later = None
 

@@ -173,12 +173,46 @@ def final_progress(live: LiveInvocation, progress: LiveProgress) -> LiveProgress
     return LiveProgress(progress.percent, f"Failed{f' ({code})' if code else ''}: {live.status}", failed=True)
 
 
+class Fragments:
+    """Out-of-band fragments in order, by what they replace: a later one of the same key
+    supersedes an earlier one (the progress bar twice in a moment is swapped once); appended rows
+    accumulate, and go with a list replaced whole (which holds them all)."""
+
+    ROWS, LIST = "rows", "list"
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, key: str, html: str) -> Fragments:
+        if html:
+            if key != self.ROWS:
+                gone = {key, self.ROWS} if key == self.LIST else {key}
+                self.items = [item for item in self.items if item[0] not in gone]
+            self.items.append((key, html))
+        return self
+
+    def extend(self, other: Fragments) -> Fragments:
+        for key, html in other.items:
+            self.add(key, html)
+        return self
+
+    def __str__(self) -> str:
+        return "".join(html for _, html in self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
 @dataclass
 class Update:
     """What a batch changes: fragments to send, and the invocation whose stored record is wanted."""
 
-    html: str = ""
+    fragments: Fragments = field(default_factory=Fragments)
     wants_stored: str = ""
+
+    @property
+    def html(self) -> str:
+        return str(self.fragments)
 
 
 class LiveFollower:
@@ -214,52 +248,55 @@ class LiveFollower:
     def _missing(self) -> bool:
         return not self.rows or max(self.rows) != len(self.rows)
 
-    def _panel_html(self) -> str:
+    def _panel(self) -> Fragments:
         """The whole panel: header, announcement, progress, trace list, waterfall."""
         rows = [self.rows[seq] for seq in sorted(self.rows)]
         return (
-            header_html(self.live)
-            + announce_html(self.live)
-            + progress_html(self.progress)
-            + events_html(rows, append=False)
-            + self._waterfall_html()
+            self._status()
+            .add("progress", progress_html(self.progress))
+            .add(Fragments.LIST, events_html(rows, append=False))
+            .add("waterfall", self._waterfall_html())
         )
+
+    def _status(self) -> Fragments:
+        return Fragments().add("header", header_html(self.live)).add("announce", announce_html(self.live))
 
     def _waterfall_html(self) -> str:
         document = waterfall(self.rows.values(), finished=self.live.finished, failed=self.live.failed)
         self.waterfall_pending, self._waterfall_sent = False, time.monotonic()
         return waterfall_html(document)
 
-    def waterfall_due(self) -> str:
+    def waterfall_due(self) -> Fragments:
         """The waterfall held back by ``WATERFALL_EVERY_S`` (the consumer sends it a moment later)."""
-        return self._waterfall_html() if self.waterfall_pending else ""
+        return Fragments().add("waterfall", self._waterfall_html() if self.waterfall_pending else "")
 
-    def _switch(self, invocation_id: str) -> str:
+    def _switch(self, invocation_id: str) -> Fragments:
         self._clear(invocation_id)
         self._runs_dirty = self.mode == "live"  # the list marks the run followed
-        return self._panel_html()
+        return self._panel()
 
-    def _follow(self, invocation_id: str, context: dict[str, Any], *, starts: bool) -> str | None:
-        """'' to go on with the current invocation, HTML that resets the panel to it, None to ignore."""
+    def _follow(self, invocation_id: str, context: dict[str, Any], *, starts: bool) -> Fragments | None:
+        """Nothing to go on with the current invocation, the fragments that reset the panel to
+        it, or None to ignore it."""
         if self.mode == "fixed" or self.picked:
-            return "" if invocation_id == (self.fixed or self.picked) else None
+            return Fragments() if invocation_id == (self.fixed or self.picked) else None
         if self.mode == "session" and context.get("session_id") != self.session:
             return None
         if invocation_id == self.following:
-            return ""
+            return Fragments()
         if self.following and not starts:
             return None  # an older run (or one whose start we did not see): never jump back to it
         return self._switch(invocation_id)
 
-    def start_with(self, invocation_id: str) -> str:
+    def start_with(self, invocation_id: str) -> Fragments:
         """Live mode: show ``invocation_id`` (the newest run) without keeping to it."""
-        return self._switch(invocation_id) + self.runs_html()
+        return self._switch(invocation_id).add("runs", self.runs_html())
 
-    def pick(self, invocation_id: str) -> str:
+    def pick(self, invocation_id: str) -> Fragments:
         """Live mode: follow ``invocation_id`` from now on ("": the newest run again)."""
         self.picked = invocation_id
-        html = self._switch(invocation_id) if invocation_id and invocation_id != self.following else ""
-        return html + self.runs_html()
+        fragments = self._switch(invocation_id) if invocation_id and invocation_id != self.following else Fragments()
+        return fragments.add("runs", self.runs_html())
 
     # --- the runs list (live mode) ---------------------------------------------------------
 
@@ -296,7 +333,7 @@ class LiveFollower:
         invocation_id, context = batch["invocation_id"], batch.get("context") or {}
         snapshot = bool(batch.get("snapshot"))
         update = Update()
-        html: list[str] = []
+        out = update.fragments
         runs_changed = rows_changed = reorder = reset_now = False
         for item in batch["items"]:
             entry = self._run(invocation_id)
@@ -306,37 +343,36 @@ class LiveFollower:
                 reset = self._follow(invocation_id, context, starts=event["seq"] == 1 and not snapshot)
                 if reset is None or event["seq"] in self.rows:
                     continue
-                html.append(reset)
+                out.extend(reset)
                 reset_now |= bool(reset)
                 reorder |= snapshot or (bool(self.rows) and event["seq"] < max(self.rows))
                 row = self.rows[event["seq"]] = trace_row(event)
                 rows_changed = True
                 if not reorder:
-                    html.append(events_html([row], append=True))
+                    out.add(Fragments.ROWS, events_html([row], append=True))
                 self._note_hints(row)
                 if (percent := progress_percent(event)) is not None and not self.live.finished:
                     self.progress = LiveProgress(percent, str((event.get("data") or {}).get("message", "")))
-                    html.append(progress_html(self.progress))
+                    out.add("progress", progress_html(self.progress))
                 continue
             state = item["state"]
             runs_changed |= entry is not None and self._note_state(entry, state)
             reset = self._follow(invocation_id, context, starts=False)
             if reset is None:
                 continue
-            html.append(reset + self._on_state(state))
+            out.extend(reset).extend(self._on_state(state))
             rows_changed = True
             if self.live.finished and (self.mode == "fixed" or self._missing()):
                 update.wants_stored = invocation_id
         if reorder:
-            html.append(events_html([self.rows[seq] for seq in sorted(self.rows)], append=False))
+            out.add(Fragments.LIST, events_html([self.rows[seq] for seq in sorted(self.rows)], append=False))
         if rows_changed:
             if reset_now or self.live.finished or time.monotonic() - self._waterfall_sent >= WATERFALL_EVERY_S:
-                html.append(self._waterfall_html())
+                out.add("waterfall", self._waterfall_html())
             else:
                 self.waterfall_pending = True
         if runs_changed or self._runs_dirty:
-            html.append(self.runs_html())
-        update.html = "".join(html)
+            out.add("runs", self.runs_html())
         return update
 
     def _note_hints(self, row: dict[str, Any]) -> None:
@@ -346,7 +382,7 @@ class LiveFollower:
         if "plugin" in hints and not self.live.plugin:
             self.live.plugin = hints["plugin"]
 
-    def _on_state(self, state: dict[str, Any]) -> str:
+    def _on_state(self, state: dict[str, Any]) -> Fragments:
         live = self.live
         live.status = state.get("status", live.status)
         live.plugin = state.get("plugin") or live.plugin
@@ -358,11 +394,11 @@ class LiveFollower:
             live.error = state["error"]
         if "result" in state:
             live.result = _result_text(state["result"])
-        html = ""
+        fragments = Fragments()
         if live.finished:
             self.progress = final_progress(live, self.progress)
-            html += progress_html(self.progress)
-        return html + header_html(live) + announce_html(live)
+            fragments.add("progress", progress_html(self.progress))
+        return fragments.extend(self._status())
 
     @staticmethod
     def _note_event(entry: RunEntry, event: dict[str, Any]) -> bool:
@@ -384,17 +420,17 @@ class LiveFollower:
             entry.percent = 100.0
         return before != (entry.status, entry.plugin, entry.http_status, entry.total_ms)
 
-    def on_stored(self, invocation: Invocation) -> str:
+    def on_stored(self, invocation: Invocation) -> Fragments:
         """Replace the panel with the stored invocation (complete: it has finished)."""
         if str(invocation.id) != self.following:
-            return ""
+            return Fragments()
         self.live = stored_live(invocation)
         self.rows = {row["seq"]: row for row in trace_rows(invocation.trace)}
         self.progress = final_progress(self.live, self.progress)
-        html = self._panel_html()
+        fragments = self._panel()
         if (entry := self.runs.get(str(invocation.id))) is not None:
             self.runs[entry.invocation_id] = run_entry(invocation)
-            html += self.runs_html()
+            fragments.add("runs", self.runs_html())
         if self.mode == "fixed":
-            html += summary_html(invocation)
-        return html
+            fragments.add("summary", summary_html(invocation))
+        return fragments

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
-from dashboard.live import LiveFollower
+from dashboard.live import Fragments, LiveFollower
 from dashboard.schema_forms import WHOLE_DOCUMENT, arguments_from_post, errors_by_field, form_fields
 from dashboard.traces import event_hints, progress_percent, timing_segments, trace_row
 from dashboard.workers_relay import SupervisorBoard, board_key, state_counts
@@ -194,7 +194,7 @@ def test_live_page_lists_runs_in_flight_and_keeps_to_the_one_picked():
     assert 'id="runs-in-flight"' in first.html and f'data-invocation="{A}"' in first.html
     follower.on_batch(_batch(B, _item(1)))
     assert follower.following == B  # the newest
-    picked = follower.pick(A)
+    picked = str(follower.pick(A))
     assert 'id="live-header"' in picked and 'aria-current="true"' in picked and "Follow the newest" in picked
     assert follower.on_batch(_batch(C, _item(1))).html.count('id="live-header"') == 0  # kept to a
     assert follower.following == A and set(follower.runs) == {A, B, C}
@@ -204,12 +204,21 @@ def test_live_page_lists_runs_in_flight_and_keeps_to_the_one_picked():
     assert 'id="live-header"' in follower.on_batch(_batch(d, _item(1))).html and follower.following == d
 
 
+def test_fragments_keep_the_latest_of_each_and_every_row():
+    fragments = Fragments().add("progress", "<p1>").add(Fragments.ROWS, "<r1>").add(Fragments.ROWS, "<r2>")
+    fragments.add("progress", "<p2>")
+    assert str(fragments) == "<r1><r2><p2>"  # the bar once, at its latest
+    fragments.add(Fragments.LIST, "<all>").add(Fragments.ROWS, "<r3>")
+    assert str(fragments) == "<p2><all><r3>"  # rows before a list replaced whole are in it
+    assert str(Fragments().extend(fragments)) == str(fragments) and not Fragments()
+
+
 def test_the_waterfall_is_sent_at_most_every_quarter_second_while_running():
     follower = LiveFollower(session="s1")
     assert 'id="live-events-waterfall"' in follower.on_batch(_batch(A, _item(1))).html
     held = follower.on_batch(_batch(A, _item(2))).html
     assert 'id="live-events-waterfall"' not in held and follower.waterfall_pending
-    assert 'id="live-events-waterfall"' in follower.waterfall_due() and not follower.waterfall_pending
+    assert 'id="live-events-waterfall"' in str(follower.waterfall_due()) and not follower.waterfall_pending
     assert 'id="live-events-waterfall"' in follower.on_batch(_batch(A, {"state": FINAL})).html  # the end: at once
 
 
