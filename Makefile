@@ -8,7 +8,7 @@ GENERATED := platform_core/rpc/_gen/.stamp
 NODE_MODULES := plugin_workers/node/node_modules/.package-lock.json
 NODE_PROTO := plugin_workers/node/protos/plugin_protocol.proto
 
-.PHONY: run test test-fast test-postgres lint protos check-protos java node images sandbox setup migrate bench clean
+.PHONY: run test test-fast test-postgres lint protos check-protos java node images sandbox setup migrate bench bench-browser clean
 
 setup: $(INSTALLED) $(GENERATED) java node sandbox migrate images
 
@@ -81,6 +81,11 @@ test-postgres: setup
 # Timings table (docs/PERFORMANCE.md keeps the latest run between its markers).
 bench: setup
 	$(PY) -m bench.run --output docs/PERFORMANCE.md
+
+# The dashboard in Debian's Chromium: click → first arrow, answer → result, longest task (its own
+# section of docs/PERFORMANCE.md).
+bench-browser: setup
+	$(PY) -m bench.browser --output docs/PERFORMANCE.md
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

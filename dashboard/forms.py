@@ -17,6 +17,9 @@ def session_valid(value: str) -> bool:
 
 
 class HistoryFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=200)
+    args = forms.CharField(required=False, max_length=500)
+    worker = forms.CharField(required=False, max_length=100)
     plugin = forms.CharField(required=False, max_length=100)
     status = forms.ChoiceField(required=False, choices=[("", "any status"), *Status.choices])
     tenant = forms.CharField(required=False, max_length=100)
@@ -33,4 +36,7 @@ class HistoryFilterForm(forms.Form):
             tenant=data.get("tenant") or "",
             since=data.get("since"),
             until=data.get("until"),
+            text=data.get("q") or "",
+            worker=data.get("worker") or "",
+            arguments=data.get("args") or "",
         )

@@ -1,23 +1,44 @@
-"""Live view of invocations: channel-layer messages in, htmx out-of-band HTML fragments out.
+"""Live view of invocations: channel-layer batches in, htmx out-of-band HTML fragments out.
 
-A ``LiveFollower`` belongs to one WebSocket. It picks the invocation to show (one by id, the
-ones of a dashboard tab's session, or simply the latest), forwards each arrow as a row of the
-trace list (the browser redraws the sequence diagram from the rows), moves the progress bar,
-and on the final state tells its consumer whether the stored trace must be sent: when any
-arrow was missed (joined late), the stored trace, complete by then, replaces what was drawn.
+A ``LiveFollower`` belongs to one WebSocket. It picks the invocation to show and keeps its
+panel up to date: each arrow as a row of the trace list (the browser draws the sequence
+diagram from the rows, one arrow per row, without redrawing the rest), the waterfall's
+document, the progress bar, the header and the announced status.
+
+Which invocation it shows:
+
+* **fixed** (``/invocations/<id>``): that one;
+* **session** (the Run and plugin pages): the newest one of the browser tab's session;
+* **live** (``/live``): the newest one that starts (never an older one whose events arrive
+  later), or the one the viewer picked from the list of runs in flight, which it keeps.
+
+A viewer that arrives mid-run gets the arrows so far as a snapshot batch (``invocations.snapshots``)
+and merges it by ``seq``; when the final state comes and any arrow is still missing, the stored
+trace (complete by then) replaces what was drawn.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from dashboard.traces import invocation_timings, progress_percent, timing_segments, trace_row, trace_rows
+from dashboard.waterfall import waterfall
 from platform_core.invocations.models import FINAL_STATUSES, Invocation, Status
 
 LIVE_EVENTS_ID = "live-events"
+# The runs list keeps every running invocation and this many finished ones.
+FINISHED_RUNS_KEPT = 5
+# The waterfall's document is sent at most this often while an invocation runs (the browser
+# grows its open bars with the clock in between); every arrow still goes at once.
+WATERFALL_EVERY_S = 0.25
+RESULT_CHARS = 300
 
 
 @dataclass
@@ -31,10 +52,15 @@ class LiveInvocation:
     worker_id: str = ""
     error: dict[str, Any] | None = None
     timings: dict[str, float | None] = field(default_factory=dict)
+    result: str = ""
 
     @property
     def finished(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def failed(self) -> bool:
+        return self.finished and self.status != Status.SUCCEEDED
 
     @property
     def segments(self) -> list[dict[str, Any]]:
@@ -45,20 +71,85 @@ class LiveInvocation:
 class LiveProgress:
     percent: float | None = None
     message: str = ""
+    failed: bool = False
+
+
+@dataclass
+class RunEntry:
+    """One line of the Live page's list of runs in flight."""
+
+    invocation_id: str
+    plugin: str = ""
+    status: str = Status.RUNNING
+    started: datetime | None = None
+    percent: float | None = None
+    http_status: int | None = None
+    total_ms: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+def run_entry(invocation: Invocation) -> RunEntry:
+    return RunEntry(
+        str(invocation.id),
+        invocation.plugin_name,
+        invocation.status,
+        invocation.created_at,
+        100.0 if invocation.status == Status.SUCCEEDED else None,
+        invocation.http_status,
+        invocation.total_ms,
+    )
+
+
+def _result_text(result: Any) -> str:
+    if result is None:
+        return ""
+    text = json.dumps(result, sort_keys=True)
+    return text if len(text) <= RESULT_CHARS else text[: RESULT_CHARS - 1] + "…"
 
 
 def header_html(live: LiveInvocation) -> str:
-    return render_to_string("dashboard/partials/live_header.html", {"live": live})
+    return render_to_string("dashboard/partials/live_header.html", {"live": live, "oob": True})
 
 
 def progress_html(progress: LiveProgress) -> str:
     return render_to_string("dashboard/partials/live_progress.html", {"progress": progress})
 
 
-def events_html(rows: list[dict[str, Any]], *, append: bool) -> str:
+def events_html(rows: list[dict[str, Any]], *, append: bool, list_id: str = LIVE_EVENTS_ID) -> str:
     return render_to_string(
-        "dashboard/partials/trace_events.html", {"rows": rows, "list_id": LIVE_EVENTS_ID, "append": append}
+        "dashboard/partials/trace_events.html", {"rows": rows, "list_id": list_id, "append": append}
     )
+
+
+def waterfall_html(document: dict[str, Any], *, list_id: str = LIVE_EVENTS_ID) -> str:
+    return render_to_string(
+        "dashboard/partials/waterfall_data.html", {"waterfall": document, "waterfall_id": f"{list_id}-waterfall"}
+    )
+
+
+def announce_html(live: LiveInvocation) -> str:
+    return render_to_string("dashboard/partials/live_announce.html", {"live": live, "oob": True})
+
+
+def summary_html(invocation: Invocation) -> str:
+    """The invocation page's head and summary, replaced when the invocation it shows ends."""
+    return render_to_string(
+        "dashboard/partials/invocation_summary.html", {**invocation_summary(invocation), "oob": True}
+    )
+
+
+def invocation_summary(invocation: Invocation) -> dict[str, Any]:
+    timings = invocation_timings(invocation)
+    return {
+        "invocation": invocation,
+        "timings": timings,
+        "segments": timing_segments(timings),
+        "arguments": json.dumps(invocation.arguments, indent=2, sort_keys=True),
+        "result": json.dumps(invocation.result, indent=2, sort_keys=True) if invocation.result is not None else "",
+    }
 
 
 def stored_live(invocation: Invocation) -> LiveInvocation:
@@ -70,87 +161,276 @@ def stored_live(invocation: Invocation) -> LiveInvocation:
         worker_id=invocation.worker_id,
         error={"code": invocation.error_code, "message": invocation.error_message} if invocation.error_code else None,
         timings=invocation_timings(invocation),
+        result=_result_text(invocation.result),
     )
+
+
+def final_progress(live: LiveInvocation, progress: LiveProgress) -> LiveProgress:
+    """The progress bar once an invocation has ended: full, or failed where it stopped."""
+    if live.status == Status.SUCCEEDED:
+        return LiveProgress(100.0, "Completed")
+    code = (live.error or {}).get("code", "")
+    return LiveProgress(progress.percent, f"Failed{f' ({code})' if code else ''}: {live.status}", failed=True)
+
+
+class Fragments:
+    """Out-of-band fragments in order, by what they replace: a later one of the same key
+    supersedes an earlier one (the progress bar twice in a moment is swapped once); appended rows
+    accumulate, and go with a list replaced whole (which holds them all)."""
+
+    ROWS, LIST = "rows", "list"
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, key: str, html: str) -> Fragments:
+        if html:
+            if key != self.ROWS:
+                gone = {key, self.ROWS} if key == self.LIST else {key}
+                self.items = [item for item in self.items if item[0] not in gone]
+            self.items.append((key, html))
+        return self
+
+    def extend(self, other: Fragments) -> Fragments:
+        for key, html in other.items:
+            self.add(key, html)
+        return self
+
+    def __str__(self) -> str:
+        return "".join(html for _, html in self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+@dataclass
+class Update:
+    """What a batch changes: fragments to send, and the invocation whose stored record is wanted."""
+
+    fragments: Fragments = field(default_factory=Fragments)
+    wants_stored: str = ""
+
+    @property
+    def html(self) -> str:
+        return str(self.fragments)
 
 
 class LiveFollower:
     """Which invocation a live panel shows, and the fragments that keep it up to date."""
 
-    def __init__(self, *, session: str = "", invocation_id: str = "") -> None:
+    def __init__(self, *, session: str = "", invocation_id: str = "", runs: list[RunEntry] | None = None) -> None:
+        self.mode = "fixed" if invocation_id else "session" if session else "live"
         self.session = session
         self.fixed = invocation_id
-        self.live = LiveInvocation(invocation_id=invocation_id)
+        self.picked = ""  # live mode: the run the viewer chose ("" follows the newest)
+        self.runs: dict[str, RunEntry] = {r.invocation_id: r for r in runs or []}
+        self._runs_dirty = False
+        self._clear(invocation_id)
+
+    # --- the followed invocation ---------------------------------------------------------
+
+    def _clear(self, invocation_id: str) -> None:
+        entry = self.runs.get(invocation_id)
+        self.live = LiveInvocation(
+            invocation_id=invocation_id,
+            plugin=entry.plugin if entry else "",
+            status=(entry.status if entry else Status.RUNNING) if invocation_id else "",
+        )
         self.progress = LiveProgress()
-        self.last_seq = 0
-        self.missed = False
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.waterfall_pending = False
+        self._waterfall_sent = 0.0
 
-    def _mine(self, message: dict[str, Any]) -> bool:
-        if self.fixed:
-            return message.get("invocation_id") == self.fixed
-        if self.session:
-            return (message.get("context") or {}).get("session_id") == self.session
-        return True
+    @property
+    def following(self) -> str:
+        return self.live.invocation_id
 
-    def _follow(self, message: dict[str, Any], *, starts: bool) -> str | None:
-        """'' to go on with the current invocation, HTML that resets the panel, None to ignore."""
-        if not self._mine(message):
+    def _missing(self) -> bool:
+        return not self.rows or max(self.rows) != len(self.rows)
+
+    def _panel(self) -> Fragments:
+        """The whole panel: header, announcement, progress, trace list, waterfall."""
+        rows = [self.rows[seq] for seq in sorted(self.rows)]
+        return (
+            self._status()
+            .add("progress", progress_html(self.progress))
+            .add(Fragments.LIST, events_html(rows, append=False))
+            .add("waterfall", self._waterfall_html())
+        )
+
+    def _status(self) -> Fragments:
+        return Fragments().add("header", header_html(self.live)).add("announce", announce_html(self.live))
+
+    def _waterfall_html(self) -> str:
+        document = waterfall(self.rows.values(), finished=self.live.finished, failed=self.live.failed)
+        self.waterfall_pending, self._waterfall_sent = False, time.monotonic()
+        return waterfall_html(document)
+
+    def waterfall_due(self) -> Fragments:
+        """The waterfall held back by ``WATERFALL_EVERY_S`` (the consumer sends it a moment later)."""
+        return Fragments().add("waterfall", self._waterfall_html() if self.waterfall_pending else "")
+
+    def _switch(self, invocation_id: str) -> Fragments:
+        self._clear(invocation_id)
+        self._runs_dirty = self.mode == "live"  # the list marks the run followed
+        return self._panel()
+
+    def _follow(self, invocation_id: str, context: dict[str, Any], *, starts: bool) -> Fragments | None:
+        """Nothing to go on with the current invocation, the fragments that reset the panel to
+        it, or None to ignore it."""
+        if self.mode == "fixed" or self.picked:
+            return Fragments() if invocation_id == (self.fixed or self.picked) else None
+        if self.mode == "session" and context.get("session_id") != self.session:
             return None
-        invocation_id = message["invocation_id"]
-        if invocation_id == self.live.invocation_id:
-            return ""
-        current = self.live.invocation_id
-        if current and not self.live.finished and not starts:
-            return None  # an older invocation still running while we show a newer one
-        self.live = LiveInvocation(invocation_id=invocation_id, status=Status.RUNNING)
-        self.progress = LiveProgress()
-        self.last_seq, self.missed = 0, False
-        return header_html(self.live) + progress_html(self.progress) + events_html([], append=False)
+        if invocation_id == self.following:
+            return Fragments()
+        if self.following and not starts:
+            return None  # an older run (or one whose start we did not see): never jump back to it
+        return self._switch(invocation_id)
 
-    def on_event(self, message: dict[str, Any]) -> str:
-        event = message["event"]
-        reset = self._follow(message, starts=event["seq"] == 1)
-        if reset is None:
-            return ""
-        if event["seq"] != self.last_seq + 1:
-            self.missed = True
-        self.last_seq = max(self.last_seq, event["seq"])
-        row = trace_row(event)
-        html = reset + events_html([row], append=True)
-        if "worker" in row["hints"]:
-            self.live.worker_id = row["hints"]["worker"]
-        if "plugin" in row["hints"] and not self.live.plugin:
-            self.live.plugin = row["hints"]["plugin"]
-        if (percent := progress_percent(event)) is not None:
-            self.progress = LiveProgress(percent, str((event.get("data") or {}).get("message", "")))
-            html += progress_html(self.progress)
-        return html
+    def start_with(self, invocation_id: str) -> Fragments:
+        """Live mode: show ``invocation_id`` (the newest run) without keeping to it."""
+        return self._switch(invocation_id).add("runs", self.runs_html())
 
-    def on_state(self, message: dict[str, Any]) -> tuple[str, bool]:
-        """Fragments for a state change, and whether the stored trace should now be sent."""
-        reset = self._follow(message, starts=False)
-        if reset is None:
-            return "", False
+    def pick(self, invocation_id: str) -> Fragments:
+        """Live mode: follow ``invocation_id`` from now on ("": the newest run again)."""
+        self.picked = invocation_id
+        fragments = self._switch(invocation_id) if invocation_id and invocation_id != self.following else Fragments()
+        return fragments.add("runs", self.runs_html())
+
+    # --- the runs list (live mode) ---------------------------------------------------------
+
+    def _run(self, invocation_id: str) -> RunEntry | None:
+        if self.mode != "live":
+            return None
+        entry = self.runs.get(invocation_id)
+        if entry is None:
+            entry = self.runs[invocation_id] = RunEntry(invocation_id, started=timezone.now())
+            self._runs_dirty = True
+        return entry
+
+    def runs_shown(self) -> list[RunEntry]:
+        newest = sorted(self.runs.values(), key=lambda r: r.started or timezone.now(), reverse=True)
+        finished = [r for r in newest if r.finished][:FINISHED_RUNS_KEPT]
+        kept = [r for r in newest if not r.finished or r in finished]
+        self.runs = {r.invocation_id: r for r in kept}
+        return kept
+
+    def runs_html(self) -> str:
+        self._runs_dirty = False
+        if self.mode != "live":
+            return ""
+        return render_to_string(
+            "dashboard/partials/runs_list.html",
+            {"runs": self.runs_shown(), "following": self.following, "picked": self.picked, "oob": True},
+        )
+
+    # --- batches -------------------------------------------------------------------------
+
+    def on_batch(self, batch: dict[str, Any]) -> Update:
+        """One invocation's live items (events and state changes, in order), or a snapshot of
+        its events so far (``"snapshot": true``)."""
+        invocation_id, context = batch["invocation_id"], batch.get("context") or {}
+        snapshot = bool(batch.get("snapshot"))
+        update = Update()
+        out = update.fragments
+        runs_changed = rows_changed = reorder = reset_now = False
+        for item in batch["items"]:
+            entry = self._run(invocation_id)
+            if "event" in item:
+                event = item["event"]
+                runs_changed |= entry is not None and self._note_event(entry, event)
+                reset = self._follow(invocation_id, context, starts=event["seq"] == 1 and not snapshot)
+                if reset is None or event["seq"] in self.rows:
+                    continue
+                out.extend(reset)
+                reset_now |= bool(reset)
+                reorder |= snapshot or (bool(self.rows) and event["seq"] < max(self.rows))
+                row = self.rows[event["seq"]] = trace_row(event)
+                rows_changed = True
+                if not reorder:
+                    out.add(Fragments.ROWS, events_html([row], append=True))
+                self._note_hints(row)
+                if (percent := progress_percent(event)) is not None and not self.live.finished:
+                    self.progress = LiveProgress(percent, str((event.get("data") or {}).get("message", "")))
+                    out.add("progress", progress_html(self.progress))
+                continue
+            state = item["state"]
+            runs_changed |= entry is not None and self._note_state(entry, state)
+            reset = self._follow(invocation_id, context, starts=False)
+            if reset is None:
+                continue
+            out.extend(reset).extend(self._on_state(state))
+            rows_changed = True
+            if self.live.finished and (self.mode == "fixed" or self._missing()):
+                update.wants_stored = invocation_id
+        if reorder:
+            out.add(Fragments.LIST, events_html([self.rows[seq] for seq in sorted(self.rows)], append=False))
+        if rows_changed:
+            if reset_now or self.live.finished or time.monotonic() - self._waterfall_sent >= WATERFALL_EVERY_S:
+                out.add("waterfall", self._waterfall_html())
+            else:
+                self.waterfall_pending = True
+        if runs_changed or self._runs_dirty:
+            out.add("runs", self.runs_html())
+        return update
+
+    def _note_hints(self, row: dict[str, Any]) -> None:
+        hints = row["hints"]
+        if "worker" in hints:
+            self.live.worker_id = hints["worker"]
+        if "plugin" in hints and not self.live.plugin:
+            self.live.plugin = hints["plugin"]
+
+    def _on_state(self, state: dict[str, Any]) -> Fragments:
         live = self.live
-        live.status = message.get("status", live.status)
-        live.plugin = message.get("plugin") or live.plugin
-        if "http_status" in message:
-            live.http_status = message["http_status"]
-        if message.get("timings_ms"):
-            live.timings = dict(message["timings_ms"])
-        if message.get("error"):
-            live.error = message["error"]
-        html = reset
-        if live.finished and live.status == Status.SUCCEEDED:
-            self.progress = LiveProgress(100.0, "Completed")
-            html += progress_html(self.progress)
-        html += header_html(live)
-        return html, live.finished and (self.missed or self.last_seq == 0)
+        live.status = state.get("status", live.status)
+        live.plugin = state.get("plugin") or live.plugin
+        if "http_status" in state:
+            live.http_status = state["http_status"]
+        if state.get("timings_ms"):
+            live.timings = dict(state["timings_ms"])
+        if state.get("error"):
+            live.error = state["error"]
+        if "result" in state:
+            live.result = _result_text(state["result"])
+        fragments = Fragments()
+        if live.finished:
+            self.progress = final_progress(live, self.progress)
+            fragments.add("progress", progress_html(self.progress))
+        return fragments.extend(self._status())
 
-    def on_stored(self, invocation: Invocation) -> str:
+    @staticmethod
+    def _note_event(entry: RunEntry, event: dict[str, Any]) -> bool:
+        changed = False
+        if not entry.plugin and (plugin := trace_row(event)["hints"].get("plugin")):
+            entry.plugin, changed = plugin, True
+        if (percent := progress_percent(event)) is not None and percent != entry.percent:
+            entry.percent, changed = percent, True
+        return changed
+
+    @staticmethod
+    def _note_state(entry: RunEntry, state: dict[str, Any]) -> bool:
+        before = (entry.status, entry.plugin, entry.http_status, entry.total_ms)
+        entry.status = state.get("status", entry.status)
+        entry.plugin = state.get("plugin") or entry.plugin
+        entry.http_status = state.get("http_status", entry.http_status)
+        entry.total_ms = (state.get("timings_ms") or {}).get("total", entry.total_ms)
+        if entry.status == Status.SUCCEEDED:
+            entry.percent = 100.0
+        return before != (entry.status, entry.plugin, entry.http_status, entry.total_ms)
+
+    def on_stored(self, invocation: Invocation) -> Fragments:
         """Replace the panel with the stored invocation (complete: it has finished)."""
+        if str(invocation.id) != self.following:
+            return Fragments()
         self.live = stored_live(invocation)
-        events = invocation.trace
-        self.last_seq, self.missed = (events[-1]["seq"] if events else 0), False
-        if invocation.status == Status.SUCCEEDED:
-            self.progress = LiveProgress(100.0, "Completed")
-        return header_html(self.live) + progress_html(self.progress) + events_html(trace_rows(events), append=False)
+        self.rows = {row["seq"]: row for row in trace_rows(invocation.trace)}
+        self.progress = final_progress(self.live, self.progress)
+        fragments = self._panel()
+        if (entry := self.runs.get(str(invocation.id))) is not None:
+            self.runs[entry.invocation_id] = run_entry(invocation)
+            fragments.add("runs", self.runs_html())
+        if self.mode == "fixed":
+            fragments.add("summary", summary_html(invocation))
+        return fragments

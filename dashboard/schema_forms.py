@@ -82,6 +82,27 @@ def form_fields(schema: Mapping[str, Any]) -> list[FormField]:
     return fields
 
 
+def fields_filled(fields: list[FormField], arguments: Any) -> list[FormField]:
+    """``fields`` showing ``arguments`` (an earlier invocation's, to run it again)."""
+    for form_field in fields:
+        if form_field.name == WHOLE_DOCUMENT:
+            form_field.value = json.dumps(arguments, indent=1)
+        elif isinstance(arguments, dict) and form_field.name in arguments:
+            form_field.value = _shown(form_field.kind, arguments[form_field.name])
+        elif isinstance(arguments, dict):
+            form_field.value = ""
+    return fields
+
+
+def _shown(kind: str, value: Any) -> str:
+    """A JSON value as its form field shows it (the inverse of ``field_value``)."""
+    if kind == "boolean" and isinstance(value, bool):
+        return "true" if value else "false"
+    if kind in {"number", "integer", "string"} and not isinstance(value, dict | list | bool) and value is not None:
+        return str(value)
+    return json.dumps(value, indent=1 if kind == "json" else None)
+
+
 def _number(text: str, *, integer: bool) -> Any:
     try:
         return int(text)

@@ -1,8 +1,9 @@
 """An invocation's trace as the dashboard shows it: rows of arrows, phases, participant labels.
 
-Stored events (an invocation's ``trace`` document) and live ones (the dicts sent on the channel layer) become
-the same row dicts, so one template fragment draws both; the browser builds the Mermaid
-sequence diagram from the rows' ``data-*`` attributes (``static/dashboard/dashboard.js``).
+Stored events (an invocation's ``trace`` document) and live ones (the dicts sent on the channel
+layer) become the same row dicts, so one template fragment draws both; the browser draws the
+sequence diagram from the rows' ``data-*`` attributes, one arrow per row
+(``static/dashboard/trace-view.js``).
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from platform_core.invocations.vocabulary import TIMING_PARTS, EventKind, Participant, TimedPhase
+from platform_core.invocations.vocabulary import TIMING_PARTS, EventKind, Participant, Style, TimedPhase
 
 PARTICIPANT_LABELS: dict[str, str] = dict(Participant.choices)
 
 _BACKEND = re.compile(r"\b(process|docker)\b backend")
 _RUNTIME = re.compile(r"^PluginSpec\((\w+),")
 _PLUGIN = re.compile(r'^getPlugin\("(.+)"\)$')
+_WORKER_PREFIX = re.compile(r"^worker-\d+ ")
+_PERCENT = re.compile(r"(-?\d+\.\d{2,})%")
 
 
 def event_hints(kind: str, detail: str) -> dict[str, str]:
@@ -31,6 +34,20 @@ def event_hints(kind: str, detail: str) -> dict[str, str]:
     if kind == EventKind.LOOKUP and (match := _PLUGIN.match(detail)):
         return {"plugin": match.group(1)}
     return {}
+
+
+def event_label(kind: str, detail: str) -> str:
+    """What an arrow says: its detail without what the diagram already shows (a lifecycle
+    event's worker id) and with percentages rounded (``Progress(16.6667%`` → ``Progress(16.7%``)."""
+    label = _WORKER_PREFIX.sub("", detail) if kind.startswith("worker_") else detail
+    return _PERCENT.sub(lambda m: f"{round(float(m.group(1)), 1):g}%", label) or kind
+
+
+def _is_failure(kind: str) -> bool:
+    try:
+        return EventKind(kind).style is Style.FAILURE
+    except ValueError:
+        return False
 
 
 def _field(event: Any, name: str) -> Any:
@@ -51,6 +68,8 @@ def trace_row(event: Any) -> dict[str, Any]:
         "target_label": PARTICIPANT_LABELS.get(target, target),
         "kind": kind,
         "detail": detail,
+        "label": event_label(kind, detail),
+        "failure": _is_failure(kind),
         "hints": event_hints(kind, detail),
     }
 

@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import json
 import uuid
+from urllib.parse import urlencode
 
-from django.http import Http404, HttpRequest, HttpResponse
+from asgiref.sync import sync_to_async
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
 
 from dashboard import selectors, services
+from dashboard.compare import invocations_compared
+from dashboard.curl import calculate_path, curl_command, invoke_path
 from dashboard.forms import HistoryFilterForm, session_valid
-from dashboard.live import LiveInvocation, LiveProgress
-from dashboard.schema_forms import FormField, arguments_from_post, form_fields
+from dashboard.live import LiveInvocation, LiveProgress, invocation_summary, run_entry, stored_live
+from dashboard.schema_forms import FormField, arguments_from_post, fields_filled, form_fields
 from dashboard.traces import invocation_timings, timing_segments, trace_rows
+from dashboard.waterfall import waterfall
 from dashboard.workers_relay import STATES, board_from_listing, state_counts
 from platform_core.gateway import runtime_client
-from platform_core.invocations.models import Status
+from platform_core.gateway.serializers import invocation_json
+from platform_core.invocations.models import Invocation, Status
 from platform_core.registry.models import PluginSpec
 from platform_core.registry.selectors import plugin_by_name
 from platform_core.tenancy.services import Viewer
@@ -33,7 +40,16 @@ class HtmxHttpRequest(HttpRequest):
 
 def _live_panel() -> dict[str, object]:
     """What a live panel starts with: nothing followed yet."""
-    return {"live": LiveInvocation(), "progress": LiveProgress(), "rows": []}
+    return {
+        "live": LiveInvocation(),
+        "progress": LiveProgress(),
+        "rows": [],
+        "waterfall": waterfall([], finished=False),
+    }
+
+
+def _base_url(request: HttpRequest) -> str:
+    return f"{request.scheme}://{request.get_host()}"
 
 
 def _calculator_fields() -> list[FormField]:
@@ -118,7 +134,15 @@ async def calculator_run(request: HtmxHttpRequest) -> HttpResponse:
 
 @require_GET
 async def live(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard/live.html", _live_panel())
+    runs = await sync_to_async(selectors.runs_in_flight)(scope=_viewer(request).scope)
+    context = {
+        **_live_panel(),
+        "runs": [run_entry(i) for i in runs],
+        "curl": curl_command(
+            base_url=_base_url(request), path=calculate_path("subtract"), arguments={"operand1": 10, "operand2": 5}
+        ),
+    }
+    return render(request, "dashboard/live.html", context)
 
 
 @require_GET
@@ -150,24 +174,67 @@ def history(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "dashboard/history.html", context)
 
 
-@require_GET
-def invocation(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
+def _invocation_or_404(request: HttpRequest, invocation_id: uuid.UUID) -> Invocation:
     found = selectors.invocation_detail(invocation_id=str(invocation_id))
     if found is None or not _viewer(request).may_see(found.tenant_id):
         raise Http404("no such invocation")
-    timings = invocation_timings(found)
+    return found
+
+
+@require_GET
+def invocation(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
+    found = _invocation_or_404(request, invocation_id)
+    running = found.status == Status.RUNNING
+    previous = selectors.invocation_previous(invocation=found, scope=_viewer(request).scope)
+    plugin = plugin_by_name(name=found.plugin_name)
     context = {
         **_live_panel(),
-        "invocation": found,
+        **invocation_summary(found),
         "invocation_id_str": str(found.id),
         "rows": trace_rows(found.trace),
-        "timings": timings,
-        "segments": timing_segments(timings),
-        "arguments": json.dumps(found.arguments, indent=2, sort_keys=True),
-        "result": json.dumps(found.result, indent=2, sort_keys=True) if found.result is not None else "",
-        "running": found.status == Status.RUNNING,
+        "waterfall": waterfall(found.trace, finished=not running, failed=found.status != Status.SUCCEEDED),
+        "running": running,
+        # A running invocation's panel starts as what is known of it (its arrows come by socket).
+        "live": stored_live(found) if running else LiveInvocation(),
+        "hint": f"The stored trace, {len(found.trace)} arrows, each with its time since the request.",
+        "curl": curl_command(
+            base_url=_base_url(request), path=invoke_path(found.plugin_name), arguments=found.arguments
+        ),
+        "rerun_url": f"{reverse('dashboard:plugin', args=[plugin.name])}?{urlencode({'from': found.id})}"
+        if plugin is not None and found.arguments is not None
+        else "",
+        "compare_url": f"{reverse('dashboard:compare')}?{urlencode({'a': previous.id, 'b': found.id})}"
+        if previous is not None
+        else "",
     }
     return render(request, "dashboard/invocation.html", context)
+
+
+@require_GET
+def invocation_download(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
+    """The invocation with its trace, as the API's ``GET /invocations/<id>`` answers it, to keep."""
+    found = _invocation_or_404(request, invocation_id)
+    response = JsonResponse(invocation_json(found, trace=True), json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="invocation-{found.id}.json"'
+    return response
+
+
+@require_GET
+def compare(request: HttpRequest) -> HttpResponse:
+    """Two invocations side by side: ``?a=<id>&b=<id>`` (or ``?ids=<id>&ids=<id>`` from the history)."""
+    wanted = [request.GET.get("a", ""), request.GET.get("b", "")]
+    if not all(wanted):
+        wanted = request.GET.getlist("ids")
+    if len(wanted) != 2:
+        context = {"problem": "Choose two invocations to compare (tick two rows of the history)."}
+        return render(request, "dashboard/compare.html", context, status=400)
+    found = []
+    for value in wanted:
+        try:
+            found.append(_invocation_or_404(request, uuid.UUID(value)))
+        except ValueError:
+            raise Http404("no such invocation") from None
+    return render(request, "dashboard/compare.html", invocations_compared(found[0], found[1]))
 
 
 @require_GET
@@ -195,10 +262,22 @@ def _plugin_or_404(name: str) -> PluginSpec:
 
 @require_GET
 def plugin(request: HttpRequest, name: str) -> HttpResponse:
+    """``?from=<invocation id>``: the form shows that invocation's arguments (edit and run them
+    again); with ``&autorun=1`` the page runs them as soon as its live view is subscribed."""
     spec = _plugin_or_404(name)
+    fields = form_fields(spec.input_schema)
+    source = None
+    if origin := request.GET.get("from"):
+        try:
+            source = _invocation_or_404(request, uuid.UUID(origin))
+        except ValueError:
+            raise Http404("no such invocation") from None
+        fields_filled(fields, source.arguments)
     context = {
         "plugin": spec,
-        "fields": form_fields(spec.input_schema),
+        "fields": fields,
+        "source": source,
+        "autorun": source is not None and request.GET.get("autorun") == "1",
         "session": services.session_new(),
         **_live_panel(),
         "input_schema": json.dumps(spec.input_schema, indent=2),

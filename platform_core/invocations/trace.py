@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from platform_core.invocations import live
+from platform_core.invocations import live, snapshots
 from platform_core.invocations.vocabulary import EventKind, Participant, Phase
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ class Trace:
         self._started_perf = time.perf_counter()
         self.events: list[TraceEvent] = []
         self._publish = publish
+        if publish:  # a viewer who arrives mid-run asks for what it holds so far
+            snapshots.trace_running(self)
 
     def add(
         self,

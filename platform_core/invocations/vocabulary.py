@@ -187,6 +187,111 @@ class TimedPhase(enum.StrEnum):
 # The parts of ``total`` the timing bar stacks (the rest is the gateway's own work).
 TIMING_PARTS = (TimedPhase.ALLOCATION, TimedPhase.INIT, TimedPhase.EXECUTION, TimedPhase.RELEASE)
 
+# Detail on demand: the supervisor's account of the worker's lifecycle (the seed's state
+# diagram, step by step). The dashboard folds a run of them into one line of their phase; a
+# failure is never folded.
+LIFECYCLE_DETAIL = frozenset(
+    {
+        EventKind.WORKER_REQUESTED,
+        EventKind.WORKER_ALLOCATING,
+        EventKind.WORKER_SPAWNING,
+        EventKind.WORKER_STARTING,
+        EventKind.WORKER_READY,
+        EventKind.WORKER_EXECUTING,
+        EventKind.WORKER_IDLE,
+        EventKind.WORKER_COMPLETED,
+        EventKind.WORKER_RELEASING,
+        EventKind.WORKER_STOPPING,
+        EventKind.WORKER_SIGNAL,
+        EventKind.WORKER_REMOVED,
+    }
+)
+
+
+class Span(enum.StrEnum):
+    """The waterfall's timed spans inside the seed's phases: each from the first event of one of
+    its ``opens`` kinds to the next event of one of its ``closes`` kinds.
+
+    ``parent``: the span it happens inside (None: directly in its phase). A span with ``steps``
+    is repeated: each of its ``closes`` events ends one step, begun at the span's opening or at
+    the previous step's end (one bar per progress message).
+    """
+
+    label: str
+    phase: Phase
+    parent: Span | None
+    opens: frozenset[EventKind]
+    closes: frozenset[EventKind]
+    steps: bool
+
+    def __new__(
+        cls,
+        value: str,
+        label: str,
+        phase: Phase,
+        parent: str | None,
+        opens: set[EventKind],
+        closes: set[EventKind],
+        steps: bool = False,
+    ):
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.label, member.phase, member.opens, member.closes, member.steps = (
+            label,
+            phase,
+            frozenset(opens),
+            frozenset(closes),
+            steps,
+        )
+        member.parent = cls._value2member_map_[parent] if parent else None  # declared above it
+        return member
+
+    LOOKUP = "lookup", "Registry lookup", Phase.LOOKUP, None, {EventKind.LOOKUP}, {EventKind.LOOKUP_RESULT}
+    ALLOCATE = (
+        "allocate",
+        "AllocateWorker",
+        Phase.ALLOCATION,
+        None,
+        {EventKind.ALLOCATE_RPC},
+        {EventKind.ALLOCATE_RESPONSE, EventKind.ALLOCATION_FAILED},
+    )
+    SPAWN = "spawn", "Spawn", Phase.ALLOCATION, "allocate", {EventKind.WORKER_SPAWNING}, {EventKind.WORKER_STARTING}
+    READINESS = (
+        "readiness",
+        "Readiness probe",
+        Phase.ALLOCATION,
+        "allocate",
+        {EventKind.WORKER_STARTING},
+        {EventKind.WORKER_READY, EventKind.WORKER_FAILED},
+    )
+    CONNECT = (
+        "connect",
+        "Connect",
+        Phase.SESSION,
+        None,
+        {EventKind.CHANNEL_OPEN},
+        {EventKind.INIT_REQUEST, EventKind.INIT_CACHED, EventKind.WORKER_LOST},
+    )
+    INIT = "init", "Init", Phase.SESSION, None, {EventKind.INIT_REQUEST}, {EventKind.INIT_RESPONSE}
+    INVOKE = (
+        "invoke",
+        "Invoke",
+        Phase.EXECUTION,
+        None,
+        {EventKind.INVOKE_REQUEST},
+        {EventKind.COMPLETED, EventKind.FAILED, EventKind.WORKER_LOST, EventKind.TIMEOUT},
+    )
+    STEP = "step", "Step", Phase.EXECUTION, "invoke", {EventKind.INVOKE_REQUEST}, {EventKind.PROGRESS}, True
+    RELEASE = (
+        "release",
+        "ReleaseWorker",
+        Phase.CLEANUP,
+        None,
+        {EventKind.RELEASE_REQUEST, EventKind.CANCEL_REQUEST},
+        {EventKind.RELEASED, EventKind.CANCELLED, EventKind.RELEASE_FAILED},
+    )
+    STOP = "stop", "Stop and remove", Phase.CLEANUP, "release", {EventKind.WORKER_STOPPING}, {EventKind.WORKER_REMOVED}
+
 
 def browser_vocabulary() -> dict[str, Any]:
     """The vocabulary as the dashboard's JavaScript reads it (``json_script`` in every page)."""
@@ -197,7 +302,13 @@ def browser_vocabulary() -> dict[str, Any]:
             for p in Phase
         },
         "kinds": {
-            k.value: {"source": k.source.value, "target": k.target.value, "phase": int(k.phase), "style": k.style.value}
+            k.value: {
+                "source": k.source.value,
+                "target": k.target.value,
+                "phase": int(k.phase),
+                "style": k.style.value,
+                "detail": k in LIFECYCLE_DETAIL,
+            }
             for k in EventKind
         },
         "timed_phases": [t.value for t in TimedPhase],

@@ -1,221 +1,194 @@
 /*
- * The dashboard's behaviour, on top of htmx (swaps, WebSockets) and Mermaid (drawing):
- *  - sequence diagrams built from trace rows (<li class="trace-event" data-...>), redrawn at
- *    most every 100 ms while rows arrive over the WebSocket, with the seed's phases and colours;
- *  - replay of a stored trace, arrow by arrow, at the pace of its offsets;
- *  - the workers' lifecycle state diagram with the states workers are in highlighted;
- *  - forms that run something wait until the live WebSocket is subscribed.
+ * The dashboard's behaviour besides the trace views (trace-view.js), on top of htmx:
+ *  - forms that run something wait until the live WebSocket is subscribed, are checked in the
+ *    browser first (what was typed stays), keep the keyboard focus after the answer replaces them,
+ *    and say the result to screen readers; a re-run link runs its form once the socket is live;
+ *  - the socket's state, "copy" buttons, history rows that open, two rows ticked to compare;
+ *  - the workers' lifecycle state diagram (Mermaid, on the workers page only).
  */
 (function () {
   "use strict";
 
-  const RENDER_INTERVAL_MS = 100;
-  // Longer details widen the diagram past the page; the trace list below it has them whole.
-  const MESSAGE_CHARS = 40;
+  // --- Live socket state, and forms that wait for it -----------------------------------------
+  let socketOpen = false;
+  const waiting = [];
 
-  // The seed's participants, in its order; labels take what the trace tells (worker id, backend).
-  const PARTICIPANTS = [
-    { key: "client", id: "C", type: "actor", label: () => "Client" },
-    { key: "gateway", id: "GW", label: () => "Gateway<br/>(Django ASGI)" },
-    { key: "registry", id: "REG", label: () => "Plugin Registry" },
-    { key: "runtime_client", id: "RSC", label: () => "Runtime Client<br/>(gRPC)" },
-    { key: "supervisor", id: "SUP", label: (h) => (h.runtime ? title(h.runtime) + " Runtime" : "Runtime") + "<br/>Supervisor" },
-    { key: "backend", id: "BE", label: (h) => (h.backend ? title(h.backend) : "Process/Docker") + "<br/>backend" },
-    { key: "worker", id: "W", label: (h) => (h.worker || "Worker") + (h.runtime ? "<br/>(" + title(h.runtime) + " worker)" : "") },
-  ];
-  const IDS = Object.fromEntries(PARTICIPANTS.map((p) => [p.key, p.id]));
-
-  // The trace's vocabulary (phases, event kinds and how each is drawn), declared once in Python
-  // (platform_core/invocations/vocabulary.py) and rendered into the page.
-  const VOCABULARY = JSON.parse(document.getElementById("trace-vocabulary").textContent);
-  const PHASES = Object.fromEntries(
-    Object.entries(VOCABULARY.phases).map(([number, p]) => [
-      number,
-      [`${number}. ${p.title.toUpperCase()}`, p.rgb.join(", "), IDS[p.span[0]], IDS[p.span[1]]],
-    ]),
-  );
-  const kindsWithStyle = (style) =>
-    new Set(Object.entries(VOCABULARY.kinds).filter(([, k]) => k.style === style).map(([name]) => name));
-  const REPLIES = kindsWithStyle("reply");
-  const FAILURES = kindsWithStyle("failure");
-
-  function title(text) {
-    return text.charAt(0).toUpperCase() + text.slice(1);
+  function showSocketState(element, text, state) {
+    const scope = element.closest("[ws-connect]") || document;
+    scope.querySelectorAll("[data-socket-state]").forEach((badge) => {
+      badge.textContent = text;
+      badge.dataset.state = state;
+    });
   }
 
-  // Mermaid message text: ';', '#' and newlines would end a message, '<' '>' read as HTML.
-  // Look-alikes, not entity codes: wrapping long messages would split an entity code.
-  const LOOK_ALIKES = { "#": "\uff03", ";": "\u037e", "<": "\u2039", ">": "\u203a" };
-  function escapeText(text) {
-    return text.replace(/[\r\n]+/g, " ").replace(/[#;<>]/g, (c) => LOOK_ALIKES[c]);
-  }
+  document.addEventListener("htmx:wsOpen", (event) => {
+    socketOpen = true;
+    showSocketState(event.target, "live", "open");
+    waiting.splice(0).forEach((go) => go());
+    document.querySelectorAll("form[data-autorun]").forEach(autorun);
+  });
+  document.addEventListener("htmx:wsClose", (event) => {
+    socketOpen = false;
+    showSocketState(event.target, "reconnecting…", "closed");
+  });
 
-  function shorten(text, max) {
-    return text.length > max ? text.slice(0, max - 1) + "…" : text;
-  }
-
-  // A lifecycle event's detail starts with its worker's id, which the diagram already shows.
-  function label(row) {
-    const detail = row.detail || row.kind;
-    return row.kind.startsWith("worker_") ? detail.replace(/^worker-\d+ /, "") : detail;
-  }
-
-  function arrow(kind) {
-    if (FAILURES.has(kind)) return "--x";
-    return REPLIES.has(kind) ? "-->>" : "->>";
-  }
-
-  function rowsOf(container) {
-    return Array.from(container.querySelectorAll(".trace-events > li.trace-event:not([hidden])")).map((li) => ({
-      seq: Number(li.dataset.seq),
-      phase: Number(li.dataset.phase),
-      source: li.dataset.source,
-      target: li.dataset.target,
-      kind: li.dataset.kind,
-      offset: Number(li.dataset.offset),
-      detail: li.dataset.detail || "",
-      hints: { worker: li.dataset.worker, backend: li.dataset.backend, runtime: li.dataset.runtime },
-    })).sort((a, b) => a.seq - b.seq);
-  }
-
-  function hintsOf(container, rows) {
-    const hints = {
-      worker: container.dataset.worker || "",
-      backend: container.dataset.backend || "",
-      runtime: container.dataset.runtime || "",
+  // A run waits (up to 3 s) until the live view is subscribed, so that no arrow is missed.
+  document.addEventListener("htmx:confirm", (event) => {
+    const form = event.detail.elt.closest && event.detail.elt.closest("[data-needs-live]");
+    if (!form || socketOpen || !document.querySelector("[ws-connect]")) return;
+    event.preventDefault();
+    let done = false;
+    const go = () => {
+      if (!done) {
+        done = true;
+        event.detail.issueRequest(true);
+      }
     };
-    for (const row of rows) {
-      for (const key of Object.keys(hints)) {
-        if (row.hints[key]) hints[key] = row.hints[key];
-      }
-    }
-    return hints;
+    waiting.push(go);
+    setTimeout(go, 3000);
+  });
+
+  // "Re-run": the page was opened with the arguments of an earlier run; run them once, and
+  // drop the flag from the address so that reloading the page does not run them again.
+  function autorun(form) {
+    delete form.dataset.autorun;
+    const url = new URL(window.location.href);
+    url.searchParams.delete("autorun");
+    window.history.replaceState(null, "", url);
+    form.requestSubmit();
   }
 
-  function sequenceText(rows, hints) {
-    const lines = ["sequenceDiagram", "autonumber"];
-    for (const p of PARTICIPANTS) lines.push(`${p.type || "participant"} ${p.id} as ${p.label(hints)}`);
-    let phase = null;
-    for (const row of rows) {
-      if (row.phase !== phase) {
-        if (phase !== null) lines.push("end");
-        phase = row.phase;
-        const known = PHASES[phase];
-        lines.push(`rect rgba(${known ? known[1] : "160, 160, 160"}, 0.16)`);
-        if (known) lines.push(`Note over ${known[2]},${known[3]}: ${known[0]}`);
-      }
-      const from = IDS[row.source] || "GW";
-      const to = IDS[row.target] || "GW";
-      const text = `+${row.offset.toFixed(1)} ms ${shorten(label(row), MESSAGE_CHARS)}`;
-      lines.push(`${from}${arrow(row.kind)}${to}: ${escapeText(text)}`);
-    }
-    if (phase !== null) lines.push("end");
-    return lines.join("\n");
+  // --- Checked in the browser first, what was typed kept --------------------------------------
+  function numberProblem(input) {
+    const text = input.value.trim();
+    if (!text) return input.required ? "Enter a value: this field is required." : "";
+    const integer = input.dataset.kind === "integer";
+    if (input.validity.patternMismatch || !Number.isFinite(Number(text)))
+      return integer ? `"${text}" is not a whole number.` : `"${text}" is not a number (e.g. 10, -2.5 or 1e3).`;
+    const value = Number(text);
+    if (input.dataset.minimum !== undefined && value < Number(input.dataset.minimum)) return `Must be at least ${input.dataset.minimum}.`;
+    if (input.dataset.maximum !== undefined && value > Number(input.dataset.maximum)) return `Must be at most ${input.dataset.maximum}.`;
+    return "";
   }
 
-  let mermaidReady = false;
-  function ensureMermaid() {
-    if (mermaidReady || typeof window.mermaid === "undefined") return mermaidReady;
-    window.mermaid.initialize({
-      startOnLoad: false,
-      securityLevel: "strict",
-      theme: "default",
-      suppressErrorRendering: true,
-      fontFamily: "system-ui, -apple-system, 'Segoe UI', sans-serif",
-      sequence: {
-        useMaxWidth: true, mirrorActors: true, showSequenceNumbers: true, wrap: true,
-        width: 150, actorMargin: 40, boxMargin: 6, messageMargin: 28,
-        messageFontSize: 13, noteFontSize: 13, actorFontSize: 13,
-      },
-      state: { useMaxWidth: true },
+  function jsonProblem(textarea) {
+    const text = textarea.value.trim();
+    if (!text) return textarea.required ? "Enter a value: this field is required." : "";
+    try {
+      JSON.parse(text);
+      return "";
+    } catch (error) {
+      return `Not valid JSON: ${error.message}`;
+    }
+  }
+
+  function check(field) {
+    let problem = "";
+    if (field.dataset.kind === "number" || field.dataset.kind === "integer") problem = numberProblem(field);
+    else if (field.dataset.kind === "json") problem = jsonProblem(field);
+    field.setCustomValidity(problem);
+    return problem || field.validationMessage;
+  }
+
+  function showProblem(field, message) {
+    const error = document.getElementById(`${field.id}-error`);
+    if (message) field.setAttribute("aria-invalid", "true");
+    else field.removeAttribute("aria-invalid");
+    field.closest(".field")?.classList.toggle("has-error", Boolean(message));
+    if (error) {
+      error.textContent = message;
+      error.hidden = !message;
+    }
+  }
+
+  document.addEventListener("input", (event) => {
+    const field = event.target;
+    if (!field.matches || !field.matches("[data-needs-live] [data-kind]")) return;
+    check(field);
+    if (field.getAttribute("aria-invalid") === "true") showProblem(field, field.validity.valid ? "" : field.validationMessage);
+  });
+
+  // htmx checks the form (checkValidity) before it sends it; say why it did not.
+  document.addEventListener("htmx:validation:validate", (event) => {
+    if (event.target.matches && event.target.matches("[data-kind]")) check(event.target);
+  });
+  document.addEventListener("htmx:validation:halted", (event) => {
+    const form = event.target;
+    let first = null;
+    form.querySelectorAll("input, select, textarea").forEach((field) => {
+      if (!field.willValidate) return;
+      const message = field.validity.valid ? "" : field.validationMessage;
+      showProblem(field, message);
+      if (message && !first) first = field;
     });
-    mermaidReady = true;
-    return true;
+    if (first) first.focus();
+    announce(first ? `Not run: ${first.labels[0]?.textContent.replace("*", "").trim() || first.name}: ${first.validationMessage}` : "");
+  });
+
+  // --- Focus and announcements across the swap of a run form -----------------------------------
+  let focusedId = null;
+  document.addEventListener("htmx:beforeRequest", (event) => {
+    const form = event.detail.elt;
+    if (form.matches && form.matches("[data-needs-live]")) focusedId = (document.activeElement && document.activeElement.id) || form.querySelector("[type=submit]").id;
+  });
+
+  document.addEventListener("htmx:afterSettle", () => {
+    if (focusedId === null) return;
+    const form = document.querySelector("form[data-needs-live]");
+    const invalid = form && form.querySelector("[aria-invalid=true]");
+    const target = invalid || document.getElementById(focusedId);
+    if (target && document.activeElement !== target) target.focus();
+    focusedId = null;
+    const result = document.querySelector(".run-result");
+    if (result) announce(result.dataset.announce || "");
+  });
+
+  function announce(text) {
+    const region = document.getElementById("page-announce");
+    if (region) region.textContent = text;
   }
 
-  let diagramCount = 0;
-
-  // Redraw `target` from `textOf()` at most every RENDER_INTERVAL_MS, one render at a time.
-  function throttledRenderer(target, textOf) {
-    let timer = null;
-    let rendering = false;
-    let again = false;
-    let drawn = "";
-    async function render() {
-      timer = null;
-      if (rendering) {
-        again = true;
-        return;
-      }
-      const spec = textOf();
-      if (spec === null || spec.text === drawn || !ensureMermaid()) return;
-      rendering = true;
-      try {
-        const { svg } = await window.mermaid.render(`diagram-${++diagramCount}`, spec.text);
-        target.innerHTML = svg;
-        target.dataset.arrows = String(spec.arrows || 0);
-        delete target.dataset.error;
-        drawn = spec.text;
-      } catch (error) {
-        target.dataset.error = String((error && error.message) || error);
-        console.warn("diagram not drawn:", error);
-      } finally {
-        rendering = false;
-        if (again) {
-          again = false;
-          schedule();
-        }
-      }
-    }
-    function schedule() {
-      if (timer === null) timer = setTimeout(render, RENDER_INTERVAL_MS);
-    }
-    return schedule;
-  }
-
-  function setUpSequence(container) {
-    if (container.dataset.sequenceReady) return;
-    container.dataset.sequenceReady = "1";
-    const target = container.querySelector(".sequence-diagram");
-    const schedule = throttledRenderer(target, () => {
-      const rows = rowsOf(container);
-      if (!rows.length) return null;
-      return { text: sequenceText(rows, hintsOf(container, rows)), arrows: rows.length };
-    });
-    const observer = new MutationObserver(schedule);
-    container.querySelectorAll(".trace-wrap").forEach((wrap) =>
-      observer.observe(wrap, { childList: true, subtree: true, attributes: true, attributeFilter: ["hidden"] }),
-    );
-    const replay = container.querySelector("[data-replay]");
-    if (replay) replay.addEventListener("click", () => replayTrace(container, replay));
-    schedule();
-  }
-
-  function sleep(ms) {
-    return new Promise((resolve) => setTimeout(resolve, ms));
-  }
-
-  // Show a stored trace again arrow by arrow, at the pace of its offsets (kept watchable:
-  // at least 150 ms and at most 1.5 s between two arrows).
-  async function replayTrace(container, button) {
-    const items = Array.from(container.querySelectorAll(".trace-events > li.trace-event"));
-    if (!items.length) return;
-    button.disabled = true;
+  // --- Copy buttons ----------------------------------------------------------------------------
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest && event.target.closest("[data-copy]");
+    if (!button) return;
+    const source = document.querySelector(button.dataset.copy);
+    if (!source) return;
     const label = button.textContent;
-    items.forEach((li) => (li.hidden = true));
-    let previous = 0;
-    for (const [index, li] of items.entries()) {
-      const offset = Number(li.dataset.offset);
-      await sleep(index === 0 ? 150 : Math.min(1500, Math.max(150, offset - previous)));
-      previous = offset;
-      li.hidden = false;
-      button.textContent = `Replaying ${index + 1}/${items.length}`;
+    try {
+      await navigator.clipboard.writeText(source.textContent);
+      button.textContent = "Copied";
+    } catch (error) {
+      // No clipboard (an insecure origin): select the text for the user to copy.
+      const details = source.closest("details");
+      if (details) details.open = true;
+      window.getSelection().selectAllChildren(source);
+      button.textContent = "Selected: press Ctrl+C";
     }
-    button.textContent = label;
-    button.disabled = false;
-  }
+    announce(button.textContent);
+    setTimeout(() => (button.textContent = label), 2000);
+  });
 
-  // --- Workers: the seed's lifecycle state diagram -------------------------------------------
+  // --- History: rows open their invocation; two ticked rows compare -----------------------------
+  document.addEventListener("click", (event) => {
+    const row = event.target.closest && event.target.closest("tr[data-href]");
+    if (row && !event.target.closest("a, button, input, label, .pick")) window.location.assign(row.dataset.href);
+  });
+
+  function updateCompare(form) {
+    const ticked = form.querySelectorAll("input[name=ids]:checked").length;
+    const button = form.querySelector("[data-compare-button]");
+    const hint = form.querySelector("[data-compare-hint]");
+    if (button) button.disabled = ticked !== 2;
+    if (hint) hint.textContent = ticked === 2 ? "Ready to compare." : `Tick two rows to compare them side by side (${ticked} ticked).`;
+  }
+  document.addEventListener("change", (event) => {
+    const form = event.target.closest && event.target.closest("[data-compare-form]");
+    if (form) updateCompare(form);
+  });
+  document.addEventListener("htmx:afterSettle", () => document.querySelectorAll("[data-compare-form]").forEach(updateCompare));
+
+  // --- Workers: the seed's lifecycle state diagram ---------------------------------------------
   const STATES = {
     requested: "Requested", allocating: "Allocating", spawning: "Spawning", starting: "Starting",
     ready: "Ready", idle: "Idle", executing: "Executing", completed: "Completed", releasing: "Releasing",
@@ -256,71 +229,57 @@
     return lines.join("\n");
   }
 
+  let mermaidReady = false;
+  let diagramCount = 0;
+  function ensureMermaid() {
+    if (mermaidReady || typeof window.mermaid === "undefined") return mermaidReady;
+    window.mermaid.initialize({
+      startOnLoad: false,
+      securityLevel: "strict",
+      theme: "default",
+      suppressErrorRendering: true,
+      fontFamily: "system-ui, -apple-system, 'Segoe UI', sans-serif",
+      state: { useMaxWidth: true },
+    });
+    mermaidReady = true;
+    return true;
+  }
+
+  // The state diagram changes rarely (a worker changes state): redrawn at most every 250 ms.
   function setUpStateDiagram(panel) {
     if (panel.dataset.stateReady) return;
     panel.dataset.stateReady = "1";
     const target = panel.querySelector(".state-diagram");
-    const schedule = throttledRenderer(target, () => {
+    let timer = null;
+    let drawn = "";
+    const render = async () => {
+      timer = null;
       const data = panel.querySelector("#state-counts-data");
       const counts = data ? JSON.parse(data.textContent) : {};
-      return { text: stateText(counts), arrows: Object.keys(counts).length };
-    });
+      const text = stateText(counts);
+      if (text === drawn || !ensureMermaid()) return;
+      try {
+        const { svg } = await window.mermaid.render(`state-diagram-${++diagramCount}`, text);
+        target.innerHTML = svg;
+        target.dataset.states = String(Object.keys(counts).length);
+        drawn = text;
+      } catch (error) {
+        target.dataset.error = String((error && error.message) || error);
+        console.warn("state diagram not drawn:", error);
+      }
+    };
+    const schedule = () => {
+      if (timer === null) timer = setTimeout(render, 250);
+    };
     new MutationObserver(schedule).observe(panel.querySelector(".state-wrap"), { childList: true, subtree: true });
     schedule();
   }
 
-  // --- Live socket state, and forms that wait for it -----------------------------------------
-  let socketOpen = false;
-  const waiting = [];
-
-  function showSocketState(element, text, state) {
-    const panel = element.closest(".live-panel, .workers-layout") || document;
-    panel.querySelectorAll("[data-socket-state]").forEach((badge) => {
-      badge.textContent = text;
-      badge.dataset.state = state;
-    });
-  }
-
-  document.addEventListener("htmx:wsOpen", (event) => {
-    socketOpen = true;
-    showSocketState(event.target, "live", "open");
-    waiting.splice(0).forEach((go) => go());
-  });
-  document.addEventListener("htmx:wsClose", (event) => {
-    socketOpen = false;
-    showSocketState(event.target, "reconnecting…", "closed");
-  });
-
-  // A run waits (up to 3 s) until the live view is subscribed, so that no arrow is missed.
-  document.addEventListener("htmx:confirm", (event) => {
-    const form = event.detail.elt.closest && event.detail.elt.closest("[data-needs-live]");
-    if (!form || socketOpen || !document.querySelector("[ws-connect]")) return;
-    event.preventDefault();
-    let done = false;
-    const go = () => {
-      if (!done) {
-        done = true;
-        event.detail.issueRequest(true);
-      }
-    };
-    waiting.push(go);
-    setTimeout(go, 3000);
-  });
-
-  // History rows open their invocation.
-  document.addEventListener("click", (event) => {
-    const row = event.target.closest && event.target.closest("tr[data-href]");
-    if (row && !event.target.closest("a, button")) window.location.assign(row.dataset.href);
-  });
-
   function setUp(root) {
-    root.querySelectorAll("[data-sequence]").forEach(setUpSequence);
     root.querySelectorAll("[data-state-diagram]").forEach(setUpStateDiagram);
+    root.querySelectorAll("[data-compare-form]").forEach(updateCompare);
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", () => setUp(document));
-  } else {
-    setUp(document);
-  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", () => setUp(document));
+  else setUp(document);
 })();

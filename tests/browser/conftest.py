@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps trying to reach the internet.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.support.browser import CHROMIUM, chromium_launch, log_in
+
 # DASHBOARD_SCREENSHOTS=1 saves the pages the tests visit to docs/screenshots/.
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DESKTOP = {"width": 1400, "height": 1000}
+PHONE = {"width": 390, "height": 844}
 
 
 # Module, not session: while it runs, Playwright's sync API holds an event loop in the main
@@ -34,7 +28,7 @@ def browser() -> Iterator:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = chromium_launch(playwright)
         yield browser
         browser.close()
 
@@ -55,20 +49,28 @@ def dashboard_login(platform) -> tuple[str, str]:
 
 
 @pytest.fixture
-def page(browser, platform, dashboard_login) -> Iterator:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=platform.url)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    watch = ConsoleWatch(page)
-    # Every dashboard page needs a login: through the real login form, as a person would.
-    page.goto("/accounts/login/")
-    page.fill("input[name=username]", dashboard_login[0])
-    page.fill("input[name=password]", dashboard_login[1])
-    page.click("button[type=submit]")
-    page.wait_for_url("**/")
-    yield page
-    context.close()
-    assert not watch.problems, watch.problems
+def open_page(browser, platform, dashboard_login) -> Iterator[Callable]:
+    """``open_page(viewport=..., **context options)``: a logged-in page; no console errors at the end."""
+    opened = []
+
+    def open_one(*, viewport: dict | None = None, **options):
+        context = browser.new_context(viewport=viewport or DESKTOP, base_url=platform.url, **options)
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        watch = page.console_watch = ConsoleWatch(page)
+        log_in(page, *dashboard_login)  # every page needs a login: through the real form
+        opened.append((context, watch))
+        return page
+
+    yield open_one
+    for context, watch in opened:
+        context.close()
+        assert not watch.problems, watch.problems
+
+
+@pytest.fixture
+def page(open_page):
+    return open_page()
 
 
 @pytest.fixture

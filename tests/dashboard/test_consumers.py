@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import grpc
@@ -188,4 +189,52 @@ async def test_a_tenants_user_gets_only_its_tenants_events_and_invocations():
     assert mine["batches"][0]["invocation_id"][:8] in received
     assert other["batches"][0]["invocation_id"][:8] not in received
     assert await communicator.receive_nothing(timeout=0.3)
+    await communicator.disconnect()
+
+
+async def test_an_invocations_page_opened_mid_run_gets_the_arrows_so_far_then_the_rest_then_its_summary():
+    invocation = await Invocation.objects.acreate(plugin_name="slow_count", tenant_id="default", status="running")
+    invocation_id = str(invocation.id)
+    trace = Trace(invocation_id, context={"tenant_id": "default", "session_id": "elsewhere"})
+    trace.add(K.REQUEST, "POST /api/v1/plugins/slow_count/invoke")
+    trace.add(K.LOOKUP, 'getPlugin("slow_count")')
+    trace.add(K.LOOKUP_RESULT, "PluginSpec(python, plugins.slow_count:plugin, ephemeral)")  # nobody watched these
+    communicator = await _connect(f"/ws/invocations/{invocation_id}/")
+    so_far = await _receive_until(communicator, 'data-kind="lookup_result"')
+    assert '<ol id="live-events" class="trace-events">' in so_far  # the snapshot, as the whole list
+    assert so_far.index('data-seq="1"') < so_far.index('data-seq="2"') < so_far.index('data-seq="3"')
+    trace.add(K.VALIDATE_INPUT, "Build PluginRef & Context")
+    assert 'data-seq="4"' in await _receive_until(communicator, 'data-seq="4"')
+    trace.add(K.RESPONSE, "HTTP 200")
+    stored = [event.stored() for event in trace.events]
+    await Invocation.objects.filter(id=invocation_id).aupdate(
+        status="succeeded", http_status=200, result={"counted": 5}, trace=stored, total_ms=12.0
+    )
+    trace.publish_state(
+        {"status": "succeeded", "http_status": 200, "timings_ms": {"total": 12.0}, "result": {"counted": 5}}
+    )
+    summary = await _receive_until(communicator, 'id="invocation-summary"')
+    assert 'data-status="succeeded"' in summary and "&quot;counted&quot;: 5" in summary
+    await trace.close()
+    await communicator.disconnect()
+
+
+async def test_the_live_page_lists_the_runs_in_flight_and_follows_the_one_picked():
+    older = await Invocation.objects.acreate(plugin_name="slow_count", tenant_id="default", status="running")
+    newer = await Invocation.objects.acreate(plugin_name="subtract_numbers", tenant_id="default", status="running")
+    theirs = await Invocation.objects.acreate(plugin_name="slow_count", tenant_id="globex", status="running")
+    cookie = await database_sync_to_async(login_cookie)("bob", staff=False, tenant="default")
+    communicator = await _connect("/ws/live/", cookie)
+    first = await _receive_until(communicator, 'id="live-header"')
+    assert f'data-invocation="{older.id}"' in first and f'data-invocation="{newer.id}"' in first
+    assert str(theirs.id) not in first  # another tenant's run is not listed
+    assert f"{str(newer.id)[:10]}" in first[first.index('id="live-header"') :]  # the newest is followed
+    await communicator.send_to(text_data=json.dumps({"follow": str(theirs.id)}))  # not theirs to watch
+    assert await communicator.receive_nothing(timeout=0.3)
+    await communicator.send_to(text_data=json.dumps({"follow": str(older.id)}))
+    picked = await _receive_until(communicator, 'id="runs-in-flight"')
+    assert f"{str(older.id)[:10]}" in picked and "Follow the newest" in picked
+    await communicator.send_to(text_data="not json")  # ignored, the socket stays open
+    await communicator.send_to(text_data=json.dumps({"follow": ""}))
+    assert "following the newest" in await _receive_until(communicator, 'id="runs-in-flight"')
     await communicator.disconnect()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
-from dashboard.live import LiveFollower
+from dashboard.live import Fragments, LiveFollower
 from dashboard.schema_forms import WHOLE_DOCUMENT, arguments_from_post, errors_by_field, form_fields
 from dashboard.traces import event_hints, progress_percent, timing_segments, trace_row
 from dashboard.workers_relay import SupervisorBoard, board_key, state_counts
@@ -121,56 +122,104 @@ B = "00000000-0000-4000-8000-00000000000b"
 C = "00000000-0000-4000-8000-00000000000c"
 
 
-def _event(invocation: str, seq: int, kind: str = "request", session: str = "s1", **extra) -> dict:
-    return {
-        "type": "invocation.event",
-        "invocation_id": invocation,
-        "context": {"session_id": session},
-        "event": {
-            "seq": seq,
-            "source": "client",
-            "target": "gateway",
-            "kind": kind,
-            "phase": 1,
-            "detail": "",
-            "offset_ms": float(seq),
-            **extra,
-        },
-    }
+def _item(seq: int, kind: str = "request", **extra) -> dict:
+    event = {"seq": seq, "source": "client", "target": "gateway", "kind": kind, "phase": 1, "detail": ""}
+    return {"event": {**event, "offset_ms": float(seq), **extra}}
+
+
+def _batch(invocation: str, *items: dict, session: str = "s1", tenant: str = "default", snapshot: bool = False) -> dict:
+    batch = {"invocation_id": invocation, "context": {"session_id": session, "tenant_id": tenant}, "items": list(items)}
+    return {**batch, "snapshot": True} if snapshot else batch
+
+
+FINAL = {"status": "succeeded", "http_status": 200, "timings_ms": {"total": 5.0}, "result": {"result": 5.0}}
 
 
 def test_follower_picks_its_sessions_invocations_and_resets_for_a_new_one():
     follower = LiveFollower(session="s1")
-    assert follower.on_event(_event(A, 1, session="other")) == ""
-    first = follower.on_event(_event(A, 1))
+    assert follower.on_batch(_batch(A, _item(1), session="other")).html == ""
+    first = follower.on_batch(_batch(A, _item(1))).html
     assert 'id="live-events"' in first and 'hx-swap-oob="beforeend"' in first and 'data-seq="1"' in first
-    assert 'id="live-header"' in first  # reset: the panel now shows invocation a
-    second = follower.on_event(_event(A, 2))
+    assert 'id="live-header"' in first and 'id="live-announce"' in first  # reset: the panel shows a
+    second = follower.on_batch(_batch(A, _item(2))).html
     assert 'id="live-header"' not in second and 'data-seq="2"' in second
-    assert 'id="live-header"' in follower.on_event(_event(B, 1))
-    assert follower.live.invocation_id == B
+    assert 'id="live-header"' in follower.on_batch(_batch(B, _item(1))).html
+    assert follower.following == B
 
 
-def test_follower_moves_the_progress_bar_and_asks_for_the_stored_trace_only_when_it_missed_arrows():
+def test_follower_never_jumps_back_to_an_older_run():
     follower = LiveFollower(session="s1")
-    follower.on_event(_event(A, 1))
-    html = follower.on_event(_event(A, 2, kind="progress", data={"percent": 60.0, "message": "Counted 3 of 5"}))
-    assert 'id="live-progress"' in html and "width: 60.0%" in html and "Counted 3 of 5" in html
-    final = {
-        "type": "invocation.state",
-        "invocation_id": A,
-        "context": {"session_id": "s1"},
-        "status": "succeeded",
-        "http_status": 200,
-        "timings_ms": {"allocation": 1, "init": 1, "execution": 1, "release": 1, "total": 5},
-    }
-    html, wants_stored = follower.on_state(final)
-    assert not wants_stored and "succeeded" in html and "width: 100.0%" in html
+    follower.on_batch(_batch(A, _item(1)))  # a long run starts
+    follower.on_batch(_batch(B, _item(1)))  # then a short one: the newest is shown
+    follower.on_batch(_batch(B, _item(2), {"state": FINAL}))
+    # The older run goes on after the newer one has finished: the panel stays on the newer one.
+    assert follower.on_batch(_batch(A, _item(2), {"state": FINAL})).html == ""
+    assert follower.following == B and follower.live.status == "succeeded"
 
-    late = LiveFollower(invocation_id=C)
-    late.on_event(_event(C, 7))  # joined after arrows 1-6
-    _, wants_stored = late.on_state({**final, "invocation_id": C})
-    assert wants_stored
+
+def test_follower_moves_the_progress_bar_and_shows_a_failure_where_it_stopped():
+    follower = LiveFollower(session="s1")
+    follower.on_batch(_batch(A, _item(1)))
+    progress = _item(2, kind="progress", data={"percent": 16.6667, "message": "Counted 1 of 6"})
+    html = follower.on_batch(_batch(A, progress)).html
+    assert 'id="live-progress"' in html and "width: 16.7%" in html and ">17% · Counted 1 of 6<" in html
+    failed = {"status": "timeout", "http_status": 504, "error": {"code": "timeout", "message": "ran past 1 s"}}
+    update = follower.on_batch(_batch(A, {"state": failed}))
+    assert 'data-state="failed"' in update.html and "Failed (timeout): timeout · stopped at 17%" in update.html
+    assert 'data-final="true"' in update.html and not update.wants_stored
+
+
+def test_follower_asks_for_the_stored_trace_when_it_missed_arrows_and_a_page_always():
+    late = LiveFollower(session="s1")
+    late.on_batch(_batch(C, _item(7)))  # joined after arrows 1-6
+    assert late.on_batch(_batch(C, {"state": FINAL})).wants_stored == C
+    page = LiveFollower(invocation_id=C)  # an invocation's page wants its record for its summary
+    page.on_batch(_batch(C, _item(1)))
+    assert page.on_batch(_batch(C, {"state": FINAL})).wants_stored == C
+
+
+def test_a_snapshot_is_merged_by_seq_and_sent_as_the_whole_list():
+    follower = LiveFollower(invocation_id=A)
+    follower.on_batch(_batch(A, _item(5), _item(6)))  # live events came first
+    update = follower.on_batch(_batch(A, *(_item(seq) for seq in range(1, 7)), snapshot=True))
+    assert '<ol id="live-events" class="trace-events">' in update.html  # replaced whole, in order
+    assert [int(x) for x in re.findall(r'data-seq="(\d+)"', update.html)] == [1, 2, 3, 4, 5, 6]
+    assert sorted(follower.rows) == [1, 2, 3, 4, 5, 6]
+    assert follower.on_batch(_batch(A, _item(6))).html == ""  # a duplicate changes nothing
+
+
+def test_live_page_lists_runs_in_flight_and_keeps_to_the_one_picked():
+    follower = LiveFollower()
+    first = follower.on_batch(_batch(A, _item(1)))
+    assert 'id="runs-in-flight"' in first.html and f'data-invocation="{A}"' in first.html
+    follower.on_batch(_batch(B, _item(1)))
+    assert follower.following == B  # the newest
+    picked = str(follower.pick(A))
+    assert 'id="live-header"' in picked and 'aria-current="true"' in picked and "Follow the newest" in picked
+    assert follower.on_batch(_batch(C, _item(1))).html.count('id="live-header"') == 0  # kept to a
+    assert follower.following == A and set(follower.runs) == {A, B, C}
+    follower.pick("")  # the newest again: from the next run that starts
+    assert follower.on_batch(_batch(B, _item(2))).html.count('id="live-header"') == 0 and follower.following == A
+    d = "00000000-0000-4000-8000-00000000000d"
+    assert 'id="live-header"' in follower.on_batch(_batch(d, _item(1))).html and follower.following == d
+
+
+def test_fragments_keep_the_latest_of_each_and_every_row():
+    fragments = Fragments().add("progress", "<p1>").add(Fragments.ROWS, "<r1>").add(Fragments.ROWS, "<r2>")
+    fragments.add("progress", "<p2>")
+    assert str(fragments) == "<r1><r2><p2>"  # the bar once, at its latest
+    fragments.add(Fragments.LIST, "<all>").add(Fragments.ROWS, "<r3>")
+    assert str(fragments) == "<p2><all><r3>"  # rows before a list replaced whole are in it
+    assert str(Fragments().extend(fragments)) == str(fragments) and not Fragments()
+
+
+def test_the_waterfall_is_sent_at_most_every_quarter_second_while_running():
+    follower = LiveFollower(session="s1")
+    assert 'id="live-events-waterfall"' in follower.on_batch(_batch(A, _item(1))).html
+    held = follower.on_batch(_batch(A, _item(2))).html
+    assert 'id="live-events-waterfall"' not in held and follower.waterfall_pending
+    assert 'id="live-events-waterfall"' in str(follower.waterfall_due()) and not follower.waterfall_pending
+    assert 'id="live-events-waterfall"' in follower.on_batch(_batch(A, {"state": FINAL})).html  # the end: at once
 
 
 def test_board_applies_lifecycle_events_and_keeps_removed_workers_apart():

@@ -38,7 +38,14 @@ def test_timings_are_spans_between_kinds():
 def test_the_browser_gets_the_vocabulary_and_holds_no_copy(admin_client):
     vocabulary = browser_vocabulary()
     assert json.loads(json.dumps(vocabulary)) == vocabulary
-    assert vocabulary["kinds"]["progress"] == {"source": "worker", "target": "gateway", "phase": 5, "style": "reply"}
+    assert vocabulary["kinds"]["progress"] == {
+        "source": "worker",
+        "target": "gateway",
+        "phase": 5,
+        "style": "reply",
+        "detail": False,
+    }
+    assert vocabulary["kinds"]["worker_spawning"]["detail"] is True  # lifecycle detail, folded by the dashboard
     page = admin_client.get("/").content.decode()
     embedded = re.search(r'<script id="trace-vocabulary" type="application/json">(.*?)</script>', page, re.S)
     assert embedded and json.loads(embedded.group(1)) == vocabulary

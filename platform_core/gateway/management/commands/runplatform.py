@@ -28,6 +28,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from platform_core.tenancy.devlogin import dev_login_ensure
+
 REPO = Path(settings.BASE_DIR)
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
@@ -120,6 +122,7 @@ class Command(BaseCommand):
     def handle(self, *args, bind: str, port: int, backend: str | None, **options):
         key_file = Path(settings.VAR_DIR) / "dev_api_key"
         dev_api_key(key_file)
+        dev_login = dev_login_ensure()  # the dashboard's login, made once (tenancy/devlogin.py)
         env = self._environment()
         children = self._children(bind, port, backend, env)
         stopping: list[int] = []
@@ -136,6 +139,8 @@ class Command(BaseCommand):
                 assert child.process is not None
                 _wait_for_port(child.address, child.process)
             self._greet(bind, port, key_file)
+            if dev_login is not None:
+                self.stdout.write(dev_login.banner)
             while not stopping:
                 self._keep_running(children)
                 time.sleep(0.2)
