@@ -19,6 +19,7 @@ from platform_core.env import (
     env_str,
     local_secret_key,
 )
+from platform_core.observability.logs import logging_config
 from platform_core.tls import tls_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -161,14 +162,15 @@ PLATFORM_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 64, minimum=1)
 # sets HOST:PORT): at start it marks what its earlier life left running as interrupted.
 PLATFORM_GATEWAY_INSTANCE = env_str("GATEWAY_INSTANCE_ID", "")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
-}
+# --- Observability (docs/OBSERVABILITY.md) -------------------------------------------------
+# text (readable) or json (one object per line, with the invocation's ids on every line about one).
+LOGGING = logging_config(
+    log_format=env_choice("LOG_FORMAT", "text", {"text", "json"}), level=env_str("LOG_LEVEL", "INFO")
+)
+# One INFO line per invocation (logger platform_core.invocations.access): plugin, status, HTTP status, ms.
+PLATFORM_INVOCATION_LOG = env_bool("INVOCATION_LOG", False)
+# Bearer token a scraper of /metrics must send; empty: only loopback clients may scrape.
+PLATFORM_METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # --- Supervisors --------------------------------------------------------------------------
 # Shared secret between gateways and supervisors (required for a supervisor bound beyond loopback).
