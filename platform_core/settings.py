@@ -169,6 +169,11 @@ LOGGING = logging_config(
 )
 # One INFO line per invocation (logger platform_core.invocations.access): plugin, status, HTTP status, ms.
 PLATFORM_INVOCATION_LOG = env_bool("INVOCATION_LOG", False)
+# OpenTelemetry reads its own standard variables (OTEL_EXPORTER_OTLP_ENDPOINT...); a protocol we
+# cannot speak is refused here, at start, rather than at the first invocation.
+for _name in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
+    if os.environ.get(_name):
+        env_choice(_name, "http/protobuf", {"grpc", "http/protobuf"})
 # Bearer token a scraper of /metrics must send; empty: only loopback clients may scrape.
 PLATFORM_METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
