@@ -72,12 +72,12 @@ SEAT_WAITERS = Gauge(
 
 # --- supervisor --------------------------------------------------------------------------------
 ALLOCATIONS = Counter(
-    "platform_supervisor_allocations",
+    "platform_allocations",
     "Allocations answered by this supervisor, by plugin and outcome (warm, cold, or the error)",
     ["plugin", "outcome"],
 )
 WORKER_START_SECONDS = Histogram(
-    "platform_supervisor_worker_start_seconds",
+    "platform_worker_start_seconds",
     "From a worker's spawn to its readiness, by plugin and backend",
     ["plugin", "backend"],
     buckets=BUCKETS,
@@ -257,11 +257,11 @@ class SupervisorCollector(Collector):
         supervisor = self.supervisor
         base = [supervisor.runtime, supervisor.supervisor_id]
         labels = ["runtime", "supervisor"]
-        slots = GaugeMetricFamily("platform_supervisor_max_workers", "Worker slots of this supervisor", labels=labels)
+        slots = GaugeMetricFamily("platform_worker_slots", "Worker slots of this supervisor", labels=labels)
         slots.add_metric(base, supervisor.max_workers)
         yield slots
         workers = GaugeMetricFamily(
-            "platform_supervisor_workers",
+            "platform_workers",
             "Workers of this supervisor, by plugin, backend and lifecycle state",
             labels=[*labels, "plugin", "backend", "state"],
         )
@@ -276,7 +276,7 @@ class SupervisorCollector(Collector):
             workers.add_metric([*base, *key], count)
         yield workers
         held = GaugeMetricFamily(
-            "platform_supervisor_leases",
+            "platform_leases",
             "Leases gateways hold on this supervisor's workers, by use",
             labels=[*labels, "use"],
         )
@@ -284,15 +284,15 @@ class SupervisorCollector(Collector):
         held.add_metric([*base, "idle"], leases - busy)
         yield held
         pool_workers = GaugeMetricFamily(
-            "platform_supervisor_pool_workers",
+            "platform_pool_workers",
             "Workers of each pool, by state (idle, busy, starting)",
             labels=[*labels, "plugin", "state"],
         )
         pool_limit = GaugeMetricFamily(
-            "platform_supervisor_pool_max_workers", "Largest size of each pool", labels=[*labels, "plugin"]
+            "platform_pool_max_workers", "Largest size of each pool", labels=[*labels, "plugin"]
         )
         queue = GaugeMetricFamily(
-            "platform_supervisor_pool_queue", "Allocations waiting for a seat of each pool", labels=[*labels, "plugin"]
+            "platform_pool_queue", "Allocations waiting for a seat of each pool", labels=[*labels, "plugin"]
         )
         for pool in list(supervisor.pools.pools.values()):
             name = pool.plugin.name

@@ -302,6 +302,7 @@ class _Exporter:
     def __init__(self, *, role: str, processor: SpanProcessor | None = None) -> None:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.sampling import ParentBased
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         defaults: dict[str, str] = {}
@@ -313,6 +314,7 @@ class _Exporter:
         self.scope = InstrumentationScope("platform_core.observability.tracing")
         # Reads OTEL_TRACES_SAMPLER(_ARG); parent-based always-on by default.
         self.provider = TracerProvider(resource=self.resource)
+        self._parent_based = isinstance(self.provider.sampler, ParentBased)
         self.processor = processor if processor is not None else _batch_processor()
         self.provider.add_span_processor(self.processor)
         self.dropped = 0
@@ -322,6 +324,10 @@ class _Exporter:
         atexit.register(self.shutdown)
 
     def sampled(self, trace_id: int, remote: Remote | None) -> bool:
+        if remote is not None and self._parent_based:
+            # What every parent-based sampler the variables can name decides for a remote parent
+            # (its flag), without building an SDK context per invocation.
+            return remote.sampled
         from opentelemetry import trace
         from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 

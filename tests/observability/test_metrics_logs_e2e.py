@@ -137,19 +137,15 @@ def test_the_supervisor_serves_its_own_metrics(metered):
     samples = scrape(f"http://127.0.0.1:{metered.metrics_port}/metrics")
     supervisor = metered.supervisor_id("python")
     base = {"runtime": "python", "supervisor": supervisor}
-    assert value(samples, "platform_supervisor_max_workers", **base) > 0
-    assert value(samples, "platform_supervisor_allocations_total", plugin="subtract_numbers", outcome="cold") >= 1
-    assert (
-        value(samples, "platform_supervisor_worker_start_seconds_count", plugin="subtract_numbers", backend="process")
-        >= 1
-    )
+    assert value(samples, "platform_worker_slots", **base) > 0
+    assert value(samples, "platform_allocations_total", plugin="subtract_numbers", outcome="cold") >= 1
+    assert value(samples, "platform_worker_start_seconds_count", plugin="subtract_numbers", backend="process") >= 1
     pool = {**base, "plugin": "subtract_metered"}
-    assert value(samples, "platform_supervisor_pool_max_workers", **pool) == 1
-    assert sum(value(samples, "platform_supervisor_pool_workers", **pool, state=s) for s in ("idle", "busy")) == 1
-    assert value(samples, "platform_supervisor_pool_queue", **pool) == 0
+    assert value(samples, "platform_pool_max_workers", **pool) == 1
+    assert sum(value(samples, "platform_pool_workers", **pool, state=s) for s in ("idle", "busy")) == 1
+    assert value(samples, "platform_pool_queue", **pool) == 0
     assert any(
-        name == "platform_supervisor_workers" and dict(labels).get("plugin") == "subtract_metered"
-        for name, labels in samples
+        name == "platform_workers" and dict(labels).get("plugin") == "subtract_metered" for name, labels in samples
     )
     assert httpx.get(f"http://127.0.0.1:{metered.metrics_port}/other").status_code == 404
 
