@@ -11,7 +11,7 @@ recorded warm trace): what an invocation pays on its own path with tracing off (
 ids) and on (plus its propagation and one queue put), and what building its spans costs the
 background thread.
 
-    python -m bench.observability [--requests N] [--rounds R]
+    python -m bench.observability [--requests N] [--rounds R] [--output docs/OBSERVABILITY.md]
 
 ``observability_table(requests, rounds)`` returns the markdown for ``bench.run``.
 """
@@ -25,6 +25,7 @@ import tempfile
 import time
 import timeit
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.support.otlp import GrpcReceiver
 from tests.support.platform import Platform, pids_using
@@ -32,6 +33,7 @@ from tests.support.platform import Platform, pids_using
 MODES = ("off", "on")
 PLUGIN, ARGUMENTS = "subtract_warm", {"operand1": 10, "operand2": 5}
 TARGET_ON = 0.05
+START, END = "<!-- bench-observability:start -->", "<!-- bench-observability:end -->"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -128,64 +130,70 @@ def measure_hooks(number: int = 2000) -> dict[str, float]:
     warm += [K.VALIDATE_OUTPUT, K.CHANNEL_CLOSE, K.LEASE_RETURNED, K.RESPONSE]
     timings = {"allocation": 0.1, "init": 0.0, "execution": 2.0, "release": 0.0, "total": 3.0}
 
-    def one() -> Trace:
-        trace = Trace("bench", publish=False)
-        bound = invocation_begin(invocation_id="bench", caller=caller, trace=trace)
-        for kind in warm:
-            event = trace.add(kind, "detail")
-            if kind == K.INVOKE_REQUEST:
-                trace.traceparent(event)
-        invocation_end(
-            trace=trace,
-            bound=bound,
-            caller=caller,
-            plugin=Plugin,
-            status="succeeded",
-            http_status=200,
-            timings_ms=timings,
-            lease=Lease,
-            warm=True,
-        )
-        return trace
+    def traces(count: int) -> list[tuple[Trace, object]]:
+        """Recorded warm traces (not timed) and the event of each one's Invoke."""
+        made = []
+        for _ in range(count):
+            trace = Trace("bench", publish=False)
+            invoke = None
+            for kind in warm:
+                event = trace.add(kind, "detail")
+                invoke = event if kind == K.INVOKE_REQUEST else invoke
+            made.append((trace, invoke))
+        return made
 
-    def bare() -> Trace:  # the same invocation's trace without any hook
-        trace = Trace("bench", publish=False)
-        for kind in warm:
-            trace.add(kind, "detail")
-        return trace
+    async def hooks(count: int) -> float:
+        """µs per invocation of what observability adds to it: begin, the worker's traceparent, end."""
+        prepared = traces(count)
+        started = time.perf_counter()
+        for trace, invoke in prepared:
+            bound = invocation_begin(invocation_id="bench", caller=caller, trace=trace)
+            trace.traceparent(invoke)
+            invocation_end(
+                trace=trace,
+                bound=bound,
+                caller=caller,
+                plugin=Plugin,
+                status="succeeded",
+                http_status=200,
+                timings_ms=timings,
+                lease=Lease,
+                warm=True,
+            )
+        return (time.perf_counter() - started) / count * 1e6
+
+    async def recording(count: int) -> float:
+        """µs per invocation of recording its trace (for scale)."""
+        started = time.perf_counter()
+        traces(count)
+        return (time.perf_counter() - started) / count * 1e6
 
     class Discard(SpanExporter):
         def export(self, spans):
             return SpanExportResult.SUCCESS
 
-    class Drop(SpanProcessor):  # the hot path alone: spans are not built
+    class Drop(SpanProcessor):  # the hot path alone: spans are not built here
         def on_end(self, span):
             pass
 
-    async def run(function, count: int) -> float:  # invocation_begin starts a task: needs a loop
-        started = time.perf_counter()
-        for _ in range(count):
-            function()
-        return (time.perf_counter() - started) / count * 1e6
-
     import asyncio
 
-    figures: dict[str, float] = {}
-    tracing.tracing_setup(role="gateway")
-    figures["bare trace"] = min(asyncio.run(run(bare, number)) for _ in range(5))
-    figures["off"] = min(asyncio.run(run(one, number)) for _ in range(5)) - figures["bare trace"]
-    # On: the invocation's own path (the builder thread's share excluded: it is timed next).
     exporter = tracing._Exporter(role="gateway", processor=Drop())
-    tracing._state.update(exporter=exporter, checked=True)
-    original = exporter.submit
     exporter.submit = lambda job: None
-    figures["on"] = min(asyncio.run(run(one, number)) for _ in range(5)) - figures["bare trace"]
-    exporter.submit = original
+    off, on, bare = [], [], []
+    for _ in range(5):  # alternating, so that a shared machine's load falls on both alike
+        tracing.tracing_setup(role="gateway")  # no OTEL_* variable: off
+        off.append(asyncio.run(hooks(number)))
+        tracing._state.update(exporter=exporter, checked=True)
+        on.append(asyncio.run(hooks(number)))
+        bare.append(asyncio.run(recording(number)))
+    tracing._state.update(exporter=None, checked=False)
     from queue import SimpleQueue
 
     box: SimpleQueue = SimpleQueue()
-    figures["on"] += min(timeit.repeat(lambda: box.put(1), number=number, repeat=5)) / number * 1e6
-    # The builder thread's work per invocation: ~11 spans with their events, to the batch processor.
+    put = min(timeit.repeat(lambda: box.put(1), number=number, repeat=5)) / number * 1e6
+    figures = {"off": min(off), "on": min(on) + put, "bare trace": min(bare)}
+    # The builder thread's work per invocation: its spans with their events, to the batch processor.
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     processor = BatchSpanProcessor(Discard())
@@ -220,11 +228,11 @@ def render(series: Series, received: int, expected: int, hooks: dict[str, float]
         "",
         f"Export on adds {on - off:+.2f} ms ({100 * added:+.1f}%) to the warm p50: target <= 5%: {verdict}.",
         "",
-        "The hooks alone, per invocation (this process, best of 5 x 2000, µs): "
-        f"tracing off {hooks['off']:.1f} (Prometheus counting, log ids, the no-op trace check); "
-        f"tracing on {hooks['on']:.1f} on the invocation's path (+ propagation, one queue put); "
-        f"building and handing over its spans on the background thread {hooks['build']:.0f}. "
-        f"For scale: recording the trace itself costs {hooks['bare trace']:.1f}.",
+        "What observability adds to one invocation's own path, timed alone in this process (best of 5 alternating "
+        f"runs of 2000; µs): tracing off {hooks['off']:.1f} (Prometheus counting, log ids, the caller's traceparent "
+        f"passed on); tracing on {hooks['on']:.1f} (the same, our span ids, one queue put). Building and handing over "
+        f"its spans on the background thread: {hooks['build']:.0f}. For scale, recording the invocation's trace "
+        f"events (which the platform does anyway): {hooks['bare trace']:.0f}.",
     ]
     return "\n".join(lines)
 
@@ -240,8 +248,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200, help="requests per round and platform")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", type=Path, help="also write the table between the bench-observability markers")
     options = parser.parse_args(argv)
-    print(observability_table(options.requests, options.rounds))
+    table = observability_table(options.requests, options.rounds)
+    print(table)
+    if options.output is not None:
+        text = options.output.read_text()
+        head, _, rest = text.partition(START)
+        _, _, tail = rest.partition(END)
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        load = os.getloadavg()[0]
+        note = f"Run of {stamp} on a shared 2-core machine (load average {load:.1f} at the end):"
+        options.output.write_text(f"{head}{START}\n{note}\n\n{table}\n{END}{tail}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 import weakref
@@ -104,7 +105,8 @@ class Keeper:
         self.held: dict[str, Held] = {}
         self.seats: dict[tuple, _Seats] = {}
         self._report_due = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._keep())
+        # In a context of its own: not in the name of the invocation that happened to start it (log ids).
+        self._task = asyncio.get_running_loop().create_task(self._keep(), context=contextvars.Context())
         self._returning: set[asyncio.Task[ReleaseReport]] = set()
 
     # --- getting a worker -----------------------------------------------------------------

@@ -216,6 +216,7 @@ for _phase in SPAN_PHASES:
     for _kind in _phase.opens if _phase.opens is not None else _phase.closes:
         _OPENED_BY.setdefault(_kind, []).append(_phase)
 _FAILURES = frozenset(k.value for k in K if k.style == Style.FAILURE)
+_REQUEST = K.REQUEST.value
 _VALIDATIONS = frozenset({K.VALIDATE_INPUT.value, K.VALIDATE_OUTPUT.value})
 
 
@@ -410,7 +411,9 @@ def build_spans(job: SpanJob, *, resource: Any, scope: Any) -> list[ReadableSpan
     def span_events(events: Iterable[Any]) -> list[Event]:
         out = []
         for event in events:
-            attributes: dict[str, Any] = {"detail": event.detail, "source": event.source, "target": event.target}
+            # The request's line ends with the start of its body (the arguments): only its method and path go out.
+            detail = " ".join(event.detail.split(" ", 2)[:2]) if event.kind == _REQUEST else event.detail
+            attributes: dict[str, Any] = {"detail": detail, "source": event.source, "target": event.target}
             if event.data:
                 attributes.update({k: v for k, v in event.data.items() if isinstance(v, str | int | float | bool)})
             out.append(Event(event.kind, attributes, at(event.offset_ms)))

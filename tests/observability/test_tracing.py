@@ -79,7 +79,7 @@ def _invocation_trace() -> Trace:
     """The events of a cold ephemeral invocation, in the order the gateway records them."""
     trace = Trace("inv-1", publish=False)
     for kind, detail in [
-        (K.REQUEST, "POST /api/v1/calculate/subtract"),
+        (K.REQUEST, 'POST /api/v1/calculate/subtract {"operand1": 10, "operand2": 5}'),
         (K.LOOKUP, ""),
         (K.LOOKUP_RESULT, ""),
         (K.VALIDATE_INPUT, "Build PluginRef & Context"),
@@ -184,6 +184,10 @@ def test_spans_are_exported_with_the_ids_the_worker_was_given(exported):
     assert invoke.events[1].attributes["percent"] == 50.0
     assert root.start_time <= invoke.start_time <= invoke.end_time <= root.end_time
     assert str(root.context.trace_state) and root.context.trace_state.get("vendor") == "1"
+    # The request line's body (the arguments) does not leave: method and path only.
+    assert [event.attributes["detail"] for event in root.events if event.name == "request"] == [
+        "POST /api/v1/calculate/subtract"
+    ]
 
 
 def test_a_caller_that_does_not_sample_is_followed(exported):
