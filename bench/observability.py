@@ -65,7 +65,6 @@ def measure_http(requests: int, rounds: int) -> tuple[Series, int, list[int]]:
     exporting = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     platforms = {"off": _platform({}), "on": _platform(exporting)}
     series = Series()
