@@ -76,7 +76,7 @@ def invocation_end(
         tracing.spans_submit(
             tracing.SpanJob(
                 propagation=propagation,
-                name=f"invoke {name}" if name else "invoke",
+                name=f"invoke {name}" if name else "invoke (unknown plugin)",
                 server=True,
                 started_ns=trace.started_ns,
                 events=trace.events,

@@ -160,3 +160,11 @@ def test_text_stays_readable_with_the_ids_in_brackets():
     text = logs.TextFormatter().format(record)
     assert text.endswith("WARNING platform_core.test: hello you [invocation_id=inv-1 tenant_id=acme]")
     assert not logs.TextFormatter().format(_record()).endswith("]")
+
+
+def test_a_supervisor_serves_metrics_beyond_loopback_only_with_a_token(settings):
+    from django.core.management import CommandError, call_command
+
+    settings.PLATFORM_METRICS_TOKEN = ""
+    with pytest.raises(CommandError, match="METRICS_TOKEN"):
+        call_command("runsupervisor", runtime="python", listen="127.0.0.1:1", metrics_listen="0.0.0.0:9102")
