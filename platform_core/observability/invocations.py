@@ -21,8 +21,12 @@ log = logging.getLogger("platform_core.invocations.access")
 
 def invocation_begin(*, invocation_id: str, caller: Caller, trace: Trace) -> logs.InvocationLog:
     """Join the caller's trace (or start one, when traces are exported); bind the log ids."""
-    propagation = trace.propagation = tracing.propagation_begin(caller.traceparent, caller.tracestate)
-    metrics.seats_sampling_start()
+    try:
+        propagation = trace.propagation = tracing.propagation_begin(caller.traceparent, caller.tracestate)
+        metrics.seats_sampling_start()
+    except Exception:  # observability never costs an invocation its answer
+        log.exception("invocation %s: tracing could not begin", invocation_id)
+        propagation = trace.propagation = None
     return logs.invocation_bind(
         invocation_id=invocation_id,
         tenant_id=caller.tenant_id,
@@ -44,7 +48,28 @@ def invocation_end(
     warm: bool | None = None,
 ) -> None:
     """Count, trace and log one recorded invocation (``plugin``: its ``PluginSpec``, None when
-    none was found; ``error``: its ``GatewayError``; ``lease``: the worker it ran on)."""
+    none was found; ``error``: its ``GatewayError``; ``lease``: the worker it ran on). Never raises:
+    observability never costs an invocation its answer."""
+    try:
+        _observe(trace, bound, caller, plugin, status, http_status, timings_ms, error, lease, warm)
+    except Exception:
+        log.exception("invocation %s: could not be counted or traced", trace.invocation_id)
+    finally:
+        bound.ended = True
+
+
+def _observe(
+    trace: Trace,
+    bound: logs.InvocationLog,
+    caller: Caller,
+    plugin: Any,
+    status: str,
+    http_status: int,
+    timings_ms: dict[str, float | None],
+    error: Any,
+    lease: Any,
+    warm: bool | None,
+) -> None:
     name = plugin.name if plugin is not None else ""
     mode = plugin.mode if plugin is not None else ""
     refusal = error.code if error is not None and http_status == 429 else ""
@@ -94,4 +119,3 @@ def invocation_end(
             timings_ms.get("total"),
             extra={"status": status, "http_status": http_status, "total_ms": timings_ms.get("total")},
         )
-    bound.ended = True

@@ -168,3 +168,25 @@ def test_a_supervisor_serves_metrics_beyond_loopback_only_with_a_token(settings)
     settings.PLATFORM_METRICS_TOKEN = ""
     with pytest.raises(CommandError, match="METRICS_TOKEN"):
         call_command("runsupervisor", runtime="python", listen="127.0.0.1:1", metrics_listen="0.0.0.0:9102")
+
+
+def test_observability_never_costs_an_invocation_its_answer(monkeypatch):
+    from platform_core.invocations.trace import Trace
+    from platform_core.observability import invocations
+    from platform_core.tenancy.callers import Caller
+
+    def broken(**kwargs: object) -> None:
+        raise RuntimeError("a bug in counting")
+
+    monkeypatch.setattr(metrics, "invocation_count", broken)
+    bound = logs.InvocationLog("inv-1", "acme")
+    invocations.invocation_end(
+        trace=Trace("inv-1", publish=False),
+        bound=bound,
+        caller=Caller(),
+        plugin=None,
+        status="succeeded",
+        http_status=200,
+        timings_ms={},
+    )
+    assert bound.ended
