@@ -20,6 +20,7 @@ from platform_core.env import (
     env_str,
     local_secret_key,
 )
+from platform_core.observability.logs import logging_config
 from platform_core.tls import tls_from_env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -182,14 +183,20 @@ PLATFORM_MAX_HEADER_BYTES = env_int("API_MAX_HEADER_BYTES", 65536, minimum=4096)
 # sets HOST:PORT): at start it marks what its earlier life left running as interrupted.
 PLATFORM_GATEWAY_INSTANCE = env_str("GATEWAY_INSTANCE_ID", "")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
-}
+# --- Observability (docs/OBSERVABILITY.md) -------------------------------------------------
+# text (readable) or json (one object per line, with the invocation's ids on every line about one).
+LOGGING = logging_config(
+    log_format=env_choice("LOG_FORMAT", "text", {"text", "json"}), level=env_str("LOG_LEVEL", "INFO")
+)
+# One INFO line per invocation (logger platform_core.invocations.access): plugin, status, HTTP status, ms.
+PLATFORM_INVOCATION_LOG = env_bool("INVOCATION_LOG", False)
+# OpenTelemetry reads its own standard variables (OTEL_EXPORTER_OTLP_ENDPOINT...); a protocol we
+# cannot speak is refused here, at start, rather than at the first invocation.
+for _name in ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
+    if os.environ.get(_name):
+        env_choice(_name, "http/protobuf", {"grpc", "http/protobuf"})
+# Bearer token a scraper of /metrics must send; empty: only loopback clients may scrape.
+PLATFORM_METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
 # --- Supervisors --------------------------------------------------------------------------
 # Shared secret between gateways and supervisors (required for a supervisor bound beyond loopback).

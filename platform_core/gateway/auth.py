@@ -23,7 +23,7 @@ def _token(authorization: str) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _caller(owner: keys.KeyOwner, request_id: str) -> Caller:
+def _caller(owner: keys.KeyOwner, request_id: str, trace_context: tuple[str, str] = ("", "")) -> Caller:
     return Caller(
         tenant_id=owner.tenant,
         user_id=owner.user,
@@ -31,6 +31,8 @@ def _caller(owner: keys.KeyOwner, request_id: str) -> Caller:
         request_id=request_id[:100] or str(uuid.uuid4()),
         is_staff=owner.is_staff,
         limits=owner.limits,
+        traceparent=trace_context[0],
+        tracestate=trace_context[1],
     )
 
 
@@ -43,12 +45,15 @@ def caller_sync(authorization: str, request_id: str = "") -> Caller | None:
     return None if owner is None else _caller(owner, request_id)
 
 
-async def caller_async(authorization: str, request_id: str = "") -> Caller | None:
-    """``caller_sync`` for async code: from the key cache without a thread hop when it can."""
+async def caller_async(
+    authorization: str, request_id: str = "", trace_context: tuple[str, str] = ("", "")
+) -> Caller | None:
+    """``caller_sync`` for async code: from the key cache without a thread hop when it can.
+    ``trace_context``: the request's ``traceparent`` and ``tracestate`` headers."""
     token = _token(authorization)
     if token is None:
-        return None if settings.PLATFORM_API_REQUIRE_KEY else _caller(ANONYMOUS, request_id)
+        return None if settings.PLATFORM_API_REQUIRE_KEY else _caller(ANONYMOUS, request_id, trace_context)
     owner = keys.api_key_owner_cached(token)
     if owner is keys.NOT_CACHED:
         owner = await sync_to_async(keys.api_key_owner)(token)
-    return None if owner is None else _caller(owner, request_id)  # type: ignore[arg-type]
+    return None if owner is None else _caller(owner, request_id, trace_context)  # type: ignore[arg-type]

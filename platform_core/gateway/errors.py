@@ -74,6 +74,12 @@ class Unauthenticated(GatewayError):
         super().__init__(message)
 
 
+class Forbidden(GatewayError):
+    """403: the caller may not use this endpoint (e.g. /metrics from beyond loopback without METRICS_TOKEN)."""
+
+    http_status, code, status = 403, "forbidden", Status.REJECTED
+
+
 class NotFound(GatewayError):
     """404: no API endpoint (or no resource of the caller's) at this path."""
 

@@ -28,6 +28,7 @@ from platform_core.invocations.models import Status
 from platform_core.invocations.services import Finish, invocation_finish, invocation_start
 from platform_core.invocations.trace import Trace
 from platform_core.invocations.vocabulary import EventKind as K
+from platform_core.observability.invocations import invocation_begin, invocation_end
 from platform_core.registry.models import PluginSpec
 from platform_core.registry.schemas import schema_errors
 from platform_core.registry.selectors import plugin_get
@@ -136,6 +137,9 @@ class _Run:
         # The start record, written while the worker is allocated; awaited before the final write.
         self.started: asyncio.Future[Any] | None = None
         self.allocation_deadline = 0.0
+        # The worker it ran on (the last, when a kept seat had to be replaced).
+        self.lease: WorkerLease | None = None
+        self.log = invocation_begin(invocation_id=invocation_id, caller=caller, trace=self.trace)
 
     @property
     def arrived(self) -> datetime:
@@ -210,7 +214,8 @@ class _Run:
                 self.worker_log.parts.clear()
 
     async def _session(self, workers: leases.Keeper, held: leases.Held, plugin: PluginSpec, arguments: Any) -> Any:
-        lease = held.lease
+        lease = self.lease = held.lease
+        self.log.worker_id = lease.worker_id
         self.finish.worker_id, self.finish.worker_warm, self.finish.backend = (
             lease.worker_id,
             lease.warm or held.uses > 0,
@@ -299,6 +304,18 @@ class _Run:
                 "result": finish.result,
                 "error": outcome.error.body()["error"] if outcome.error else None,
             }
+        )
+        invocation_end(
+            trace=self.trace,
+            bound=self.log,
+            caller=self.caller,
+            plugin=finish.plugin,
+            status=finish.status,
+            http_status=outcome.http_status,
+            timings_ms=outcome.timings_ms,
+            error=outcome.error,
+            lease=self.lease,
+            warm=finish.worker_warm,
         )
 
         return outcome

@@ -53,7 +53,11 @@ class InvocationEdge:
         if not validate_host(host, settings.ALLOWED_HOSTS):
             error: errors.GatewayError = errors.BadRequest(f"host {host!r} is not served here (DJANGO_ALLOWED_HOSTS)")
             return await respond(send, error.http_status, error.body(), error.headers)
-        caller = await auth.caller_async(headers.get("authorization", ""), headers.get("x-request-id", ""))
+        caller = await auth.caller_async(
+            headers.get("authorization", ""),
+            headers.get("x-request-id", ""),
+            (headers.get("traceparent", ""), headers.get("tracestate", "")),
+        )
         if caller is None:
             error = errors.Unauthenticated()
             return await respond(send, error.http_status, error.body(), error.headers)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 import weakref
@@ -80,6 +81,8 @@ class Held:
 class _Seats:
     """This process's seats of one pooled plugin."""
 
+    # Its name (metrics).
+    plugin: str = ""
     idle: deque[Held] = field(default_factory=deque)
     busy: set[Held] = field(default_factory=set)
     waiters: deque[asyncio.Future[Held]] = field(default_factory=deque)
@@ -108,7 +111,8 @@ class Keeper:
         self.held: dict[str, Held] = {}
         self.seats: dict[tuple, _Seats] = {}
         self._report_due = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._keep())
+        # In a context of its own: not in the name of the invocation that happened to start it (log ids).
+        self._task = asyncio.get_running_loop().create_task(self._keep(), context=contextvars.Context())
         self._returning: set[asyncio.Task[ReleaseReport]] = set()
 
     # --- getting a worker -----------------------------------------------------------------
@@ -118,8 +122,8 @@ class Keeper:
         if plugin.mode != WorkerMode.POOLED:
             lease = await worker_allocate(plugin=plugin, caller=caller, trace=trace, timeout_s=timeout_s)
             return self._hold(lease, False)
-        seats = self.seats.setdefault(_key(plugin), _Seats())
-        trace.add(K.ALLOCATE_REQUEST, f"allocateWorker({plugin.name}, context)")
+        seats = self.seats.setdefault(_key(plugin), _Seats(plugin.name))
+        opened = trace.add(K.ALLOCATE_REQUEST, f"allocateWorker({plugin.name}, context)")
         if (seat := self._take_idle(seats)) is not None:
             trace.add(K.LEASE_USED, f"{seat.lease.worker_id}: warm seat held by this gateway ({seat.uses} use(s))")
             return seat
@@ -131,7 +135,9 @@ class Keeper:
         if seats.held < plugin.max_workers * plugin.max_concurrency * max(
             len(supervisor_addresses(plugin.runtime_id)), 1
         ):
-            allocating = asyncio.ensure_future(self._new_seat(plugin, caller, timeout_s, seats))
+            # The supervisor's spans join this invocation's allocation span (which asked for the seat).
+            traceparent = trace.traceparent(opened)
+            allocating = asyncio.ensure_future(self._new_seat(plugin, caller, timeout_s, seats, traceparent))
             allocating.add_done_callback(_consumed)
         try:
             seat = await self._first_seat(waiter, allocating, seats, plugin)
@@ -181,12 +187,16 @@ class Keeper:
             f"waited {plugin.queue_timeout_s:g} s"
         )
 
-    async def _new_seat(self, plugin: PluginSpec, caller: Caller, timeout_s: float, seats: _Seats) -> None:
+    async def _new_seat(
+        self, plugin: PluginSpec, caller: Caller, timeout_s: float, seats: _Seats, traceparent: str = ""
+    ) -> None:
         """Lease one more seat from a supervisor; it goes to the first caller in line (or idles)."""
         allocation = Trace("", publish=False)
         seats.acquiring += 1
         try:
-            lease = await worker_allocate(plugin=plugin, caller=caller, trace=allocation, timeout_s=timeout_s)
+            lease = await worker_allocate(
+                plugin=plugin, caller=caller, trace=allocation, timeout_s=timeout_s, traceparent=traceparent
+            )
         finally:
             seats.acquiring -= 1
         seat = self._hold(lease, True)
@@ -239,7 +249,7 @@ class Keeper:
     def _keep_seat(self, held: Held, plugin: PluginSpec) -> None:
         """A seat is free (its invocation ended, or it was just leased): to the first caller in line,
         else kept idle for the next one."""
-        seats = self.seats.setdefault(_key(plugin), _Seats())
+        seats = self.seats.setdefault(_key(plugin), _Seats(plugin.name))
         seats.busy.discard(held)
         while seats.waiters:
             waiter = seats.waiters.popleft()

@@ -19,7 +19,7 @@ from django.conf import settings
 from platform_core.gateway import errors
 from platform_core.gateway.worker_route import Channel, WorkerRoute, worker_channels
 from platform_core.invocations.documents import NotJson, loads_strict
-from platform_core.invocations.trace import Trace
+from platform_core.invocations.trace import Trace, TraceEvent
 from platform_core.invocations.vocabulary import EventKind as K
 from platform_core.registry.models import PluginSpec
 from platform_core.registry.schemas import schema_errors
@@ -67,25 +67,27 @@ async def session_run(
     """
     found = worker_channels.get(route)
     await _connect(found, route, trace, connect_deadline)
-    context = ppp_pb2.Context(
-        tenant_id=caller.tenant_id, user_id=caller.user_id, session_id=caller.session_id, request_id=caller.request_id
-    )
     try:
         async with asyncio.timeout(plugin.timeout_s):
             if found.initialized:
                 # A pooled worker is initialized once per channel; each Invoke carries its own context.
                 trace.add(K.INIT_CACHED, "Init skipped: worker session already initialized")
             else:
-                trace.add(K.INIT_REQUEST, "gRPC Init(ctx)")
-                init = await found.stub.Init(ppp_pb2.InitRequest(context=context))
+                opened = trace.add(K.INIT_REQUEST, "gRPC Init(ctx)")
+                init = await found.stub.Init(ppp_pb2.InitRequest(context=_context(caller, trace, opened)))
                 trace.add(K.INIT_RESPONSE, f"InitResponse(ok={init.ok}, {init.message!r})")
                 if not init.ok:
                     raise errors.PluginFailed(f"worker refused Init: {init.message}", code="init_failed")
                 found.initialized = True
             encoded = json.dumps(arguments).encode()
-            trace.add(K.INVOKE_REQUEST, f"gRPC Invoke({plugin.name}, {len(encoded)} bytes, {caller.request_id})")
+            opened = trace.add(
+                K.INVOKE_REQUEST, f"gRPC Invoke({plugin.name}, {len(encoded)} bytes, {caller.request_id})"
+            )
             request = ppp_pb2.InvokeRequest(
-                primitive=plugin.ppp_primitive, arguments=encoded, request_id=caller.request_id, context=context
+                primitive=plugin.ppp_primitive,
+                arguments=encoded,
+                request_id=caller.request_id,
+                context=_context(caller, trace, opened),
             )
             return await _invoke(found.stub, request, plugin, trace, worker_log)
     except TimeoutError:
@@ -106,6 +108,18 @@ async def session_run(
         ) from None
     finally:
         trace.add(K.CHANNEL_CLOSE, "Done with channel (closed once the worker is removed)")
+
+
+def _context(caller: Caller, trace: Trace, opened: TraceEvent) -> ppp_pb2.Context:
+    """The PPP context of a call made at ``opened``: who asks, and the span it belongs to."""
+    return ppp_pb2.Context(
+        tenant_id=caller.tenant_id,
+        user_id=caller.user_id,
+        session_id=caller.session_id,
+        request_id=caller.request_id,
+        traceparent=trace.traceparent(opened),
+        tracestate=trace.tracestate,
+    )
 
 
 def _never_connected(exc: grpc.aio.AioRpcError) -> bool:

@@ -107,11 +107,14 @@ def _unavailable(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> error
     )
 
 
-async def worker_allocate(*, plugin: PluginSpec, caller: Caller, trace: Trace, timeout_s: float) -> WorkerLease:
+async def worker_allocate(
+    *, plugin: PluginSpec, caller: Caller, trace: Trace, timeout_s: float, traceparent: str | None = None
+) -> WorkerLease:
     """A ready worker from a supervisor of the plugin's runtime: the one with the most free slots,
-    else the next one, within one deadline. A supervisor that is down or full is skipped."""
+    else the next one, within one deadline. A supervisor that is down or full is skipped.
+    ``traceparent``: the span the supervisor's spans join (default: the allocation's, in ``trace``)."""
     addresses = supervisor_addresses(plugin.runtime_id)
-    trace.add(K.ALLOCATE_REQUEST, f"allocateWorker({plugin.name}, context)")
+    opened = trace.add(K.ALLOCATE_REQUEST, f"allocateWorker({plugin.name}, context)")
     if not addresses:
         trace.add(
             K.ALLOCATION_FAILED,
@@ -129,6 +132,8 @@ async def worker_allocate(*, plugin: PluginSpec, caller: Caller, trace: Trace, t
             user_id=caller.user_id,
             session_id=caller.session_id,
             request_id=caller.request_id,
+            traceparent=trace.traceparent(opened) if traceparent is None else traceparent,
+            tracestate=trace.tracestate if traceparent is None else caller.tracestate,
         ),
         timeout_ms=int(timeout_s * 1000),
         owner=_owner(),
@@ -253,7 +258,7 @@ async def worker_release(
     back between invocations). Never raises."""
     trace = trace if trace is not None else Trace("", publish=False)
     kind, call = ("cancel", "CancelAllocation") if force else ("release", "ReleaseWorker")
-    trace.add(K(f"{kind}_request"), f"{kind}Worker({lease.worker_id}, {reason!r})")
+    opened = trace.add(K(f"{kind}_request"), f"{kind}Worker({lease.worker_id}, {reason!r})")
     trace.add(K(f"{kind}_rpc"), f"gRPC {call}Request")
     # The supervisor that allocated the worker is the only one that knows it.
     stub = _stub(lease.supervisor)
@@ -262,7 +267,11 @@ async def worker_release(
         if force:
             response = await stub.CancelAllocation(
                 sup_pb2.CancelAllocationRequest(
-                    worker_id=lease.worker_id, reason=reason, owner=_owner(), lease_id=lease.lease_id
+                    worker_id=lease.worker_id,
+                    reason=reason,
+                    owner=_owner(),
+                    lease_id=lease.lease_id,
+                    traceparent=trace.traceparent(opened),
                 ),
                 timeout=timeout,
             )
@@ -275,6 +284,7 @@ async def worker_release(
                     owner=_owner(),
                     lease_id=lease.lease_id,
                     uses=uses,
+                    traceparent=trace.traceparent(opened),
                 ),
                 timeout=timeout,
             )

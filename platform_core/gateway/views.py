@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.paginator import EmptyPage, Paginator
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from platform_core.gateway import errors, runtime_client, service
@@ -20,6 +20,7 @@ from platform_core.gateway.openapi import openapi_document
 from platform_core.gateway.serializers import invocation_json, plugin_json
 from platform_core.invocations.models import Status
 from platform_core.invocations.selectors import invocation_with_trace, invocations_query
+from platform_core.observability import metrics as prometheus
 from platform_core.registry.models import PluginSpec
 from platform_core.registry.selectors import plugin_by_name, plugins_list
 
@@ -36,7 +37,11 @@ def error_response(error: errors.GatewayError, **extra: Any) -> JsonResponse:
 
 async def _invocation_view(request: HttpRequest, name: str, style: service.Style) -> JsonResponse:
     """The Django twin of the ASGI edge (``invoke_edge``), for clients that go through Django."""
-    caller = await caller_async(request.headers.get("Authorization", ""), request.headers.get("X-Request-ID", ""))
+    caller = await caller_async(
+        request.headers.get("Authorization", ""),
+        request.headers.get("X-Request-ID", ""),
+        (request.headers.get("traceparent", ""), request.headers.get("tracestate", "")),
+    )
     if caller is None:
         return error_response(errors.Unauthenticated())
     origin = f"POST {request.path}"
@@ -182,6 +187,28 @@ async def health(request: HttpRequest) -> JsonResponse:
         {"status": "ok" if ok else "degraded", "database": database, "supervisors": supervisors},
         status=200 if ok else 503,
     )
+
+
+@require_GET
+async def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics (docs/OBSERVABILITY.md): loopback scrapers only, or METRICS_TOKEN."""
+    token = settings.PLATFORM_METRICS_TOKEN
+    if not prometheus.scrape_allowed(
+        token=token,
+        authorization=request.headers.get("Authorization", ""),
+        client_host=request.META.get("REMOTE_ADDR", ""),
+    ):
+        if token:
+            return error_response(
+                errors.Unauthenticated("send the scrape token: 'Authorization: Bearer <METRICS_TOKEN>'")
+            )
+        return error_response(
+            errors.Forbidden("/metrics answers loopback clients only; set METRICS_TOKEN to scrape from elsewhere")
+        )
+    prometheus.seats_sample()
+    supervisors = prometheus.supervisor_families(await runtime_client.workers_list(scope=None))
+    body, content_type = prometheus.exposition(supervisors)
+    return HttpResponse(body, content_type=content_type)
 
 
 @require_GET

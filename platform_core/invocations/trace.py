@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from platform_core.invocations import live, snapshots
 from platform_core.invocations.vocabulary import EventKind, Participant, Phase
+
+if TYPE_CHECKING:
+    from platform_core.observability.tracing import Propagation
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,8 @@ class Trace:
         self._publish = publish
         if publish:  # a viewer who arrives mid-run asks for what it holds so far
             snapshots.trace_running(self)
+        # Where this trace sits in a distributed (W3C) trace, if anywhere (observability.tracing).
+        self.propagation: Propagation | None = None
 
     def add(
         self,
@@ -93,6 +98,15 @@ class Trace:
         self.events.append(event)
         self._send({"event": event.as_message()})
         return event
+
+    def traceparent(self, event: TraceEvent | None = None) -> str:
+        """The W3C ``traceparent`` for a call made at ``event`` (the event that opens its span);
+        "" when this invocation is not traced."""
+        return "" if self.propagation is None else self.propagation.traceparent(event)
+
+    @property
+    def tracestate(self) -> str:
+        return "" if self.propagation is None else self.propagation.tracestate
 
     def adopt(self, other: Trace, *, skip: frozenset[EventKind] = frozenset()) -> None:
         """Add the events of ``other`` (recorded elsewhere, e.g. an allocation made on this

@@ -14,6 +14,7 @@ write to be committed before it answers: nothing is acknowledged that is not sto
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +62,8 @@ class RecordWriter:
         queue = self._queues.get(key)
         if queue is None or self._tasks[key].done():
             queue = self._queues[key] = asyncio.Queue()
-            self._tasks[key] = loop.create_task(self._drain(queue))
+            # In a context of its own: not in the name of the invocation that happened to start it (log ids).
+            self._tasks[key] = loop.create_task(self._drain(queue), context=contextvars.Context())
         future: asyncio.Future[Any] = loop.create_future()
         queue.put_nowait((operation, future))
         return await asyncio.shield(future)

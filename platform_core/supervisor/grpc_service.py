@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, NoReturn
 
 import grpc
 
+from platform_core.observability.supervisor_calls import allocation_end, disposal_end
 from platform_core.rpc import sup_grpc, sup_pb2
 from platform_core.rpc.host_identity import LocalHost, local_host
 from platform_core.runtimes import RuntimeSpec
@@ -129,6 +131,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
     async def AllocateWorker(
         self, request: sup_pb2.AllocateWorkerRequest, context: grpc.aio.ServicerContext
     ) -> sup_pb2.AllocateWorkerResponse:
+        started_ns = time.time_ns()
         try:
             allocation = await self.supervisor.allocate(
                 plugin_ref(request.plugin),
@@ -137,7 +140,9 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
                 tenant=request.tenant_id,
             )
         except errors.SupervisorError as exc:
+            allocation_end(request=request, started_ns=started_ns, supervisor=self.supervisor, error=exc)
             await self._abort(context, exc)
+        allocation_end(request=request, started_ns=started_ns, supervisor=self.supervisor, allocation=allocation)
         return sup_pb2.AllocateWorkerResponse(
             worker=_handle(allocation.worker, self.host, self.relay_port, allocation.warm),
             events=self._events(allocation.events),
@@ -156,6 +161,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
     async def ReleaseWorker(
         self, request: sup_pb2.ReleaseWorkerRequest, context: grpc.aio.ServicerContext
     ) -> sup_pb2.ReleaseWorkerResponse:
+        started_ns = time.time_ns()
         try:
             disposal = await self.supervisor.release(
                 request.worker_id,
@@ -166,18 +172,35 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
                 uses=request.uses if request.HasField("uses") else None,
             )
         except errors.SupervisorError as exc:
+            disposal_end(
+                call="ReleaseWorker", request=request, started_ns=started_ns, supervisor=self.supervisor, error=exc
+            )
             await self._abort(context, exc)
+        disposal_end(
+            call="ReleaseWorker", request=request, started_ns=started_ns, supervisor=self.supervisor, disposal=disposal
+        )
         return self._disposal(sup_pb2.ReleaseWorkerResponse, disposal)
 
     async def CancelAllocation(
         self, request: sup_pb2.CancelAllocationRequest, context: grpc.aio.ServicerContext
     ) -> sup_pb2.CancelAllocationResponse:
+        started_ns = time.time_ns()
         try:
             disposal = await self.supervisor.cancel(
                 request.worker_id, reason=request.reason, owner=lease_owner(request), lease_id=request.lease_id
             )
         except errors.SupervisorError as exc:
+            disposal_end(
+                call="CancelAllocation", request=request, started_ns=started_ns, supervisor=self.supervisor, error=exc
+            )
             await self._abort(context, exc)
+        disposal_end(
+            call="CancelAllocation",
+            request=request,
+            started_ns=started_ns,
+            supervisor=self.supervisor,
+            disposal=disposal,
+        )
         return self._disposal(sup_pb2.CancelAllocationResponse, disposal)
 
     async def RenewLeases(

@@ -30,3 +30,6 @@ class Caller:
     # Sees every tenant's invocations (staff keys, staff users).
     is_staff: bool = False
     limits: TenantLimits = field(default_factory=TenantLimits)
+    # The caller's W3C Trace Context headers, as sent (validated by observability.tracing).
+    traceparent: str = ""
+    tracestate: str = ""

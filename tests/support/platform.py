@@ -106,6 +106,8 @@ class Platform:
     extra_env: dict[str, str] = field(default_factory=dict)
     # A runtime listed here is configured in SUPERVISORS but nothing is started for it.
     absent_runtimes: tuple[str, ...] = ("java",)
+    # More `runsupervisor` arguments, per runtime.
+    supervisor_args: dict[str, list[str]] = field(default_factory=dict)
 
     # Every work directory made in this test session (tests/conftest.py checks none is left).
     made: ClassVar[list[Path]] = []
@@ -196,7 +198,16 @@ class Platform:
         port = self.supervisor_ports[runtime]
         log = open(self.workdir / f"supervisor-{runtime}.log", "ab")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "runsupervisor", "--runtime", runtime, "--listen", f"127.0.0.1:{port}"],
+            [
+                sys.executable,
+                "manage.py",
+                "runsupervisor",
+                "--runtime",
+                runtime,
+                "--listen",
+                f"127.0.0.1:{port}",
+                *self.supervisor_args.get(runtime, []),
+            ],
             cwd=REPO,
             env={**self.env, **(env or {})},
             stdout=log,

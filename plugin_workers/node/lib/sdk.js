@@ -45,6 +45,9 @@ class InvocationContext {
     this.context = {
       tenantId: context?.tenantId ?? '', userId: context?.userId ?? '',
       sessionId: context?.sessionId ?? '', requestId: context?.requestId ?? '',
+      // W3C Trace Context of the platform's span of this call ('' when untraced): the parent of
+      // the plugin's own spans, so that they join the caller's trace.
+      traceparent: context?.traceparent ?? '', tracestate: context?.tracestate ?? '',
     };
     this._send = send;
     // Aborted when the caller goes away (cancelled, deadline): a long handler may stop early.

@@ -26,6 +26,9 @@ class Context:
     user_id: str = ""
     session_id: str = ""
     request_id: str = ""
+    # W3C Trace Context of the invocation's PPP call ("" when it is not traced).
+    traceparent: str = ""
+    tracestate: str = ""
 
 
 class InvocationContext:
@@ -34,6 +37,17 @@ class InvocationContext:
     def __init__(self, context: Context, emit: Callable[[str, Any], None]) -> None:
         self.context = context
         self._emit = emit
+
+    @property
+    def traceparent(self) -> str:
+        """The W3C ``traceparent`` of the platform's span of this call ("" when untraced): make it
+        the parent of the plugin's own spans (e.g. OpenTelemetry's ``TraceContextTextMapPropagator()
+        .extract({"traceparent": ctx.traceparent})``) and they join the caller's trace."""
+        return self.context.traceparent
+
+    @property
+    def tracestate(self) -> str:
+        return self.context.tracestate
 
     def progress(self, percent: float, message: str = "") -> None:
         """Report progress (0..100); the caller sees it while the handler still runs."""

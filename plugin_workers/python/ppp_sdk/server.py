@@ -28,7 +28,14 @@ _DONE = object()
 
 
 def _context(message: pb.Context) -> Context:
-    return Context(message.tenant_id, message.user_id, message.session_id, message.request_id)
+    return Context(
+        message.tenant_id,
+        message.user_id,
+        message.session_id,
+        message.request_id,
+        message.traceparent,
+        message.tracestate,
+    )
 
 
 class PluginServicer(pb_grpc.PluginWorkerServicer):

@@ -17,6 +17,8 @@ import grpc
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from platform_core.observability.metrics import serve_metrics, supervisor_registry
+from platform_core.observability.tracing import tracing_setup
 from platform_core.rpc.host_identity import local_host
 from platform_core.rpc.secret import SecretCheck
 from platform_core.runtimes import RuntimeSpec
@@ -70,6 +72,14 @@ class Command(BaseCommand):
             "--health-listen",
             help="host:port of a plain-text grpc.health.v1 service for probes, nothing else (default: none)",
         )
+        parser.add_argument(
+            "--metrics-listen",
+            help=(
+                "host:port of a Prometheus /metrics endpoint (default: none); beyond loopback it needs METRICS_TOKEN "
+                "(docs/OBSERVABILITY.md)"
+            ),
+        )
+        parser.add_argument("--metrics-port", type=int, help="shorthand for --metrics-listen 127.0.0.1:PORT")
         parser.add_argument("--max-workers", type=int, default=settings.PLATFORM_SUPERVISOR_MAX_WORKERS)
         parser.add_argument("--id", dest="supervisor_id", help="supervisor id (default: RUNTIME-PORT)")
         parser.add_argument(
@@ -85,6 +95,8 @@ class Command(BaseCommand):
         listen: str | None,
         relay_listen: str | None,
         health_listen: str | None,
+        metrics_listen: str | None,
+        metrics_port: int | None,
         backend: str | None,
         backends: str | None,
         max_workers: int,
@@ -112,7 +124,12 @@ class Command(BaseCommand):
                     f"refusing to listen on {address} without mutual TLS (SUPERVISOR_TLS_CERT, _KEY, _CA): "
                     "every caller could start workers and read their traffic (docs/DEPLOYMENT.md, Mutual TLS)"
                 )
+        if metrics_listen is None and metrics_port is not None:
+            metrics_listen = f"127.0.0.1:{metrics_port}"
+        if metrics_listen and not _is_loopback(metrics_listen) and not settings.PLATFORM_METRICS_TOKEN:
+            raise CommandError(f"refusing to serve metrics on {metrics_listen} without METRICS_TOKEN (beyond loopback)")
         supervisor_id = supervisor_id or f"{runtime}-{listen.rsplit(':', 1)[-1]}"
+        tracing_setup(role=f"supervisor-{runtime}")
         launchers = default_launchers()
         if (registered := self._registered_recipe(runtime)) is not None:
             launchers[runtime] = Launcher.from_spec(registered)
@@ -157,7 +174,9 @@ class Command(BaseCommand):
         )
         # The host id describes the socket root: it must exist before anyone asks.
         Path(settings.PLATFORM_SOCKET_ROOT).mkdir(parents=True, exist_ok=True)
-        asyncio.run(self._serve(supervisor, listen, relay_listen, health_listen, self._pooled_plugins(runtime)))
+        asyncio.run(
+            self._serve(supervisor, listen, relay_listen, health_listen, metrics_listen, self._pooled_plugins(runtime))
+        )
 
     def _registered_recipe(self, runtime: str) -> RuntimeSpec | None:
         """The registry's recipe of ``runtime``; None when the registry cannot be read (fine:
@@ -200,7 +219,13 @@ class Command(BaseCommand):
         return [plugin_ref(plugin_ref_message(spec)) for spec in specs]
 
     async def _serve(
-        self, supervisor: Supervisor, listen: str, relay_listen: str, health_listen: str | None, pooled: list[PluginRef]
+        self,
+        supervisor: Supervisor,
+        listen: str,
+        relay_listen: str,
+        health_listen: str | None,
+        metrics_listen: str | None,
+        pooled: list[PluginRef],
     ) -> None:
         # Handled from the start: a SIGTERM that comes as soon as the port is open (or earlier)
         # still gets an orderly shutdown, not the default death that skips it.
@@ -235,6 +260,18 @@ class Command(BaseCommand):
         await server.start()
         isolation = supervisor.backends["process"].isolation
         health_server, health = await serve_health(health_listen) if health_listen else (None, None)
+        metrics_server = None
+        if metrics_listen:
+            metrics_host, _, metrics_port = metrics_listen.rpartition(":")
+            try:
+                metrics_server = await serve_metrics(
+                    metrics_host.strip("[]"),
+                    int(metrics_port),
+                    registry=supervisor_registry(supervisor),
+                    token=settings.PLATFORM_METRICS_TOKEN,
+                )
+            except (OSError, ValueError) as exc:
+                raise CommandError(f"cannot listen on {metrics_listen} (--metrics-listen): {exc}") from exc
         self.stdout.write(
             f"supervisor {supervisor.supervisor_id} ({supervisor.runtime}, "
             f"{supervisor.default_backend} backend; enabled: {', '.join(sorted(supervisor.backends))}) "
@@ -253,3 +290,5 @@ class Command(BaseCommand):
         await relay.close()
         if health_server is not None:
             await health_server.stop(None)
+        if metrics_server is not None:
+            metrics_server.close()

@@ -66,6 +66,19 @@ public final class InvocationContext {
         return request.getContext().getSessionId();
     }
 
+    /**
+     * The W3C {@code traceparent} of the platform's span of this call ("" when it is not traced): the
+     * parent of the plugin's own spans, so that they join the caller's trace.
+     */
+    public String traceparent() {
+        return request.getContext().getTraceparent();
+    }
+
+    /** The W3C {@code tracestate} that goes with {@link #traceparent()} ("" when none). */
+    public String tracestate() {
+        return request.getContext().getTracestate();
+    }
+
     /** The invocation's id: InvokeRequest.request_id, or the context's when that is empty. */
     public String requestId() {
         return request.getRequestId().isEmpty() ? request.getContext().getRequestId() : request.getRequestId();
