@@ -155,6 +155,9 @@ PLATFORM_WORKER_BACKEND = env_choice("WORKER_BACKEND", "process", {"process", "d
 PLATFORM_WORKER_BACKENDS = env_choices("WORKER_BACKENDS", "", {"process", "docker"})
 # How long the gateway waits for a supervisor to answer a call that is not an allocation.
 PLATFORM_SUPERVISOR_CALL_TIMEOUT_S = env_float("SUPERVISOR_CALL_TIMEOUT_S", 5.0)
+# How long an allocation waits for the gateway's connection to a supervisor that was unreachable
+# a moment ago (it may have just started) before it is reported unavailable (503).
+PLATFORM_SUPERVISOR_CONNECT_S = env_float("SUPERVISOR_CONNECT_S", 1.0)
 # A runtime's supervisor that did not answer is skipped this long while its others are up.
 PLATFORM_SUPERVISOR_DOWN_S = env_float("SUPERVISOR_DOWN_S", 5.0)
 # How old a supervisor's capacity listing may get before the gateway asks again (in the background).

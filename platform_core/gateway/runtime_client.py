@@ -9,6 +9,7 @@ fails over to the others within the same request; with none left the API answers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from dataclasses import dataclass
@@ -68,20 +69,44 @@ def _owner() -> sup_pb2.LeaseOwner:
     return sup_pb2.LeaseOwner(instance_id=instance.INSTANCE_ID, started_at_unix_nanos=instance.STARTED_NS)
 
 
-_stubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, sup_grpc.RuntimeSupervisorStub]] = (
-    weakref.WeakKeyDictionary()
-)
+_stubs: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[grpc.aio.Channel, sup_grpc.RuntimeSupervisorStub]]
+] = weakref.WeakKeyDictionary()
 
 
-def _stub(address: str) -> sup_grpc.RuntimeSupervisorStub:
+def _channel_stub(address: str) -> tuple[grpc.aio.Channel, sup_grpc.RuntimeSupervisorStub]:
     per_loop = _stubs.setdefault(asyncio.get_running_loop(), {})
-    if (stub := per_loop.get(address)) is None:
+    if (pair := per_loop.get(address)) is None:
         channel = supervisor_channel(
             address,
             options=FAST_CHANNEL_OPTIONS,
             interceptors=client_interceptors(settings.PLATFORM_SUPERVISOR_SECRET),
         )
-        stub = per_loop[address] = sup_grpc.RuntimeSupervisorStub(channel)
+        pair = per_loop[address] = (channel, sup_grpc.RuntimeSupervisorStub(channel))
+    return pair
+
+
+def _stub(address: str) -> sup_grpc.RuntimeSupervisorStub:
+    return _channel_stub(address)[1]
+
+
+async def _connected_stub(address: str, budget_s: float) -> sup_grpc.RuntimeSupervisorStub:
+    """The supervisor's stub, once its channel is connected or ``budget_s`` has passed.
+
+    A channel that once failed to connect (the supervisor was down, or not started yet) stays
+    in TRANSIENT_FAILURE until its next attempt succeeds, and a call made meanwhile fails at
+    once with UNAVAILABLE although the supervisor may be up by now. Waiting a moment for the
+    channel (never for the call: an allocation may legitimately take seconds) tells the two apart.
+    """
+    channel, stub = _channel_stub(address)
+    state = channel.get_state(try_to_connect=True)
+    if state is grpc.ChannelConnectivity.READY or budget_s <= 0:
+        return stub
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(budget_s):
+            while state is not grpc.ChannelConnectivity.READY:
+                await channel.wait_for_state_change(state)
+                state = channel.get_state(try_to_connect=True)
     return stub
 
 
@@ -149,7 +174,10 @@ async def worker_allocate(
         trace.add(K.ALLOCATE_RPC, f"gRPC AllocateWorkerRequest → {address}")
         capacity_view.lease_started(address, default_max_workers=default_max)
         try:
-            response = await _stub(address).AllocateWorker(request, timeout=max(deadline - time.monotonic(), 0.1))
+            # Another supervisor to try: do not wait for this one to come up; the last: a moment.
+            budget_s = settings.PLATFORM_SUPERVISOR_CONNECT_S if address == candidates[-1] else 0.0
+            stub = await _connected_stub(address, budget_s)
+            response = await stub.AllocateWorker(request, timeout=max(deadline - time.monotonic(), 0.1))
         except grpc.aio.AioRpcError as exc:
             capacity_view.lease_ended(address)
             code, error = exc.code(), _allocation_error(plugin.runtime_id, address, exc)

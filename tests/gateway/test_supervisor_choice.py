@@ -229,3 +229,33 @@ async def test_when_all_are_down_the_answer_is_unavailable(settings, view):
     configure(settings, dead_address(), dead_address())
     with pytest.raises(errors.SupervisorUnavailable, match="none of the 2 python runtime supervisors"):
         await allocate()
+
+
+async def test_a_supervisor_started_a_moment_after_a_failed_try_is_reached(settings, view):
+    """The channel to a supervisor that was down stays in TRANSIENT_FAILURE until its next
+    connection attempt; an allocation waits for it (SUPERVISOR_CONNECT_S) rather than failing."""
+    address = dead_address()
+    configure(settings, address)
+    with pytest.raises(errors.SupervisorUnavailable):
+        await allocate()
+    await asyncio.sleep(0.3)  # the channel's reconnection attempts back off meanwhile
+    server = grpc.aio.server()
+    fake = FakeSupervisor("late")
+    sup_grpc.add_RuntimeSupervisorServicer_to_server(fake, server)
+    assert server.add_insecure_port(address) != 0
+    await server.start()
+    try:
+        view.listed(address, max_workers=8, workers=0)  # as the background listing would, once it answers
+        lease = await allocate()
+        assert lease.worker_id in fake.workers
+    finally:
+        await server.stop(None)
+
+
+async def test_a_supervisor_that_stays_down_is_reported_within_the_connect_budget(settings, view):
+    settings.PLATFORM_SUPERVISOR_CONNECT_S = 0.3
+    configure(settings, dead_address())
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(errors.SupervisorUnavailable):
+        await allocate()
+    assert asyncio.get_running_loop().time() - started < 3

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 
 import grpc
 import pytest
@@ -77,29 +79,54 @@ def test_registry_and_worker_declare_the_same_schemas():
         assert registry[plugin.primitive]["output_schema"] == plugin.output_schema
 
 
-@pytest.fixture
-def served(tmp_path_factory):
-    """A real PPP gRPC server for a test plugin on a Unix socket."""
-    big = Plugin(primitive="echo")
+def _echo_plugin(**options) -> Plugin:
+    echo_plugin = Plugin(primitive="echo", **options)
 
-    @big.handler
+    @echo_plugin.handler
     def echo(args, ctx):
         if args.get("crash"):
             raise RuntimeError("boom")
         ctx.log("echoing")
         return {"payload": "x" * args.get("size", 1)}
 
-    from concurrent import futures
+    return echo_plugin
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_PluginWorkerServicer_to_server(PluginServicer(big), server)
-    path = tmp_path_factory.mktemp("s") / "w.sock"
-    server.add_insecure_port(f"unix:{path}")
-    server.start()
+
+class _AioServer:
+    """A real grpc.aio PPP server (the SDK's servicer) on a Unix socket, on a loop in a thread."""
+
+    def __init__(self, plugin: Plugin, path: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.servicer = PluginServicer(plugin)
+        self.server = asyncio.run_coroutine_threadsafe(self._start(f"unix:{path}"), self.loop).result(10)
+
+    async def _start(self, target: str) -> grpc.aio.Server:
+        server = grpc.aio.server()
+        pb_grpc.add_PluginWorkerServicer_to_server(self.servicer, server)
+        server.add_insecure_port(target)
+        await server.start()
+        return server
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace=None), self.loop).result(10)
+        self.servicer.handlers.shutdown(wait=True)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(params=["pool", "inline"])
+def served(request, tmp_path_factory):
+    """A real PPP gRPC server for a test plugin on a Unix socket; its handler in the thread pool
+    or on the event loop (``inline=True``)."""
+    path = str(tmp_path_factory.mktemp("s") / "w.sock")
+    server = _AioServer(_echo_plugin(inline=request.param == "inline"), path)
     channel = grpc.insecure_channel(f"unix:{path}", options=[("grpc.max_receive_message_length", 64 << 20)])
     yield pb_grpc.PluginWorkerStub(channel)
     channel.close()
-    server.stop(grace=None)
+    server.close()
 
 
 def test_server_streams_large_results_in_chunks(served):
@@ -138,3 +165,61 @@ def test_concurrent_invocations_do_not_mix_their_streams(served):
     for thread in threads:
         thread.join()
     assert results == {1: 1, 10: 10, 100: 100, 1000: 1000}
+
+
+def _kinds(stub, arguments: dict, primitive: str = "p") -> list[str]:
+    return [
+        m.WhichOneof("kind")
+        for m in stub.Invoke(pb.InvokeRequest(primitive=primitive, arguments=json.dumps(arguments).encode()))
+    ]
+
+
+def test_async_handlers_run_on_the_loop_and_stream_progress(tmp_path):
+    plugin = Plugin(primitive="p")
+
+    @plugin.handler
+    async def wait_a_little(args, ctx):
+        ctx.progress(50, "half way")
+        await asyncio.sleep(0.01)
+        if args.get("fail"):
+            raise PluginError("asked to fail", code="asked")
+        return {"ok": True}
+
+    assert plugin.is_async
+    server = _AioServer(plugin, str(tmp_path / "a.sock"))
+    try:
+        with grpc.insecure_channel(f"unix:{tmp_path / 'a.sock'}") as channel:
+            stub = pb_grpc.PluginWorkerStub(channel)
+            assert _kinds(stub, {}) == ["progress", "completed"]
+            failed = list(stub.Invoke(pb.InvokeRequest(primitive="p", arguments=b'{"fail": true}')))[-1].failed
+            assert (failed.code, failed.message) == ("asked", "asked to fail")
+    finally:
+        server.close()
+
+
+def test_a_blocking_handler_does_not_hold_up_the_other_calls(tmp_path):
+    """Handlers not declared inline run in the pool: one that blocks leaves the loop (and Health,
+    and the other calls) free."""
+    plugin = Plugin(primitive="p")
+    release = threading.Event()
+
+    @plugin.handler
+    def block(args, ctx):
+        if args.get("block"):
+            release.wait(10)
+        return {}
+
+    server = _AioServer(plugin, str(tmp_path / "b.sock"))
+    try:
+        with grpc.insecure_channel(f"unix:{tmp_path / 'b.sock'}") as channel:
+            stub = pb_grpc.PluginWorkerStub(channel)
+            stream = stub.Invoke(pb.InvokeRequest(primitive="p", arguments=b'{"block": true}'))
+            started = time.monotonic()
+            assert _kinds(stub, {}) == ["completed"]
+            assert stub.Health(pb.HealthRequest(), timeout=5).status == pb.HealthResponse.SERVING
+            assert time.monotonic() - started < 5
+            release.set()
+            assert [m.WhichOneof("kind") for m in stream] == ["completed"]
+    finally:
+        release.set()
+        server.close()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,24 +61,35 @@ class InvocationContext:
         self._emit("log", (level, str(message)))
 
 
-Handler = Callable[[JSON, InvocationContext], JSON]
+Handler = Callable[[JSON, InvocationContext], JSON | Awaitable[JSON]]
 
 
 @dataclass
 class Plugin:
-    """One primitive: its name, JSON Schemas and the function that runs it."""
+    """One primitive: its name, JSON Schemas and the function that runs it.
+
+    ``inline=True`` declares a handler that never blocks (pure computation taking microseconds):
+    the worker runs it on its event loop, without handing it to a thread. An ``async def``
+    handler always runs on the loop. Any other handler runs in the worker's thread pool, so that
+    it may block (sleep, wait for I/O) without holding up the other calls.
+    """
 
     primitive: str
     input_schema: JSON = field(default_factory=lambda: {"type": "object"})
     output_schema: JSON = field(default_factory=lambda: {"type": "object"})
     description: str = ""
     ready_message: str = ""
+    inline: bool = False
     _handler: Handler | None = None
 
     def handler(self, function: Handler) -> Handler:
-        """Decorator: register ``function(args, ctx) -> dict`` as this plugin's handler."""
+        """Decorator: register ``function(args, ctx) -> dict`` (or ``async def``) as this plugin's handler."""
         self._handler = function
         return function
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self._handler)
 
     def run(self, arguments: bytes, ctx: InvocationContext) -> bytes:
         """Decode the JSON arguments, call the handler, encode its result.
@@ -85,8 +97,19 @@ class Plugin:
         Raises ``PluginError`` for input that is not a JSON object and for results that are
         not JSON-encodable; the handler's own ``PluginError`` passes through.
         """
+        return self._encoded(self._handler_for()(self._decoded(arguments), ctx))
+
+    async def run_async(self, arguments: bytes, ctx: InvocationContext) -> bytes:
+        """``run`` for an ``async def`` handler."""
+        return self._encoded(await self._handler_for()(self._decoded(arguments), ctx))  # type: ignore[misc]
+
+    def _handler_for(self) -> Handler:
         if self._handler is None:
             raise PluginError(f"plugin {self.primitive!r} has no handler", code="internal")
+        return self._handler
+
+    @staticmethod
+    def _decoded(arguments: bytes) -> JSON:
         try:
             args = json.loads(arguments or b"{}")
         except (UnicodeDecodeError, ValueError) as exc:
@@ -95,7 +118,10 @@ class Plugin:
             raise PluginError("arguments are nested too deeply", code="invalid_input") from None
         if not isinstance(args, dict):
             raise PluginError("arguments must be a JSON object", code="invalid_input")
-        result = self._handler(args, ctx)
+        return args
+
+    @staticmethod
+    def _encoded(result: Any) -> bytes:
         try:
             return json.dumps(result, allow_nan=False).encode()
         except (TypeError, ValueError, RecursionError) as exc:

@@ -1,15 +1,15 @@
-"""PPP gRPC server hosting one plugin: Init, streamed Invoke, Health."""
+"""PPP gRPC server hosting one plugin: Init, streamed Invoke, Health (grpc.aio)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-import queue
 import resource
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -39,35 +39,47 @@ def _context(message: pb.Context) -> Context:
 
 
 class PluginServicer(pb_grpc.PluginWorkerServicer):
+    """PPP on grpc.aio: one event loop serves every call; the plugin's handler runs in a bounded
+    thread pool (so that a handler that blocks cannot stall the others, and its progress reaches
+    the caller while it works) — or on the loop itself for handlers that declare they never block
+    (``Plugin(inline=True)``: pure computation, no thread hop at all) and for ``async def`` handlers."""
+
     def __init__(self, plugin: Plugin, *, max_concurrency: int = 4) -> None:
         self.plugin = plugin
-        # Handlers run here (not on gRPC's threads) so progress streams while they work;
-        # a pool, not a thread per call: cheaper, and bounded under an address-space limit.
+        # A pool, not a thread per call: cheaper, and bounded under an address-space limit.
         self.handlers = futures.ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="handler")
+        self._init = pb.InitResponse(
+            ok=True, message=plugin.ready_message or f"{plugin.primitive} ready", primitives=[plugin.primitive]
+        )
+        self._health = pb.HealthResponse(status=pb.HealthResponse.SERVING, primitives=[plugin.primitive])
 
-    def Init(self, request: pb.InitRequest, context: grpc.ServicerContext) -> pb.InitResponse:
-        message = self.plugin.ready_message or f"{self.plugin.primitive} ready"
-        return pb.InitResponse(ok=True, message=message, primitives=[self.plugin.primitive])
+    async def Init(self, request: pb.InitRequest, context: grpc.aio.ServicerContext) -> pb.InitResponse:
+        return self._init
 
-    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthResponse:
-        return pb.HealthResponse(status=pb.HealthResponse.SERVING, primitives=[self.plugin.primitive])
+    async def Health(self, request: pb.HealthRequest, context: grpc.aio.ServicerContext) -> pb.HealthResponse:
+        return self._health
 
-    def Invoke(self, request: pb.InvokeRequest, context: grpc.ServicerContext) -> Iterator[pb.PluginMessage]:
+    async def Invoke(
+        self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PluginMessage]:
         if request.primitive != self.plugin.primitive:
             yield _failed(
                 "unknown_primitive", f"this worker hosts {self.plugin.primitive!r}, not {request.primitive!r}"
             )
             return
-        # The handler runs in its own thread so that progress reaches the caller while it works.
-        messages: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        if self.plugin.inline or self.plugin.is_async:
+            messages: list[pb.PluginMessage] = []
+            for message in await self._run_here(request, messages.append):
+                messages.append(message)
+            for message in messages:
+                yield message
+            return
+        # In a thread of the pool; what it emits comes back to the loop as it happens.
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
 
-        def emit(kind: str, payload: Any) -> None:
-            if kind == "progress":
-                percent, text = payload
-                messages.put(pb.PluginMessage(progress=pb.Progress(percent=percent, message=text)))
-            else:
-                level, text = payload
-                messages.put(pb.PluginMessage(log=pb.Log(level=_LOG_LEVELS.get(level, pb.Log.INFO), message=text)))
+        def emit(message: pb.PluginMessage) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, message)
 
         def work() -> None:
             outcome: list[pb.PluginMessage] = []
@@ -77,29 +89,63 @@ class PluginServicer(pb_grpc.PluginWorkerServicer):
                 outcome = [_failed("internal", f"the handler ended without a result: {type(exc).__name__}")]
             finally:
                 # Whatever happened, the stream ends: the caller must never wait for nothing.
-                for message in outcome:
-                    messages.put(message)
-                messages.put(_DONE)
+                loop.call_soon_threadsafe(_finish, queue, outcome)
 
         self.handlers.submit(work)
-        while (message := messages.get()) is not _DONE:
+        while (message := await queue.get()) is not _DONE:
             yield message
 
-    def _run(self, request: pb.InvokeRequest, emit: Any) -> list[pb.PluginMessage]:
+    async def _run_here(self, request: pb.InvokeRequest, emit: Callable[[pb.PluginMessage], None]) -> list[Any]:
+        """Run the handler on the loop (``inline`` or ``async def``)."""
+        ctx = InvocationContext(_context(request.context), _emitter(emit))
+        try:
+            if self.plugin.is_async:
+                output = await self.plugin.run_async(request.arguments, ctx)
+            else:
+                output = self.plugin.run(request.arguments, ctx)
+            return list(_completed(output))
+        except Exception as exc:
+            return _failure(exc, self.plugin)
+
+    def _run(self, request: pb.InvokeRequest, emit: Callable[[pb.PluginMessage], None]) -> list[pb.PluginMessage]:
         """The messages that end one invocation: its result, or why there is none."""
-        ctx = InvocationContext(_context(request.context), emit)
+        ctx = InvocationContext(_context(request.context), _emitter(emit))
         try:
             return list(_completed(self.plugin.run(request.arguments, ctx)))
-        except PluginError as exc:
-            return [_failed(exc.code, exc.message)]
-        except MemoryError:
-            # Out of address space (the supervisor's RLIMIT_AS). What the handler allocated is
-            # freed as this frame lets go of the exception; say so without allocating much.
-            pass
-        except Exception as exc:  # a bug in the plugin: report it, keep the worker up
-            log.exception("plugin %s raised", self.plugin.primitive)
-            return [_failed("internal", f"{type(exc).__name__}: {exc}")]
+        except Exception as exc:
+            return _failure(exc, self.plugin)
+
+
+def _finish(queue: asyncio.Queue[Any], outcome: list[pb.PluginMessage]) -> None:
+    for message in outcome:
+        queue.put_nowait(message)
+    queue.put_nowait(_DONE)
+
+
+def _emitter(emit: Callable[[pb.PluginMessage], None]) -> Callable[[str, Any], None]:
+    """What ``InvocationContext`` calls for progress and log lines: PPP messages for ``emit``."""
+
+    def to_message(kind: str, payload: Any) -> None:
+        if kind == "progress":
+            percent, text = payload
+            emit(pb.PluginMessage(progress=pb.Progress(percent=percent, message=text)))
+        else:
+            level, text = payload
+            emit(pb.PluginMessage(log=pb.Log(level=_LOG_LEVELS.get(level, pb.Log.INFO), message=text)))
+
+    return to_message
+
+
+def _failure(exc: Exception, plugin: Plugin) -> list[pb.PluginMessage]:
+    """A handler's exception as the message that ends its invocation."""
+    if isinstance(exc, PluginError):
+        return [_failed(exc.code, exc.message)]
+    if isinstance(exc, MemoryError):
+        # Out of address space (the supervisor's RLIMIT_AS). What the handler allocated is freed
+        # as the caller's frame lets go of the exception; say so without allocating much.
         return [_failed("out_of_memory", _out_of_memory_message())]
+    log.exception("plugin %s raised", plugin.primitive)  # a bug in the plugin: report it, keep the worker up
+    return [_failed("internal", f"{type(exc).__name__}: {exc}")]
 
 
 def _out_of_memory_message() -> str:
@@ -114,6 +160,7 @@ def _failed(code: str, message: str) -> pb.PluginMessage:
 
 
 def _completed(output: bytes) -> Iterator[pb.PluginMessage]:
+    """The result: one Completed, or ResultChunk messages then an empty Completed when it is large."""
     if len(output) <= CHUNK_BYTES:
         yield pb.PluginMessage(completed=pb.Completed(output=output))
         return
@@ -145,35 +192,26 @@ def serve(plugin: Plugin, *, unix: str | None = None, listen: str | None = None,
     _die_with_parent()
     # Small thread stacks: a worker under an address-space rlimit can then run many calls at once.
     threading.stack_size(512 * 1024)
-    # gRPC needs a thread per streaming call in flight, plus one for Health/Init while busy.
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers + 2))
-    pb_grpc.add_PluginWorkerServicer_to_server(PluginServicer(plugin, max_concurrency=max_workers), server)
-    if unix:
-        if os.path.exists(unix):
-            os.unlink(unix)
-        target = f"unix:{unix}"
-    else:
-        target = listen
+    if unix and os.path.exists(unix):
+        os.unlink(unix)
+    asyncio.run(_serve(plugin, target=f"unix:{unix}" if unix else str(listen), unix=unix, max_workers=max_workers))
+
+
+async def _serve(plugin: Plugin, *, target: str, unix: str | None, max_workers: int) -> None:
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    servicer = PluginServicer(plugin, max_concurrency=max_workers)
+    pb_grpc.add_PluginWorkerServicer_to_server(servicer, server)
     if server.add_insecure_port(target) == 0 and not unix:
         raise SystemExit(f"cannot listen on {target}")
-    # The kernel hands SIGTERM to any thread, often one of gRPC core's; that does not wake a main
-    # thread blocked in a wait (Python runs handlers only in the main thread), and the worker
-    # then ignored SIGTERM until SIGKILL, now and then. The wakeup fd is written by whichever
-    # thread gets the signal, so the main thread waits on it.
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-
-    def on_signal(signum: int, frame: object) -> None:
-        """Nothing to do here: a Python handler makes the signal reach the wakeup fd."""
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.set_wakeup_fd(wake_w)
-    server.start()
-    while os.read(wake_r, 1)[0] not in (signal.SIGTERM, signal.SIGINT):
-        pass  # another signal a plugin handles
-    server.stop(grace=1.0)
-    server.wait_for_termination(timeout=2.0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    await stop.wait()
+    # Calls in flight get a moment to end; the handlers' pool does not keep the process up.
+    await server.stop(grace=1.0)
+    servicer.handlers.shutdown(wait=False, cancel_futures=True)
     if unix:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(unix)

@@ -50,12 +50,13 @@ import traceback
 from typing import Any
 
 # What every worker imports anyway, imported once here and shared copy-on-write by every fork
-# (grpc.server() imports grpc._server, grpc._interceptor and the thread pool lazily). Imported
+# (grpc.aio.server() imports grpc.aio._server and asyncio; handlers run on a thread pool). Imported
 # by main(), once this process is sure to die with its supervisor: they take ~200 ms.
 PRELOAD = (
     "grpc",
-    "grpc._server",
-    "grpc._interceptor",
+    "grpc.aio",
+    "grpc.aio._server",
+    "asyncio",
     "concurrent.futures.thread",
     "ppp_sdk.server",
     "ppp_sdk.__main__",

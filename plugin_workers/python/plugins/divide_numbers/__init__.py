@@ -10,6 +10,8 @@ plugin = Plugin(
     description="Divide operand1 by operand2.",
     input_schema=BINARY_OPERATION_INPUT,
     output_schema=binary_operation_output("divide"),
+    # Microseconds of arithmetic: run on the worker's event loop, no thread hop.
+    inline=True,
     ready_message="Divide plugin ready",
 )
 

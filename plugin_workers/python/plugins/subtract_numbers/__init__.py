@@ -10,6 +10,8 @@ plugin = Plugin(
     description="Subtract operand2 from operand1.",
     input_schema=BINARY_OPERATION_INPUT,
     output_schema=binary_operation_output("subtract"),
+    # Microseconds of arithmetic: run on the worker's event loop, no thread hop.
+    inline=True,
     ready_message="Subtract plugin ready",
 )
 
