@@ -8,9 +8,9 @@ GENERATED := platform_core/rpc/_gen/.stamp
 NODE_MODULES := plugin_workers/node/node_modules/.package-lock.json
 NODE_PROTO := plugin_workers/node/protos/plugin_protocol.proto
 
-.PHONY: run test test-fast test-postgres lint protos check-protos java node images sandbox setup migrate bench bench-browser clean
+.PHONY: run test test-fast test-postgres lint protos check-protos java node images sandbox wrk setup migrate bench bench-browser clean
 
-setup: $(INSTALLED) $(GENERATED) java node sandbox migrate images
+setup: $(INSTALLED) $(GENERATED) java node sandbox wrk migrate images
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ $(NODE_MODULES): plugin_workers/node/package.json plugin_workers/node/package-lo
 	cd plugin_workers/node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# wrk, the compiled load generator of the hot-path benchmark (apt, when missing; bench/hotpath.py).
+wrk:
+	@command -v wrk >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q wrk; }
+
 # The process backend's worker sandbox: bubblewrap, libseccomp, setpriv (apt, when missing).
 sandbox:
 	@scripts/sandbox-tools.sh ensure
@@ -78,9 +83,11 @@ test-postgres: setup
 	scripts/services.sh ensure
 	$(PY) -m pytest -m postgres
 
-# Timings table (docs/PERFORMANCE.md keeps the latest run between its markers).
+# Timings tables (docs/PERFORMANCE.md keeps the latest run between its markers): cold and warm
+# timings per runtime and backend (bench.run), then the warm hot path under wrk (bench.hotpath).
 bench: setup
 	$(PY) -m bench.run --output docs/PERFORMANCE.md
+	$(PY) -m bench.hotpath --output docs/PERFORMANCE.md
 
 # The dashboard in Debian's Chromium: click → first arrow, answer → result, longest task (its own
 # section of docs/PERFORMANCE.md).

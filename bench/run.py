@@ -340,14 +340,15 @@ def render(rows: list[Row], loads: list[dict], memory: dict, floors: dict, reque
     return "\n".join(lines)
 
 
-def write_output(path: Path, table: str) -> None:
-    text = path.read_text() if path.exists() else f"# Performance\n\n{START}\n{END}\n"
-    if START not in text:
-        text += f"\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
+def write_output(path: Path, table: str, *, start: str = START, end: str = END) -> None:
+    """Put ``table`` between the markers ``start`` and ``end`` of ``path`` (added when missing)."""
+    text = path.read_text() if path.exists() else f"# Performance\n\n{start}\n{end}\n"
+    if start not in text:
+        text += f"\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+    path.write_text(f"{head}{start}\n{table}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -182,13 +182,15 @@ class InvocationLiveConsumer(AsyncWebsocketConsumer):
             if update.wants_stored and (stored := await _finished_invocation(update.wants_stored)) is not None:
                 fragments.extend(self.follower.on_stored(stored))
         await self._send(fragments)
-        if self.follower.waterfall_pending and not getattr(self, "waterfall_later", None):
-            self.waterfall_later = asyncio.ensure_future(self._send_waterfall_later())
+        if self.follower.pending and not getattr(self, "waterfall_later", None):
+            self.waterfall_later = asyncio.ensure_future(self._send_due_later())
 
-    async def _send_waterfall_later(self) -> None:
+    async def _send_due_later(self) -> None:
+        """Send what the follower held back (waterfall, runs list) once it is due."""
         try:
-            await asyncio.sleep(WATERFALL_EVERY_S)
-            await self._send(self.follower.waterfall_due())
+            while self.follower.pending:
+                await asyncio.sleep(WATERFALL_EVERY_S)
+                await self._send(self.follower.due())
         finally:
             self.waterfall_later = None
 

@@ -38,6 +38,12 @@ FINISHED_RUNS_KEPT = 5
 # The waterfall's document is sent at most this often while an invocation runs (the browser
 # grows its open bars with the clock in between); every arrow still goes at once.
 WATERFALL_EVERY_S = 0.25
+# Under a stream of invocations (hundreds a second) a live panel cannot show each: the runs list
+# is re-rendered at most this often, and the panel moves to a newer run at most this often (the
+# runs started in between are in the list, one click away). Measured: re-rendering both for every
+# invocation cost a watched gateway ~11 ms of CPU per invocation (bench/hotpath.py).
+RUNS_EVERY_S = 0.5
+SWITCH_EVERY_S = 0.5
 RESULT_CHARS = 300
 
 
@@ -225,6 +231,9 @@ class LiveFollower:
         self.picked = ""  # live mode: the run the viewer chose ("" follows the newest)
         self.runs: dict[str, RunEntry] = {r.invocation_id: r for r in runs or []}
         self._runs_dirty = False
+        self.runs_pending = False  # the runs list changed but was sent less than RUNS_EVERY_S ago
+        self._runs_sent = 0.0
+        self._switched_at = float("-inf")
         self._clear(invocation_id)
 
     # --- the followed invocation ---------------------------------------------------------
@@ -270,7 +279,20 @@ class LiveFollower:
         """The waterfall held back by ``WATERFALL_EVERY_S`` (the consumer sends it a moment later)."""
         return Fragments().add("waterfall", self._waterfall_html() if self.waterfall_pending else "")
 
+    @property
+    def pending(self) -> bool:
+        """Something was held back (the waterfall, the runs list) that ``due`` will send."""
+        return self.waterfall_pending or self.runs_pending
+
+    def due(self) -> Fragments:
+        """What was held back and may go now (the consumer asks every ``WATERFALL_EVERY_S``)."""
+        fragments = self.waterfall_due()
+        if self.runs_pending and time.monotonic() - self._runs_sent >= RUNS_EVERY_S:
+            fragments.add("runs", self.runs_html())
+        return fragments
+
     def _switch(self, invocation_id: str) -> Fragments:
+        self._switched_at = time.monotonic()
         self._clear(invocation_id)
         self._runs_dirty = self.mode == "live"  # the list marks the run followed
         return self._panel()
@@ -286,16 +308,21 @@ class LiveFollower:
             return Fragments()
         if self.following and not starts:
             return None  # an older run (or one whose start we did not see): never jump back to it
+        if self.mode == "live" and time.monotonic() - self._switched_at < SWITCH_EVERY_S:
+            return None  # moved to another run a moment ago: this one is in the runs list
         return self._switch(invocation_id)
 
     def start_with(self, invocation_id: str) -> Fragments:
         """Live mode: show ``invocation_id`` (the newest run) without keeping to it."""
-        return self._switch(invocation_id).add("runs", self.runs_html())
+        fragments = self._switch(invocation_id).add("runs", self.runs_html())
+        self._switched_at = float("-inf")  # what was there when the page opened: the next run is followed at once
+        return fragments
 
     def pick(self, invocation_id: str) -> Fragments:
         """Live mode: follow ``invocation_id`` from now on ("": the newest run again)."""
         self.picked = invocation_id
         fragments = self._switch(invocation_id) if invocation_id and invocation_id != self.following else Fragments()
+        self._switched_at = float("-inf")  # the viewer's choice: back to the newest means the next one at once
         return fragments.add("runs", self.runs_html())
 
     # --- the runs list (live mode) ---------------------------------------------------------
@@ -317,7 +344,8 @@ class LiveFollower:
         return kept
 
     def runs_html(self) -> str:
-        self._runs_dirty = False
+        self._runs_dirty = self.runs_pending = False
+        self._runs_sent = time.monotonic()
         if self.mode != "live":
             return ""
         return render_to_string(
@@ -372,7 +400,10 @@ class LiveFollower:
             else:
                 self.waterfall_pending = True
         if runs_changed or self._runs_dirty:
-            out.add("runs", self.runs_html())
+            if reset_now or time.monotonic() - self._runs_sent >= RUNS_EVERY_S:
+                out.add("runs", self.runs_html())
+            else:
+                self.runs_pending = True
         return update
 
     def _note_hints(self, row: dict[str, Any]) -> None:

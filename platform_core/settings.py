@@ -176,8 +176,11 @@ PLATFORM_MAX_LOG_BYTES = env_int("MAX_LOG_BYTES", 64 * 1024, minimum=1024)
 PLATFORM_MAX_RESULT_BYTES = env_int("MAX_RESULT_BYTES", 8 * 1024 * 1024, minimum=1024)
 # Deepest JSON nesting accepted in a request body (arrays and objects); deeper: 400.
 PLATFORM_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 64, minimum=1)
-# The gateway's HTTP server (platform_core/gateway/http_server.py): uvicorn, or daphne.
-PLATFORM_GATEWAY_SERVER = env_choice("GATEWAY_SERVER", "uvicorn", {"uvicorn", "daphne"})
+# The gateway's HTTP server (platform_core/gateway/http_server.py): uvicorn, granian or daphne.
+PLATFORM_GATEWAY_SERVER = env_choice("GATEWAY_SERVER", "uvicorn", {"uvicorn", "granian", "daphne"})
+# Benchmark only (bench/hotpath.py): invocation rows are not written, to show what the history costs.
+# Breaks "every invocation recorded"; `rungateway` says so loudly when it is set.
+PLATFORM_BENCH_SKIP_HISTORY = env_bool("BENCH_SKIP_HISTORY", False)
 # Gateway processes on one port (uvicorn); 0: one per core with REDIS_URL, else one.
 PLATFORM_GATEWAY_PROCESSES = env_int("GATEWAY_PROCESSES", 0, minimum=0)
 # The largest request line + headers the gateway reads (beyond: 431, JSON).

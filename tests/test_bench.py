@@ -31,3 +31,23 @@ def test_bench_quick_prints_the_table(tmp_path):
     text = output.read_text()
     assert text.startswith("# Performance\n\nintro") and text.rstrip().endswith("analysis")
     assert "old" not in text and "| clients |" in text
+
+
+def test_bench_hotpath_quick_prints_floors_platform_and_targets(tmp_path):
+    output = tmp_path / "PERFORMANCE.md"
+    output.write_text("# Performance\n\n<!-- bench-hotpath:start -->\nold\n<!-- bench-hotpath:end -->\n\nanalysis\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.hotpath", "--quick", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for row in ("floor: bare ASGI app on uvicorn", "floor: one PPP Invoke", "floor: bare parts", "platform, uvicorn"):
+        assert f"| {row}" in result.stdout, row
+    platform = next(line for line in result.stdout.splitlines() if line.startswith("| platform, uvicorn"))
+    assert "answered" in platform and "MISSING" not in platform  # every answered invocation stored
+    assert "| gateway CPU per warm invocation |" in result.stdout
+    text = output.read_text()
+    assert "old" not in text and "| floor: bare parts" in text and text.rstrip().endswith("analysis")

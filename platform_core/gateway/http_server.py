@@ -1,14 +1,15 @@
 """The gateway's HTTP server: uvicorn (uvloop + httptools), one process per core on one port.
 
-Chosen by measurement (``bench/servers.py``, docs/PERFORMANCE.md): uvicorn serves the bare ASGI
-app several times faster than daphne, and unlike granian its protocol is Python we can extend,
-which the error contract needs. Before the application runs, an HTTP server answers some
-requests itself (a raw non-UTF-8 byte in the path, a control character in a header, a broken
-request line): uvicorn answers those with a ``text/plain`` 400; ``JsonHttpToolsProtocol``
+Chosen by measurement (``bench/hotpath.py``, docs/PERFORMANCE.md): uvicorn serves the bare ASGI
+app several times faster than daphne and about as fast as granian, and unlike granian its
+protocol is Python we can extend, which the error contract needs. Before the application runs,
+an HTTP server answers some requests itself (a raw non-UTF-8 byte in the path, a control
+character in a header, a broken request line): uvicorn answers those with a ``text/plain`` 400; ``JsonHttpToolsProtocol``
 answers in the contract's shape instead, and refuses request heads larger than
 ``API_MAX_HEADER_BYTES`` (httptools itself sets no limit) with a JSON 431.
 
-``GATEWAY_SERVER=daphne`` keeps daphne (one process), as before.
+``GATEWAY_SERVER=granian`` serves with granian (Rust; its own refusals of malformed requests are
+plain text, and it sets no head limit of ours), ``GATEWAY_SERVER=daphne`` with daphne (one process).
 """
 
 from __future__ import annotations
@@ -115,3 +116,28 @@ def serve(*, bind: str, port: int, workers: int) -> None:
         server_header=False,
         proxy_headers=False,
     )
+
+
+def granian_command(*, bind: str, port: int, workers: int) -> list[str]:
+    """The command line that serves the gateway with granian (``workers`` processes, one socket)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--host",
+        bind,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        settings.LOGGING["root"]["level"].lower(),
+        APPLICATION,
+    ]

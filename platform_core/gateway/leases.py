@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 # A kept seat unused this long goes back to its supervisor.
 LEASE_IDLE_RETURN_S = 2.0
+# An allocation whose caller was served meanwhile by a freed seat is cancelled if still pending
+# this long after (it waits in a supervisor's queue); one that completes sooner is a kept seat.
+ALLOCATION_CANCEL_GRACE_S = 0.05
 # After a change of use (busy/idle), report it this soon (the workers board follows).
 USAGE_REPORT_DELAY_S = 0.5
 
@@ -104,6 +107,11 @@ def _key(plugin: PluginSpec) -> tuple:
     return (plugin.pk, plugin.updated_at)
 
 
+def _cancel_if_unneeded(allocating: asyncio.Future[None], seats: _Seats) -> None:
+    if not allocating.done() and seats.acquiring > len(seats.waiters):
+        allocating.cancel()
+
+
 class Keeper:
     """The leases of one event loop, and the task that renews them."""
 
@@ -144,10 +152,14 @@ class Keeper:
         finally:
             with contextlib.suppress(ValueError):
                 seats.waiters.remove(waiter)
-            if allocating is not None and not allocating.done() and seats.acquiring > len(seats.waiters):
-                # Served by a seat this process freed: an allocation nobody here waits for would
-                # take a seat from a supervisor's queue ahead of another gateway that needs one.
-                allocating.cancel()
+            if allocating is not None and not allocating.done():
+                # Served by a seat this process freed. The allocation goes on (a supervisor with a
+                # free seat answers in milliseconds, and the seat is kept for the next call) unless
+                # it is still pending a moment later: then it waits in a supervisor's queue, where it
+                # would take a seat ahead of another gateway that needs one. (Cancelled at once, as
+                # it used to be, a pool growing under load paid an AllocateWorker and its
+                # cancellation for most calls: ~10% of the gateway's CPU, bench/hotpath.py.)
+                asyncio.get_running_loop().call_later(ALLOCATION_CANCEL_GRACE_S, _cancel_if_unneeded, allocating, seats)
         if seat.allocation is not None:  # the supervisor's events of the allocation that made it
             trace.adopt(seat.allocation, skip=frozenset({K.ALLOCATE_REQUEST}))  # recorded above already
             seat.allocation = None

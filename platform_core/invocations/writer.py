@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class RecordWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="record-writer")
         self._queues: dict[int, asyncio.Queue[tuple[_Operation, asyncio.Future[Any]]]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        # BENCH_SKIP_HISTORY (benchmark only): rows are dropped, to measure what writing them costs.
+        self.skip_rows: bool = settings.PLATFORM_BENCH_SKIP_HISTORY
 
     async def write(self, operation: Callable[[], T]) -> T:
         """Run ``operation`` (sync ORM code) in the writer's next transaction; its result."""
@@ -54,6 +57,8 @@ class RecordWriter:
 
     async def write_row(self, row: Row) -> None:
         """Write one invocation row in the writer's next batch statement."""
+        if self.skip_rows:
+            return
         await self._submit(row)
 
     async def _submit(self, operation: _Operation) -> Any:

@@ -212,6 +212,9 @@ def test_slow_count_moves_the_progress_bar_while_diagram_and_waterfall_grow(open
     page.fill("#field-delay_ms", "500")
     page.evaluate(RECORD)
     board.evaluate(RECORD_STATES)
+    # The board was opened last; the page watched comes to the front, so that its frames (the diagram
+    # draws in animation frames) are not throttled like a background tab's.
+    page.bring_to_front()
     page.click("#plugin-submit")
     # The page's own observer records every value (a polled selector can miss a short state).
     page.wait_for_function("() => window.seen.percents.includes('50')")

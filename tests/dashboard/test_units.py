@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
+import pytest
+
+from dashboard import live
 from dashboard.live import Fragments, LiveFollower
 from dashboard.schema_forms import WHOLE_DOCUMENT, arguments_from_post, errors_by_field, form_fields
 from dashboard.traces import event_hints, progress_percent, timing_segments, trace_row
@@ -188,10 +191,28 @@ def test_a_snapshot_is_merged_by_seq_and_sent_as_the_whole_list():
     assert follower.on_batch(_batch(A, _item(6))).html == ""  # a duplicate changes nothing
 
 
-def test_live_page_lists_runs_in_flight_and_keeps_to_the_one_picked():
+class _Clock:
+    """``time.monotonic`` of dashboard.live, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(live.time, "monotonic", clock)
+    return clock
+
+
+def test_live_page_lists_runs_in_flight_and_keeps_to_the_one_picked(clock):
     follower = LiveFollower()
     first = follower.on_batch(_batch(A, _item(1)))
     assert 'id="runs-in-flight"' in first.html and f'data-invocation="{A}"' in first.html
+    clock.now += live.SWITCH_EVERY_S
     follower.on_batch(_batch(B, _item(1)))
     assert follower.following == B  # the newest
     picked = str(follower.pick(A))
@@ -201,7 +222,22 @@ def test_live_page_lists_runs_in_flight_and_keeps_to_the_one_picked():
     follower.pick("")  # the newest again: from the next run that starts
     assert follower.on_batch(_batch(B, _item(2))).html.count('id="live-header"') == 0 and follower.following == A
     d = "00000000-0000-4000-8000-00000000000d"
+    clock.now += live.SWITCH_EVERY_S
     assert 'id="live-header"' in follower.on_batch(_batch(d, _item(1))).html and follower.following == d
+
+
+def test_a_stream_of_runs_moves_the_live_panel_and_redraws_the_list_at_most_twice_a_second(clock):
+    follower = LiveFollower()
+    ids = [f"00000000-0000-4000-8000-{n:012x}" for n in range(1, 201)]
+    html = "".join(follower.on_batch(_batch(i, _item(1), {"state": FINAL})).html for i in ids)
+    assert html.count('id="live-header"') == 1 and follower.following == ids[0]  # one switch, not 200
+    assert html.count('id="runs-in-flight"') == 1 and follower.pending  # the list once, then held back
+    clock.now += live.RUNS_EVERY_S
+    due = str(follower.due())
+    assert 'id="runs-in-flight"' in due and not follower.pending  # the held-back list, up to date
+    clock.now += live.SWITCH_EVERY_S
+    newest = "00000000-0000-4000-8000-ffffffffffff"
+    assert 'id="live-header"' in follower.on_batch(_batch(newest, _item(1))).html and follower.following == newest
 
 
 def test_fragments_keep_the_latest_of_each_and_every_row():
@@ -260,3 +296,12 @@ def test_a_board_names_the_host_its_workers_run_on():
     assert board["host_name"] == "node-b"
     html = render_to_string("dashboard/partials/supervisor_board.html", {"board": board})
     assert 'data-host="node-b"' in html and "on host <strong>node-b</strong>" in html
+
+
+def test_the_first_run_after_the_page_opens_or_after_following_the_newest_again_is_followed_at_once(clock):
+    follower = LiveFollower()
+    follower.start_with(A)  # what the page showed when it opened
+    assert 'id="live-header"' in follower.on_batch(_batch(B, _item(1))).html and follower.following == B
+    follower.pick(A)
+    follower.pick("")
+    assert 'id="live-header"' in follower.on_batch(_batch(C, _item(1))).html and follower.following == C

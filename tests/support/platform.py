@@ -7,6 +7,7 @@ down completely: supervisors stop their workers, and ``leftover_workers`` proves
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -275,6 +276,20 @@ class Platform:
             *(["--staff"] if staff else []),
         )
         return path.read_text().strip()
+
+    def staff_session(self, username: str = "staff-viewer", password: str = "viewer-password") -> str:
+        """Log a staff user in through the admin; the session cookie (for the dashboard's WebSockets)."""
+        self.create_user(username, password, staff=True)
+        with httpx.Client(base_url=self.url, timeout=60, follow_redirects=False) as client:
+            form = client.get("/admin/login/", params={"next": "/admin/"})
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
+            response = client.post(
+                "/admin/login/?next=/admin/",
+                data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+            )
+            if response.status_code != 302:
+                raise RuntimeError(f"staff login failed: {response.status_code} {response.text[:200]}")
+            return client.cookies["sessionid"]
 
     def log(self, name: str) -> str:
         return (self.workdir / f"{name}.log").read_text(errors="replace")

@@ -5,8 +5,8 @@ Before it serves, the gateway finishes what an earlier life of the same instance
 workers are taken back from the supervisors. The instance id is ``GATEWAY_INSTANCE_ID``, by
 default HOST:PORT, so that several gateways on one host do not take each other for their past.
 Then this process serves: uvicorn (``gateway/http_server.py``; one process per core with
-``REDIS_URL``, this one supervising them), or daphne with ``GATEWAY_SERVER=daphne`` (exec). Same
-pid either way, so whoever started it can stop it.
+``REDIS_URL``, this one supervising them), granian with ``GATEWAY_SERVER=granian`` or daphne with
+``GATEWAY_SERVER=daphne`` (exec). Same pid either way, so whoever started it can stop it.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class Command(BaseCommand):
         sys.stderr.flush()
         # This process's identity, for the server below and every process it starts.
         os.environ["GATEWAY_INSTANCE_ID"] = settings.PLATFORM_GATEWAY_INSTANCE = instance.INSTANCE_ID = instance_id
+        if settings.PLATFORM_BENCH_SKIP_HISTORY:
+            self.stderr.write("BENCH_SKIP_HISTORY is set: invocations are NOT recorded (benchmark only)")
         if settings.PLATFORM_GATEWAY_SERVER == "daphne":
             os.execvp(sys.executable, [sys.executable, "-m", "daphne", "-b", bind, "-p", str(port), APPLICATION])
         workers = http_server.processes()
@@ -53,5 +55,9 @@ class Command(BaseCommand):
                 f"{workers} gateway processes without REDIS_URL: live events reach only the WebSockets of "
                 "the process that ran the invocation (the in-memory channel layer is per process)"
             )
+        if settings.PLATFORM_GATEWAY_SERVER == "granian":
+            command = http_server.granian_command(bind=bind, port=port, workers=workers)
+            self.stderr.write(f"gateway {instance_id}: granian, {workers} process(es), on {bind}:{port}")
+            os.execvp(command[0], command)
         self.stderr.write(f"gateway {instance_id}: uvicorn, {workers} process(es), on {bind}:{port}")
         http_server.serve(bind=bind, port=port, workers=workers)
