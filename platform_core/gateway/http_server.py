@@ -4,8 +4,8 @@ Chosen by measurement (``bench/hotpath.py``, docs/PERFORMANCE.md): uvicorn serve
 app several times faster than daphne and about as fast as granian, and unlike granian its
 protocol is Python we can extend, which the error contract needs. Before the application runs,
 an HTTP server answers some requests itself (a raw non-UTF-8 byte in the path, a control
-character in a header, a broken request line): uvicorn answers those with a ``text/plain`` 400; ``JsonHttpToolsProtocol``
-answers in the contract's shape instead, and refuses request heads larger than
+character in a header, a broken request line): uvicorn answers those with a ``text/plain`` 400;
+``JsonHttpToolsProtocol`` answers in the contract's shape instead, and refuses request heads larger than
 ``API_MAX_HEADER_BYTES`` (httptools itself sets no limit) with a JSON 431.
 
 ``GATEWAY_SERVER=granian`` serves with granian (Rust; its own refusals of malformed requests are

@@ -171,3 +171,30 @@ def test_json_log_lines_carry_the_invocations_ids(metered):
     # Every line the gateway's logging wrote is one JSON object.
     logged = [line for line in metered.log("gateway").splitlines() if line.startswith("{")]
     assert logged and all(isinstance(json.loads(line), dict) for line in logged)
+
+
+def test_two_gateway_processes_on_one_port_show_the_same_sums():
+    """rungateway with GATEWAY_PROCESSES=2 sets up multiprocess mode: whichever process answers
+    /metrics, the invocations of both are counted."""
+    platform = Platform(runtimes=("python",), extra_env={"GATEWAY_PROCESSES": "2"}).start()
+    try:
+        with platform.client() as client:
+            for operand in range(8):
+                answer = client.post("/api/v1/calculate/subtract", json={"operand1": operand, "operand2": 1})
+                assert answer.status_code == 200, answer.text
+        seen = set()
+        for _ in range(6):  # new connections: either process may answer each
+            samples = scrape(f"{platform.url}/metrics", headers={"Connection": "close"})
+            seen.add(
+                value(
+                    samples,
+                    "platform_invocations_total",
+                    plugin="subtract_numbers",
+                    status="succeeded",
+                    http_status="200",
+                )
+            )
+        assert seen == {8.0}
+        assert (platform.workdir / f"prometheus-{platform.http_port}").is_dir()
+    finally:
+        platform.stop()

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand
 from platform_core.gateway import http_server, instance
 from platform_core.gateway.http_server import APPLICATION
 from platform_core.gateway.recovery import gateway_recover
+from platform_core.observability import metrics
 
 
 class Command(BaseCommand):
@@ -55,6 +56,11 @@ class Command(BaseCommand):
                 f"{workers} gateway processes without REDIS_URL: live events reach only the WebSockets of "
                 "the process that ran the invocation (the in-memory channel layer is per process)"
             )
+        if workers > 1:
+            # Metrics of every process at /metrics, whichever answers (prometheus-client's
+            # multiprocess mode; each process starts fresh and reads the variable at import).
+            directory = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(settings.VAR_DIR / f"prometheus-{port}"))
+            metrics.multiprocess_prepare(directory)
         if settings.PLATFORM_GATEWAY_SERVER == "granian":
             command = http_server.granian_command(bind=bind, port=port, workers=workers)
             self.stderr.write(f"gateway {instance_id}: granian, {workers} process(es), on {bind}:{port}")
