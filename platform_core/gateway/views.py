@@ -21,8 +21,7 @@ from platform_core.gateway.serializers import invocation_json, plugin_json
 from platform_core.invocations.models import Status
 from platform_core.invocations.selectors import invocation_with_trace, invocations_query
 from platform_core.observability import metrics as prometheus
-from platform_core.registry.models import PluginSpec
-from platform_core.registry.selectors import plugin_by_name, plugins_list
+from platform_core.registry.selectors import plugin_by_name, plugins_list, registry_ping
 
 MAX_PAGE_SIZE = 200
 
@@ -167,7 +166,7 @@ async def workers(request: HttpRequest) -> JsonResponse:
 async def health(request: HttpRequest) -> JsonResponse:
     """Liveness of the gateway, its database and each supervisor (200 when the database answers)."""
     try:
-        await sync_to_async(lambda: PluginSpec.objects.exists())()
+        await sync_to_async(registry_ping)()
         database = {"ok": True}
     except Exception as exc:
         database = {"ok": False, "error": str(exc)}
