@@ -104,7 +104,7 @@ def test_calculator_without_htmx_renders_the_whole_page(client, executed):
 
 
 def test_schema_errors_are_shown_next_to_their_field(client, executed):
-    details = [{"path": "(root)", "message": "'operand2' is a required property"}]
+    details = [{"path": "operand2", "message": "'operand2' is a required property"}]
     error = errors.InvalidInput("arguments do not match the input schema", details=details)
     executed.outcome = Outcome(str(uuid.uuid4()), 400, error=error)
     html = client.post("/run", {"operation": "subtract", "operand1": "10", "operand2": ""}, **HX).content.decode()

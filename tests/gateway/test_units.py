@@ -56,6 +56,18 @@ def test_schema_errors_name_the_field():
     assert any("extra" in p["message"] for p in problems)
 
 
+def test_a_missing_property_is_named_by_its_path():
+    schema = {
+        "type": "object",
+        "required": ["a", "b", "c"],
+        "properties": {"inner": {"type": "object", "required": ["x"]}},
+    }
+    problems = schema_errors(schema, {"b": 1, "inner": {}})
+    assert [p["path"] for p in problems] == ["a", "c", "inner.x"]
+    assert problems[0]["message"] == "'a' is a required property"
+    assert schema_errors({"type": "object"}, []) == [{"path": "(root)", "message": "[] is not of type 'object'"}]
+
+
 class FakeRpcError(grpc.aio.AioRpcError):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
