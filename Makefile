@@ -87,9 +87,11 @@ bench: setup
 bench-browser: setup
 	$(PY) -m bench.browser --output docs/PERFORMANCE.md
 
+# ruff, the import contracts (pyproject.toml [tool.importlinter]) and the type checker.
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=plugin_workers/python $(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) var platform_core/rpc/_gen plugin_workers/python/ppp_sdk/_gen plugin_workers/java/build \

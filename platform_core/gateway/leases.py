@@ -43,6 +43,7 @@ from platform_core.gateway.runtime_client import (
 from platform_core.gateway.worker_route import WorkerRoute, lease_route, worker_channels
 from platform_core.invocations.trace import Trace
 from platform_core.invocations.vocabulary import EventKind as K
+from platform_core.observability import metrics
 from platform_core.registry.models import PluginSpec, WorkerMode
 from platform_core.rpc import sup_pb2
 from platform_core.tenancy.callers import Caller
@@ -357,3 +358,20 @@ def keeper() -> Keeper:
     if (found := _keepers.get(loop)) is None:
         found = _keepers[loop] = Keeper()
     return found
+
+
+def seats_counts() -> dict[str, tuple[int, int, int]]:
+    """(idle, busy, waiting) seats of each plugin, over every event loop's keeper in this process."""
+    counts: dict[str, tuple[int, int, int]] = {}
+    for found in list(_keepers.values()):
+        for seats in list(found.seats.values()):
+            idle, busy, waiting = counts.get(seats.plugin, (0, 0, 0))
+            counts[seats.plugin] = (
+                idle + sum(1 for held in seats.idle if not held.done),
+                busy + len(seats.busy),
+                waiting + len(seats.waiters),
+            )
+    return counts
+
+
+metrics.seat_counts_source(seats_counts)
