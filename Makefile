@@ -92,6 +92,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	PYTHONPATH=plugin_workers/python $(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) var platform_core/rpc/_gen plugin_workers/python/ppp_sdk/_gen plugin_workers/java/build \

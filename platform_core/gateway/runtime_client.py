@@ -13,6 +13,7 @@ import contextlib
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from django.conf import settings
@@ -373,7 +374,7 @@ async def leases_reclaim(*, instance_id: str, started_before_ns: int, reason: st
     return dict(zip(addresses, await asyncio.gather(*(ask(a) for a in addresses)), strict=True))
 
 
-def _isolation(reply: sup_pb2.ListWorkersResponse) -> dict | None:
+def _isolation(reply: sup_pb2.ListWorkersResponse) -> dict[str, Any] | None:
     """How the supervisor's process backend isolates workers (None: it did not say)."""
     if not reply.HasField("isolation"):
         return None
@@ -381,15 +382,15 @@ def _isolation(reply: sup_pb2.ListWorkersResponse) -> dict | None:
     return {"mode": isolation.mode, "sandboxed": isolation.sandboxed, "detail": isolation.detail}
 
 
-async def workers_list(*, scope: str | None) -> list[dict]:
+async def workers_list(*, scope: str | None) -> list[dict[str, Any]]:
     """Every configured supervisor with its workers, or why it could not be asked.
 
     ``scope``: the tenant whose workers the caller may see (workers started for it; pooled
     workers serve every tenant and belong to none); None: all of them (staff).
     """
 
-    async def ask(runtime: str, address: str) -> dict:
-        entry: dict = {"runtime": runtime, "address": address}
+    async def ask(runtime: str, address: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"runtime": runtime, "address": address}
         try:
             reply = await _stub(address).ListWorkers(
                 sup_pb2.ListWorkersRequest(), timeout=settings.PLATFORM_SUPERVISOR_CALL_TIMEOUT_S
@@ -431,10 +432,10 @@ async def workers_list(*, scope: str | None) -> list[dict]:
     return list(await asyncio.gather(*(ask(runtime, address) for runtime, address in pairs)))
 
 
-def workers_by_host(supervisors: list[dict]) -> list[dict]:
+def workers_by_host(supervisors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``workers_list()`` grouped by the host each supervisor runs its workers on (supervisors
     that did not answer have no known host and are grouped under an empty id)."""
-    hosts: dict[str, dict] = {}
+    hosts: dict[str, dict[str, Any]] = {}
     for entry in supervisors:
         host_id = entry.get("host_id", "")
         host = hosts.setdefault(
