@@ -22,7 +22,7 @@ from tests.reliability.hostile import (
     subtract_still_works,
     workers_of,
 )
-from tests.support.platform import wait_for
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.e2e
 

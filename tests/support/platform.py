@@ -15,7 +15,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -42,15 +41,6 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0,
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
-
-
-def wait_for(predicate: Callable[[], object], *, what: str, timeout_s: float = 10.0, every_s: float = 0.02) -> None:
-    """Poll ``predicate`` until it is true, or fail naming ``what`` did not happen in time."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout_s:g} s: {what}")
-        time.sleep(every_s)
 
 
 def running_worker(api: httpx.Client, plugin: str, timeout_s: float = 10.0) -> dict:
