@@ -181,7 +181,7 @@ async def worker_allocate(
             response = await stub.AllocateWorker(request, timeout=max(deadline - time.monotonic(), 0.1))
         except grpc.aio.AioRpcError as exc:
             capacity_view.lease_ended(address)
-            code, error = exc.code(), _allocation_error(plugin.runtime_id, address, exc)
+            code, error = exc.code(), allocation_error(plugin.runtime_id, address, exc)
             failures.append(error)
             if code == grpc.StatusCode.UNAVAILABLE:
                 capacity_view.mark_down(address, reason=error.message, down_s=settings.PLATFORM_SUPERVISOR_DOWN_S)
@@ -266,7 +266,8 @@ async def _list_capacity(address: str) -> None:
     capacity_view.listed(address, max_workers=reply.max_workers, workers=len(reply.workers))
 
 
-def _allocation_error(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> errors.GatewayError:
+def allocation_error(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> errors.GatewayError:
+    """The client's error for a supervisor's refusal of AllocateWorker (its gRPC status)."""
     code, details = exc.code(), exc.details() or ""
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return errors.NoCapacity(f"no free worker: {details}")

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from platform_core.gateway import errors
-from platform_core.gateway.runtime_client import _allocation_error
+from platform_core.gateway.runtime_client import allocation_error
 from platform_core.invocations.timings import phase_timings
 from platform_core.registry.builtin import BINARY_INPUT
 from platform_core.registry.schemas import schema_errors
@@ -84,7 +84,7 @@ class FakeRpcError(grpc.aio.AioRpcError):
     ],
 )
 def test_supervisor_status_codes_map_to_http(code, error_type, http_status):
-    error = _allocation_error("python", "127.0.0.1:1", FakeRpcError(code, "why"))
+    error = allocation_error("python", "127.0.0.1:1", FakeRpcError(code, "why"))
     assert type(error) is error_type
     assert error.http_status == http_status
     if http_status == 503:

@@ -176,8 +176,9 @@ def test_a_host_killed_mid_invocation_fails_that_call_and_the_next_ones_go_elsew
     runner.join(30)
     assert time.monotonic() - killed_at < 5, "the in-flight request hung on the dead host"
     response = outcome["response"]
-    assert response.status_code in {502, 503}, response.text
-    assert response.json()["error"]["code"] in {"worker_lost", "supervisor_unavailable"}
+    # The worker's stream or the supervisor's channel breaks first: either answer, each with its code.
+    outcome = (response.status_code, response.json()["error"]["code"])
+    assert outcome in {(502, "worker_lost"), (503, "supervisor_unavailable")}, response.text
 
     for _ in range(4):
         document, route = invoke(api, "subtract", SUBTRACT)
