@@ -113,17 +113,6 @@ def workers_of(api: httpx.Client, plugin: str) -> list[dict[str, Any]]:
     return [w for s in supervisors for w in s["workers"] if w["plugin"] == plugin]
 
 
-def executing_worker(api: httpx.Client, plugin: str, timeout_s: float = 20.0) -> dict[str, Any]:
-    executing: list[dict[str, Any]] = []
-
-    def seen() -> bool:
-        executing[:] = [w for w in workers_of(api, plugin) if w["state"] == "executing"]
-        return bool(executing)
-
-    wait_for(seen, what=f"an executing {plugin} worker", timeout_s=timeout_s)
-    return executing[0]
-
-
 def run_hostile(
     platform: Platform, api: httpx.Client, primitive: str, body: dict[str, Any] | None = None
 ) -> httpx.Response:

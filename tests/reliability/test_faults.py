@@ -17,12 +17,12 @@ import pytest
 
 from tests.reliability.hostile import (
     Background,
-    executing_worker,
     invocation,
     run_hostile,
     subtract_still_works,
     workers_of,
 )
+from tests.support.platform import running_worker
 from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +46,7 @@ def test_supervisor_killed_mid_invocation_is_503_fast_and_the_platform_recovers(
     platform = fresh_platform()
     with platform.client() as api:
         call = Background.post(platform, "/api/v1/plugins/slow_count/invoke", SLOW)
-        worker = executing_worker(api, "slow_count")
+        worker = running_worker(api, "slow_count")
         killed_at = time.monotonic()
         platform.stop_process("supervisor-python", signal.SIGKILL)
 
@@ -123,7 +123,7 @@ def test_a_gateway_killed_mid_invocation_marks_it_interrupted_on_restart(fresh_p
     platform = fresh_platform()
     with platform.client() as api:
         call = Background.post(platform, "/api/v1/plugins/slow_count/invoke", SLOW)
-        worker = executing_worker(api, "slow_count")
+        worker = running_worker(api, "slow_count")
         running: list[dict] = []
 
         def recorded_running() -> bool:
@@ -172,7 +172,7 @@ def test_a_gateway_killed_for_good_loses_its_workers_when_their_leases_expire(fr
     with platform.client() as api:
         kept = api.post("/api/v1/plugins/subtract_kept/invoke", json={"operand1": 2, "operand2": 1}).json()
         call = Background.post(platform, "/api/v1/plugins/slow_count/invoke", SLOW)
-        slow = executing_worker(api, "slow_count")
+        slow = running_worker(api, "slow_count")
     held = {w.worker_id: w.pid for w in _supervisor_workers(platform)}
     assert {kept["worker_id"], slow["worker_id"]} <= set(held)
     platform.stop_process("gateway", signal.SIGKILL)
