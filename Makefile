@@ -88,7 +88,7 @@ bench-browser: setup
 	$(PY) -m bench.browser --output docs/PERFORMANCE.md
 
 # ruff, the import contracts (pyproject.toml [tool.importlinter]) and the type checker.
-lint: $(INSTALLED)
+lint: $(INSTALLED) $(GENERATED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	PYTHONPATH=plugin_workers/python $(VENV)/bin/lint-imports --no-cache
