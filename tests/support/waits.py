@@ -5,8 +5,9 @@ naming what did not happen. One helper for threads (``wait_for``), one for event
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 def wait_for(predicate: Callable[[], object], *, what: str, timeout_s: float = 10.0, every_s: float = 0.02) -> None:
@@ -19,11 +20,17 @@ def wait_for(predicate: Callable[[], object], *, what: str, timeout_s: float = 1
 
 
 async def wait_until(
-    predicate: Callable[[], object], *, what: str, timeout_s: float = 10.0, every_s: float = 0.01
+    predicate: Callable[[], object | Awaitable[object]], *, what: str, timeout_s: float = 10.0, every_s: float = 0.01
 ) -> None:
-    """``wait_for`` on an event loop: the loop runs the system under test between polls."""
+    """``wait_for`` on an event loop: the loop runs the system under test between polls.
+    ``predicate`` may be a coroutine function (a check that itself asks over the network)."""
     deadline = time.monotonic() + timeout_s
-    while not predicate():
+    while not await _holds(predicate):
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout_s:g} s: {what}")
         await asyncio.sleep(every_s)
+
+
+async def _holds(predicate: Callable[[], object | Awaitable[object]]) -> bool:
+    result = predicate()
+    return bool(await result if inspect.isawaitable(result) else result)
