@@ -94,9 +94,12 @@ bench: setup
 bench-browser: setup
 	$(PY) -m bench.browser --output docs/PERFORMANCE.md
 
-lint: $(INSTALLED)
+# ruff, the import contracts (pyproject.toml [tool.importlinter]) and the type checker.
+lint: $(INSTALLED) $(GENERATED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=plugin_workers/python $(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) var platform_core/rpc/_gen plugin_workers/python/ppp_sdk/_gen plugin_workers/java/build \

@@ -55,10 +55,10 @@ def bars_compared(a: dict[str, Any], b: dict[str, Any]) -> list[Difference]:
     """Every bar of either waterfall (in A's order, then B's own), with both durations."""
     bars_a, bars_b = bar_durations(a), bar_durations(b)
     keys = list(bars_a)
-    previous = None
+    previous: str | None = None
     for key in bars_b:  # B's own bars where B has them: right after the bar before them
         if key not in bars_a:
-            keys.insert(keys.index(previous) + 1 if previous in keys else len(keys), key)
+            keys.insert(keys.index(previous) + 1 if previous is not None and previous in keys else len(keys), key)
         previous = key
     rows = []
     for key in keys:

@@ -70,11 +70,16 @@ class InvocationLiveConsumer(AsyncWebsocketConsumer):
     invocation). Anonymous connections are refused; a viewer only receives the events of
     invocations of their own tenant (staff: all)."""
 
+    viewer: Viewer
+    flusher: asyncio.Task[None] | None
+    waterfall_later: asyncio.Task[None] | None
+
     async def connect(self) -> None:
-        self.viewer = await _viewer(self.scope.get("user"))
-        if self.viewer is None:
+        viewer = await _viewer(self.scope.get("user"))
+        if viewer is None:
             await self.close(code=NOT_LOGGED_IN)
             return
+        self.viewer = viewer
         kwargs = self.scope["url_route"]["kwargs"]
         invocation_id = str(kwargs.get("invocation_id", ""))
         session = kwargs.get("session", "")
@@ -146,10 +151,9 @@ class InvocationLiveConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=text)
 
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "flusher", None):
-            self.flusher.cancel()
-        if getattr(self, "waterfall_later", None):
-            self.waterfall_later.cancel()
+        for task in (getattr(self, "flusher", None), getattr(self, "waterfall_later", None)):
+            if task is not None:
+                task.cancel()
         if hasattr(self, "group"):
             self.announcer.cancel()
             await audience.left()

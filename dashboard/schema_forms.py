@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 # The whole arguments document, for schemas that are not an object with properties.
 WHOLE_DOCUMENT = "__arguments__"
 _SIMPLE_TYPES = {"number", "integer", "string", "boolean"}
-_REQUIRED = re.compile(r"^'([^']+)' is a required property$")
 
 
 @dataclass
@@ -163,8 +161,8 @@ def errors_by_field(
 ) -> tuple[dict[str, str], list[str]]:
     """The gateway's 400 ``details`` ([{path, message}]) placed next to form fields.
 
-    ``path`` is the field (or ``field.sub.path``); a missing required property has path
-    ``(root)`` and names the field in its message. What fits no field is returned apart.
+    ``path`` is the field (or ``field.sub.path``), a missing required field's included. What fits
+    no field is returned apart.
     """
     known = set(names)
     by_field: dict[str, str] = {}
@@ -172,8 +170,6 @@ def errors_by_field(
     for problem in details or []:
         path, message = str(problem.get("path", "")), str(problem.get("message", ""))
         name = path.split(".", 1)[0]
-        if path == "(root)" and (match := _REQUIRED.match(message)):
-            name = match.group(1)
         if name in known:
             by_field.setdefault(name, message)
         elif WHOLE_DOCUMENT in known:

@@ -98,7 +98,7 @@ def timing_segments(timings: Mapping[str, float | None]) -> list[dict[str, Any]]
     total = timings.get("total")
     if not total or total <= 0:
         return []
-    segments = []
+    segments: list[dict[str, Any]] = []
     for phase in TIMING_PHASES:
         if value := timings.get(phase):
             segments.append({"phase": phase, "ms": value, "percent": round(min(value / total, 1.0) * 100, 2)})

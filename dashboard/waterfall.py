@@ -120,7 +120,8 @@ def _span_bars(span: Span, events: list[_Event], *, finished: bool, now: float, 
         return [Bar(span.value, span.label, depth, opened.offset, end, int(span.phase), "span", failed=failed)]
     # Steps: each ``closes`` event ends one, until the parent span ends.
     limit = within.end if within is not None and within.end is not None else None
-    bars, begun = [], opened.offset
+    bars: list[Bar] = []
+    begun = opened.offset
     for event in after:
         if limit is not None and event.offset > limit:
             break

@@ -21,6 +21,7 @@ application = ProtocolTypeRouter(
         # The invocation endpoints and /static/ are answered here; everything else by Django.
         "http": InvocationEdge(ASGIStaticFilesHandler(django_application)),
         # The dashboard's live views; only pages served from an allowed host may connect.
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # (channels' stubs want URL patterns of ASGI apps; django-stubs type path() for views.)
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),  # type: ignore[arg-type]
     }
 )

@@ -90,10 +90,16 @@ import_rootfs() {
 
 build_python() {
   local image=$PYTHON_IMAGE started=$SECONDS
-  if image_exists "$image"; then log "$image exists ($(image_size "$image")), skipping"; return; fi
   local grpcio protobuf rootfs=$TMP/python pyver site platform
   grpcio=$(pin grpcio)
   protobuf=$(pin protobuf)
+  if image_exists "$image"; then
+    # An image with other grpcio/protobuf versions than requirements.txt pins is rebuilt.
+    if [[ $(docker image inspect -f '{{index .Config.Labels "org.plugin-platform.grpcio"}} {{index .Config.Labels "org.plugin-platform.protobuf"}}' "$image") == "$grpcio $protobuf" ]]; then
+      log "$image exists ($(image_size "$image")), skipping"; return
+    fi
+    log "$image carries other grpcio/protobuf versions than requirements.txt pins: rebuilding"
+  fi
   bootstrap "$rootfs" python3
   pyver=$(chroot "$rootfs" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   site=/usr/local/lib/python$pyver/dist-packages # on Debian's sys.path, outside dpkg's files

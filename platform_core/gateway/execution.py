@@ -246,7 +246,7 @@ class _Run:
             # A plugin that reported a failure is healthy; a lost, garbled or starved worker is not reused.
             suspect = isinstance(exc, errors.WorkerLost | errors.InvalidOutput)
             report = await give_back(exc.code, retire=suspect or exc.code == OUT_OF_MEMORY)
-            raise _explained(exc, report, plugin) from None
+            raise error_explained(exc, report, plugin) from None
         except BaseException:  # cancelled or a bug: the worker must not outlive the request
             report = await give_back("aborted", force=True)
             raise
@@ -321,7 +321,7 @@ class _Run:
         return outcome
 
 
-def _explained(exc: errors.GatewayError, report: ReleaseReport, plugin: PluginSpec) -> errors.GatewayError:
+def error_explained(exc: errors.GatewayError, report: ReleaseReport, plugin: PluginSpec) -> errors.GatewayError:
     """The error the client gets, once the supervisor has said how the worker ended.
 
     A lost worker says little by itself (its connection broke); the supervisor knows whether it

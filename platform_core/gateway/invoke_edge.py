@@ -22,7 +22,7 @@ from django.http.request import split_domain_port, validate_host
 
 from platform_core.gateway import auth, errors, service
 
-ROUTES = (
+ROUTES: tuple[tuple[re.Pattern[str], service.Style], ...] = (
     (re.compile(r"^/api/v1/calculate/(?P<name>[-a-zA-Z0-9_]+)$"), "calculate"),
     (re.compile(r"^/api/v1/plugins/(?P<name>[-a-zA-Z0-9_]+)/invoke$"), "invoke"),
 )
@@ -40,14 +40,14 @@ class InvocationEdge:
     def __init__(self, application: Any) -> None:
         self.application = application
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             for pattern, style in ROUTES:
                 if match := pattern.match(scope["path"]):
                     return await self._invoke(scope, receive, send, match["name"], style)
-        return await self.application(scope, receive, send)
+        await self.application(scope, receive, send)
 
-    async def _invoke(self, scope: dict, receive: Any, send: Any, name: str, style: service.Style) -> None:
+    async def _invoke(self, scope: dict[str, Any], receive: Any, send: Any, name: str, style: service.Style) -> None:
         headers = {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope["headers"]}
         host, _ = split_domain_port(headers.get("host", ""))
         if not validate_host(host, settings.ALLOWED_HOSTS):
@@ -73,7 +73,8 @@ class InvocationEdge:
 
 async def read_body(receive: Any, limit: int) -> bytes | None:
     """The whole request body, or None once it grows past ``limit`` bytes."""
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

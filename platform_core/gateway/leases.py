@@ -28,8 +28,10 @@ import logging
 import time
 import weakref
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from platform_core.gateway import errors
 from platform_core.gateway.runtime_client import (
@@ -43,6 +45,7 @@ from platform_core.gateway.runtime_client import (
 from platform_core.gateway.worker_route import WorkerRoute, lease_route, worker_channels
 from platform_core.invocations.trace import Trace
 from platform_core.invocations.vocabulary import EventKind as K
+from platform_core.observability import metrics
 from platform_core.registry.models import PluginSpec, WorkerMode
 from platform_core.rpc import sup_pb2
 from platform_core.tenancy.callers import Caller
@@ -102,7 +105,7 @@ def _consumed(task: asyncio.Future[None]) -> None:
         task.exception()
 
 
-def _key(plugin: PluginSpec) -> tuple:
+def _key(plugin: PluginSpec) -> tuple[object, ...]:
     """Seats of a plugin as it is now: after an edit in the registry, new seats (the old ones idle out)."""
     return (plugin.pk, plugin.updated_at)
 
@@ -117,7 +120,7 @@ class Keeper:
 
     def __init__(self) -> None:
         self.held: dict[str, Held] = {}
-        self.seats: dict[tuple, _Seats] = {}
+        self.seats: dict[tuple[object, ...], _Seats] = {}
         self._report_due = asyncio.Event()
         # In a context of its own: not in the name of the invocation that happened to start it (log ids).
         self._task = asyncio.get_running_loop().create_task(self._keep(), context=contextvars.Context())
@@ -176,7 +179,9 @@ class Keeper:
         deadline = time.monotonic() + plugin.queue_timeout_s
         failure: errors.GatewayError | None = None
         while not waiter.done():
-            pending = {waiter} if allocating is None or allocating.done() else {waiter, allocating}
+            pending: set[asyncio.Future[Any]] = (
+                {waiter} if allocating is None or allocating.done() else {waiter, allocating}
+            )
             remaining = deadline - time.monotonic()
             if len(pending) == 1 and remaining <= 0:
                 break
@@ -296,7 +301,7 @@ class Keeper:
         uses, held.unreported = held.unreported, 0
         return await worker_release(lease=held.lease, reason=reason, trace=trace, force=force, retire=retire, uses=uses)
 
-    def _background(self, coroutine) -> None:
+    def _background(self, coroutine: Coroutine[Any, Any, ReleaseReport]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._returning.add(task)
         task.add_done_callback(self._returning.discard)
@@ -340,13 +345,13 @@ class Keeper:
             if renewal is None:  # down: its workers are gone or will be reaped; calls on them fail as lost
                 continue
             for lease_id in renewal.unknown:
-                if (held := self.held.pop(lease_id, None)) is not None:
-                    held.done = "its lease expired or was taken back"
+                if (lost := self.held.pop(lease_id, None)) is not None:
+                    lost.done = "its lease expired or was taken back"
             for lease_id, why in renewal.revoked.items():
-                if (held := self.held.get(lease_id)) is not None:
-                    held.done = why
-                    if not held.busy:
-                        self._background(self._give_back(held, reason=why, trace=None))
+                if (revoked := self.held.get(lease_id)) is not None:
+                    revoked.done = why
+                    if not revoked.busy:
+                        self._background(self._give_back(revoked, reason=why, trace=None))
 
     async def close(self) -> None:
         """Give every kept seat back (the gateway is stopping)."""
@@ -369,3 +374,20 @@ def keeper() -> Keeper:
     if (found := _keepers.get(loop)) is None:
         found = _keepers[loop] = Keeper()
     return found
+
+
+def seats_counts() -> dict[str, tuple[int, int, int]]:
+    """(idle, busy, waiting) seats of each plugin, over every event loop's keeper in this process."""
+    counts: dict[str, tuple[int, int, int]] = {}
+    for found in list(_keepers.values()):
+        for seats in list(found.seats.values()):
+            idle, busy, waiting = counts.get(seats.plugin, (0, 0, 0))
+            counts[seats.plugin] = (
+                idle + sum(1 for held in seats.idle if not held.done),
+                busy + len(seats.busy),
+                waiting + len(seats.waiters),
+            )
+    return counts
+
+
+metrics.seat_counts_source(seats_counts)

@@ -37,7 +37,8 @@ class WorkerLog:
     """PPP Log messages and worker output, bounded by MAX_LOG_BYTES."""
 
     def __init__(self, limit: int) -> None:
-        self.limit, self.parts, self.size, self.truncated = limit, [], 0, False
+        self.parts: list[str] = []
+        self.limit, self.size, self.truncated = limit, 0, False
 
     def add(self, text: str) -> None:
         if self.size + len(text) > self.limit:

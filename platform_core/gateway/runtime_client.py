@@ -13,6 +13,7 @@ import contextlib
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from django.conf import settings
@@ -180,7 +181,7 @@ async def worker_allocate(
             response = await stub.AllocateWorker(request, timeout=max(deadline - time.monotonic(), 0.1))
         except grpc.aio.AioRpcError as exc:
             capacity_view.lease_ended(address)
-            code, error = exc.code(), _allocation_error(plugin.runtime_id, address, exc)
+            code, error = exc.code(), allocation_error(plugin.runtime_id, address, exc)
             failures.append(error)
             if code == grpc.StatusCode.UNAVAILABLE:
                 capacity_view.mark_down(address, reason=error.message, down_s=settings.PLATFORM_SUPERVISOR_DOWN_S)
@@ -265,7 +266,8 @@ async def _list_capacity(address: str) -> None:
     capacity_view.listed(address, max_workers=reply.max_workers, workers=len(reply.workers))
 
 
-def _allocation_error(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> errors.GatewayError:
+def allocation_error(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> errors.GatewayError:
+    """The client's error for a supervisor's refusal of AllocateWorker (its gRPC status)."""
     code, details = exc.code(), exc.details() or ""
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return errors.NoCapacity(f"no free worker: {details}")
@@ -373,7 +375,7 @@ async def leases_reclaim(*, instance_id: str, started_before_ns: int, reason: st
     return dict(zip(addresses, await asyncio.gather(*(ask(a) for a in addresses)), strict=True))
 
 
-def _isolation(reply: sup_pb2.ListWorkersResponse) -> dict | None:
+def _isolation(reply: sup_pb2.ListWorkersResponse) -> dict[str, Any] | None:
     """How the supervisor's process backend isolates workers (None: it did not say)."""
     if not reply.HasField("isolation"):
         return None
@@ -381,15 +383,15 @@ def _isolation(reply: sup_pb2.ListWorkersResponse) -> dict | None:
     return {"mode": isolation.mode, "sandboxed": isolation.sandboxed, "detail": isolation.detail}
 
 
-async def workers_list(*, scope: str | None) -> list[dict]:
+async def workers_list(*, scope: str | None) -> list[dict[str, Any]]:
     """Every configured supervisor with its workers, or why it could not be asked.
 
     ``scope``: the tenant whose workers the caller may see (workers started for it; pooled
     workers serve every tenant and belong to none); None: all of them (staff).
     """
 
-    async def ask(runtime: str, address: str) -> dict:
-        entry: dict = {"runtime": runtime, "address": address}
+    async def ask(runtime: str, address: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"runtime": runtime, "address": address}
         try:
             reply = await _stub(address).ListWorkers(
                 sup_pb2.ListWorkersRequest(), timeout=settings.PLATFORM_SUPERVISOR_CALL_TIMEOUT_S
@@ -431,10 +433,10 @@ async def workers_list(*, scope: str | None) -> list[dict]:
     return list(await asyncio.gather(*(ask(runtime, address) for runtime, address in pairs)))
 
 
-def workers_by_host(supervisors: list[dict]) -> list[dict]:
+def workers_by_host(supervisors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``workers_list()`` grouped by the host each supervisor runs its workers on (supervisors
     that did not answer have no known host and are grouped under an empty id)."""
-    hosts: dict[str, dict] = {}
+    hosts: dict[str, dict[str, Any]] = {}
     for entry in supervisors:
         host_id = entry.get("host_id", "")
         host = hosts.setdefault(

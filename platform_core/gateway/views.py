@@ -21,8 +21,8 @@ from platform_core.gateway.serializers import invocation_json, plugin_json
 from platform_core.invocations.models import Status
 from platform_core.invocations.selectors import invocation_with_trace, invocations_query
 from platform_core.observability import metrics as prometheus
-from platform_core.registry.models import PluginSpec
-from platform_core.registry.selectors import plugin_by_name, plugins_list
+from platform_core.registry.selectors import plugin_by_name, plugins_list, registry_ping
+from platform_core.tenancy.callers import Caller
 
 MAX_PAGE_SIZE = 200
 
@@ -71,6 +71,10 @@ async def plugin_invoke(request: HttpRequest, name: str) -> JsonResponse:
     return await _invocation_view(request, name, "invoke")
 
 
+class AuthenticatedRequest(HttpRequest):
+    caller: Caller  # set by @authenticated
+
+
 def authenticated(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
     """Resolve the API key to ``request.caller`` (sync views), or answer 401."""
 
@@ -109,7 +113,7 @@ def _int_param(request: HttpRequest, name: str, default: int, maximum: int) -> i
 
 @require_GET
 @authenticated
-def invocations(request: HttpRequest) -> JsonResponse:
+def invocations(request: AuthenticatedRequest) -> JsonResponse:
     """GET /api/v1/invocations?plugin=&status=&tenant=&worker=&page=&page_size=
 
     A tenant sees its own invocations; staff keys see all (and may filter by tenant)."""
@@ -145,7 +149,7 @@ def invocations(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 @authenticated
-def invocation_detail(request: HttpRequest, invocation_id: uuid.UUID) -> JsonResponse:
+def invocation_detail(request: AuthenticatedRequest, invocation_id: uuid.UUID) -> JsonResponse:
     invocation = invocation_with_trace(invocation_id=str(invocation_id))
     # Another tenant's invocation does not exist, as far as this caller can tell.
     if invocation is None or not (request.caller.is_staff or invocation.tenant_id == request.caller.tenant_id):
@@ -167,8 +171,8 @@ async def workers(request: HttpRequest) -> JsonResponse:
 async def health(request: HttpRequest) -> JsonResponse:
     """Liveness of the gateway, its database and each supervisor (200 when the database answers)."""
     try:
-        await sync_to_async(lambda: PluginSpec.objects.exists())()
-        database = {"ok": True}
+        await sync_to_async(registry_ping)()
+        database: dict[str, Any] = {"ok": True}
     except Exception as exc:
         database = {"ok": False, "error": str(exc)}
     supervisors = [

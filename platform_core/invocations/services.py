@@ -25,10 +25,13 @@ from platform_core.invocations.timings import phase_timings
 from platform_core.invocations.trace import TraceEvent
 from platform_core.invocations.vocabulary import EventKind
 from platform_core.invocations.writer import Row, record_writer
+from platform_core.registry.models import PluginSpec
 from platform_core.tenancy.callers import Caller
 
 
-def _identity(*, invocation_id: str, plugin: Any, plugin_name: str, caller: Caller, arguments: Any) -> dict[str, Any]:
+def _identity(
+    *, invocation_id: str, plugin: PluginSpec | None, plugin_name: str, caller: Caller, arguments: Any
+) -> dict[str, Any]:
     """The columns an invocation has from its start: who asked for what."""
     return {
         "id": uuid.UUID(invocation_id),
@@ -46,7 +49,7 @@ def _identity(*, invocation_id: str, plugin: Any, plugin_name: str, caller: Call
 
 
 async def invocation_start(
-    *, invocation_id: str, plugin: Any, caller: Caller, arguments: Any, gateway_instance: str = "", at: datetime
+    *, invocation_id: str, plugin: PluginSpec, caller: Caller, arguments: Any, gateway_instance: str = "", at: datetime
 ) -> None:
     """Record an accepted invocation as running (``at``: when its request arrived), before any
     worker is asked for: a gateway that dies mid-invocation leaves it for its next life to mark
@@ -89,7 +92,7 @@ class Finish:
 
     status: Status
     http_status: int
-    plugin: Any = None
+    plugin: PluginSpec | None = None
     plugin_name: str = ""
     arguments: Any = None
     result: Any = None

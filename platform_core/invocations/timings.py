@@ -9,8 +9,10 @@ from platform_core.invocations.vocabulary import TimedPhase
 
 
 class TimedEvent(Protocol):
-    kind: str
-    offset_ms: float
+    @property
+    def kind(self) -> str: ...
+    @property
+    def offset_ms(self) -> float: ...
 
 
 def phase_timings(events: Iterable[TimedEvent]) -> dict[str, float | None]:

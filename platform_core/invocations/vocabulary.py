@@ -10,7 +10,7 @@ all read them from here; nothing else spells a kind, a phase number or a colour.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, cast
 
 from django.db import models
 
@@ -35,10 +35,12 @@ class Phase(enum.IntEnum):
     # The lifelines its note spans.
     span: tuple[Participant, Participant]
 
-    def __new__(cls, number: int, title: str, rgb: tuple[int, int, int], span: tuple[Participant, Participant]):
+    # ``*spec`` (title, rgb, span), not named parameters: a type checker reads ``Phase(3)``, a
+    # lookup by number, as a call of this method.
+    def __new__(cls, number: int, *spec: Any) -> Phase:
         member = int.__new__(cls, number)
         member._value_ = number
-        member.title, member.rgb, member.span = title, rgb, span
+        member.title, member.rgb, member.span = spec
         return member
 
     REQUEST = 1, "Client request", (55, 113, 238), (Participant.CLIENT, Participant.GATEWAY)
@@ -78,10 +80,11 @@ class EventKind(enum.StrEnum):
     phase: Phase
     style: Style
 
-    def __new__(cls, value: str, source: Participant, target: Participant, phase: Phase, style: Style):
+    # ``*spec`` (source, target, phase, style): see ``Phase.__new__``.
+    def __new__(cls, value: str, *spec: Any) -> EventKind:
         member = str.__new__(cls, value)
         member._value_ = value
-        member.source, member.target, member.phase, member.style = source, target, phase, style
+        member.source, member.target, member.phase, member.style = spec
         return member
 
     # 1. request
@@ -243,7 +246,7 @@ class Span(enum.StrEnum):
             frozenset(closes),
             steps,
         )
-        member.parent = cls._value2member_map_[parent] if parent else None  # declared above it
+        member.parent = cast("Span", cls._value2member_map_[parent]) if parent else None  # declared above it
         return member
 
     LOOKUP = "lookup", "Registry lookup", Phase.LOOKUP, None, {EventKind.LOOKUP}, {EventKind.LOOKUP_RESULT}

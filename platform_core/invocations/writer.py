@@ -19,10 +19,11 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Field
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +163,10 @@ def _statement(kind: RowKind, columns: list[str]) -> str:
     if (sql := _statements.get(key)) is None:
         quote = connection.ops.quote_name
         meta = Invocation._meta
-        names = [quote(meta.get_field(c).column) for c in columns]
+        names = [quote(str(cast(Field, meta.get_field(c)).column)) for c in columns]
         placeholders = ", ".join(["%s"] * len(columns))
         sql = f"INSERT INTO {quote(meta.db_table)} ({', '.join(names)}) VALUES ({placeholders})"
-        pk = quote(meta.pk.column)
+        pk = quote(cast(str, meta.pk.column))
         if kind == "start":
             sql += f" ON CONFLICT ({pk}) DO NOTHING"
         else:
@@ -181,7 +182,7 @@ def _params(row: Row, columns: list[str]) -> list[Any]:
     from platform_core.invocations.models import Invocation
 
     meta = Invocation._meta
-    return [meta.get_field(c).get_db_prep_save(row.values[c], connection) for c in columns]
+    return [cast(Field, meta.get_field(c)).get_db_prep_save(row.values[c], connection) for c in columns]
 
 
 # What a finish writes over an invocation already recorded as running (the rest was set at its start).

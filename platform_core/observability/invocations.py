@@ -14,6 +14,7 @@ from django.conf import settings
 
 from platform_core.invocations.trace import Trace
 from platform_core.observability import logs, metrics, tracing
+from platform_core.registry.models import PluginSpec
 from platform_core.tenancy.callers import Caller
 
 log = logging.getLogger("platform_core.invocations.access")
@@ -39,7 +40,7 @@ def invocation_end(
     trace: Trace,
     bound: logs.InvocationLog,
     caller: Caller,
-    plugin: Any,
+    plugin: PluginSpec | None,
     status: str,
     http_status: int,
     timings_ms: dict[str, float | None],
@@ -62,7 +63,7 @@ def _observe(
     trace: Trace,
     bound: logs.InvocationLog,
     caller: Caller,
-    plugin: Any,
+    plugin: PluginSpec | None,
     status: str,
     http_status: int,
     timings_ms: dict[str, float | None],

@@ -23,7 +23,7 @@ import ipaddress
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -115,23 +115,26 @@ def invocation_count(
             histogram.observe(value / 1000)
 
 
+# Seats by plugin: (idle, busy, waiting). Set by the gateway (``gateway/leases.py``), which keeps
+# them: observability reads them without importing the gateway.
+SeatCounts = Callable[[], Mapping[str, tuple[int, int, int]]]
+_seat_counts: SeatCounts | None = None
+
+
+def seat_counts_source(counts: SeatCounts) -> None:
+    """Where ``seats_sample`` reads this process's seats from."""
+    global _seat_counts
+    _seat_counts = counts
+
+
 def seats_sample() -> None:
     """Set the seat gauges from the seats this process keeps (every event loop's)."""
-    from platform_core.gateway import leases
-
-    idle: dict[str, int] = {}
-    busy: dict[str, int] = {}
-    waiting: dict[str, int] = {}
-    for keeper in list(leases._keepers.values()):
-        for seats in list(keeper.seats.values()):
-            plugin = seats.plugin
-            idle[plugin] = idle.get(plugin, 0) + sum(1 for held in seats.idle if not held.done)
-            busy[plugin] = busy.get(plugin, 0) + len(seats.busy)
-            waiting[plugin] = waiting.get(plugin, 0) + len(seats.waiters)
-    for plugin in idle.keys() | busy.keys():
-        SEATS.labels(plugin, "idle").set(idle.get(plugin, 0))
-        SEATS.labels(plugin, "busy").set(busy.get(plugin, 0))
-        SEAT_WAITERS.labels(plugin).set(waiting.get(plugin, 0))
+    if _seat_counts is None:  # no gateway in this process
+        return
+    for plugin, (idle, busy, waiting) in _seat_counts().items():
+        SEATS.labels(plugin, "idle").set(idle)
+        SEATS.labels(plugin, "busy").set(busy)
+        SEAT_WAITERS.labels(plugin).set(waiting)
 
 
 _sampling: set[asyncio.AbstractEventLoop] = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -23,7 +24,7 @@ class Backend(models.TextChoices):
     DOCKER = "docker", "Docker container"
 
 
-def _validate_schema(value: object) -> None:
+def _validate_schema(value: Any) -> None:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 

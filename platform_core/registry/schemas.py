@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError
 
 
 @lru_cache(maxsize=512)
@@ -27,7 +28,21 @@ def schema_errors(
     if validator.is_valid(document):  # the common case, without building error objects
         return []
     problems = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))[:limit]
-    return [
-        {"path": ".".join(str(p) for p in error.absolute_path) or "(root)", "message": error.message}
-        for error in problems
-    ]
+    missing: dict[tuple[int, int], Iterator[str]] = {}
+    return [{"path": _path(error, missing=missing) or "(root)", "message": error.message} for error in problems]
+
+
+def _path(error: ValidationError, *, missing: dict[tuple[int, int], Iterator[str]]) -> str:
+    """Where the problem is; a missing required property is named by its own path (``operand2``).
+
+    jsonschema reports each property missing from a ``required`` list as an error of its own, at
+    the object's path, in the list's order: ``missing`` pairs them with the names, so that no one
+    has to read the name back out of the (English) message.
+    """
+    parts = [str(part) for part in error.absolute_path]
+    if error.validator == "required" and isinstance(error.instance, dict) and isinstance(error.validator_value, list):
+        key = (id(error.instance), id(error.validator_value))
+        names = missing.setdefault(key, iter([n for n in error.validator_value if n not in error.instance]))
+        if (name := next(names, None)) is not None:
+            parts.append(str(name))
+    return ".".join(parts)

@@ -45,6 +45,11 @@ def plugin_by_name(*, name: str) -> PluginSpec | None:
     return PluginSpec.objects.select_related("runtime").filter(name=name).first()
 
 
+def registry_ping() -> None:
+    """One query to the registry's database; raises the database's error when it does not answer."""
+    PluginSpec.objects.exists()
+
+
 def plugins_list(*, include_disabled: bool = False) -> list[PluginSpec]:
     query = PluginSpec.objects.select_related("runtime")
     if not include_disabled:

@@ -27,8 +27,8 @@ class SecretCheck(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong supervisor secret")
             yield  # pragma: no cover — makes this an async generator
 
-        self._refuse_unary = grpc.unary_unary_rpc_method_handler(refuse)
-        self._refuse_stream = grpc.unary_stream_rpc_method_handler(refuse_stream)
+        self._refuse_unary: grpc.RpcMethodHandler[Any, None] = grpc.unary_unary_rpc_method_handler(refuse)
+        self._refuse_stream: grpc.RpcMethodHandler[Any, None] = grpc.unary_stream_rpc_method_handler(refuse_stream)
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: grpc.HandlerCallDetails

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
@@ -84,6 +84,10 @@ def lease_owner(request: Any) -> LeaseOwner | None:
     return (request.owner.instance_id, request.owner.started_at_unix_nanos)
 
 
+# The responses that carry a disposal (events, output, exit code and cause).
+_Disposed = TypeVar("_Disposed", sup_pb2.ReleaseWorkerResponse, sup_pb2.CancelAllocationResponse)
+
+
 def _cause(cause: ExitCause | None) -> sup_pb2.ExitCause | None:
     return None if cause is None else sup_pb2.ExitCause(kind=cause.kind, detail=cause.detail)
 
@@ -91,7 +95,7 @@ def _cause(cause: ExitCause | None) -> sup_pb2.ExitCause | None:
 def event_message(event: Event, supervisor: service.Supervisor) -> sup_pb2.WorkerEvent:
     return sup_pb2.WorkerEvent(
         worker_id=event.worker_id,
-        state=int(event.state),
+        state=cast(sup_pb2.WorkerState, int(event.state)),
         at_unix_nanos=event.at_ns,
         detail=event.detail,
         plugin=event.plugin,
@@ -124,12 +128,12 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
     def _events(self, events: Iterable[Event]) -> list[sup_pb2.WorkerEvent]:
         return [event_message(event, self.supervisor) for event in events]
 
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: errors.SupervisorError) -> NoReturn:
+    async def _abort(self, context: grpc.aio.ServicerContext[Any, Any], exc: errors.SupervisorError) -> NoReturn:
         await context.abort(_STATUS.get(type(exc), grpc.StatusCode.INTERNAL), str(exc))
         raise AssertionError("abort raises")
 
     async def AllocateWorker(
-        self, request: sup_pb2.AllocateWorkerRequest, context: grpc.aio.ServicerContext
+        self, request: sup_pb2.AllocateWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> sup_pb2.AllocateWorkerResponse:
         started_ns = time.time_ns()
         try:
@@ -149,7 +153,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             lease=sup_pb2.Lease(lease_id=allocation.lease.lease_id, ttl_ms=int(self.supervisor.leases.ttl_s * 1000)),
         )
 
-    def _disposal(self, response: type[Any], disposal: Disposal) -> Any:
+    def _disposal(self, response: type[_Disposed], disposal: Disposal) -> _Disposed:
         return response(
             events=self._events(disposal.events),
             output=disposal.output,
@@ -159,7 +163,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
         )
 
     async def ReleaseWorker(
-        self, request: sup_pb2.ReleaseWorkerRequest, context: grpc.aio.ServicerContext
+        self, request: sup_pb2.ReleaseWorkerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> sup_pb2.ReleaseWorkerResponse:
         started_ns = time.time_ns()
         try:
@@ -182,7 +186,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
         return self._disposal(sup_pb2.ReleaseWorkerResponse, disposal)
 
     async def CancelAllocation(
-        self, request: sup_pb2.CancelAllocationRequest, context: grpc.aio.ServicerContext
+        self, request: sup_pb2.CancelAllocationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> sup_pb2.CancelAllocationResponse:
         started_ns = time.time_ns()
         try:
@@ -204,7 +208,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
         return self._disposal(sup_pb2.CancelAllocationResponse, disposal)
 
     async def RenewLeases(
-        self, request: sup_pb2.RenewLeasesRequest, context: grpc.aio.ServicerContext
+        self, request: sup_pb2.RenewLeasesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> sup_pb2.RenewLeasesResponse:
         renewal = self.supervisor.renew(
             lease_owner(request),
@@ -213,7 +217,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
         return sup_pb2.RenewLeasesResponse(revoked=renewal.revoked, unknown=renewal.unknown)
 
     async def ReclaimLeases(
-        self, request: sup_pb2.ReclaimLeasesRequest, context: grpc.aio.ServicerContext
+        self, request: sup_pb2.ReclaimLeasesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> sup_pb2.ReclaimLeasesResponse:
         worker_ids, events = await self.supervisor.reclaim(
             request.instance_id, started_before_ns=request.started_before_unix_nanos, reason=request.reason
@@ -221,7 +225,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
         return sup_pb2.ReclaimLeasesResponse(worker_ids=worker_ids, events=self._events(events))
 
     async def ListWorkers(
-        self, request: sup_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
+        self, request: sup_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> sup_pb2.ListWorkersResponse:
         supervisor = self.supervisor
         isolation = getattr(supervisor.backends.get("process"), "isolation", None)
@@ -238,7 +242,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
                 sup_pb2.WorkerInfo(
                     worker_id=w.worker_id,
                     plugin=w.plugin.name,
-                    state=int(w.state),
+                    state=cast(sup_pb2.WorkerState, int(w.state)),
                     backend=w.backend,
                     address=w.address,
                     started_at_unix_nanos=w.started_ns,
@@ -256,7 +260,7 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
         )
 
     async def WatchWorkers(
-        self, request: sup_pb2.WatchWorkersRequest, context: grpc.aio.ServicerContext
+        self, request: sup_pb2.WatchWorkersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[sup_pb2.WorkerEvent]:
         async for event in self.supervisor.watch():
             yield event_message(event, self.supervisor)

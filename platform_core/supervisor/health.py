@@ -25,12 +25,12 @@ class HealthService(grpc.GenericRpcHandler):
     def __init__(self) -> None:
         self.serving = True
 
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         if details.method != CHECK:
             return None  # UNIMPLEMENTED (Watch included: probes only Check)
         return grpc.unary_unary_rpc_method_handler(self._check)
 
-    async def _check(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _check(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return SERVING if self.serving else NOT_SERVING
 
 
@@ -49,7 +49,8 @@ def probe(address: str, timeout_s: float = 3.0) -> bool:
     """Whether the supervisor whose health port is ``address`` says SERVING."""
     with grpc.insecure_channel(address) as channel:
         try:
-            return channel.unary_unary(CHECK)(b"", timeout=timeout_s) == SERVING
+            check: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(CHECK)
+            return check(b"", timeout=timeout_s) == SERVING
         except grpc.RpcError:
             return False
 

@@ -149,8 +149,12 @@ class Lifecycle:
         self.emit(worker, State.REQUESTED, f"allocate {plugin.name}", collector)
         self.emit(worker, State.ALLOCATING, f"{backend_name} backend, {slot}", collector)
         started = time.monotonic()
+
+        def emit(w: Worker, s: State, d: str) -> None:
+            self.emit(w, s, d, collector)
+
         try:
-            socket = await backend.start(worker, lambda w, s, d: self.emit(w, s, d, collector))
+            socket = await backend.start(worker, emit)
             await self._probe(worker, backend, socket, started + (timeout_s or self.ready_timeout_s))
         except BaseException as exc:  # includes cancellation by the caller: never leave the worker behind
             detail = str(exc) or type(exc).__name__
@@ -194,7 +198,7 @@ class Lifecycle:
                 reply = await ppp_grpc.PluginWorkerStub(channel).Health(ppp_pb2.HealthRequest(), timeout=1.0)
         except grpc.aio.AioRpcError:
             return False
-        return reply.status == ppp_pb2.HealthResponse.SERVING
+        return bool(reply.status == ppp_pb2.HealthResponse.SERVING)
 
     # --- a worker that ends on its own ----------------------------------------------------
 

@@ -61,7 +61,7 @@ class PluginRef:
     runtime_spec: RuntimeSpec | None = None
 
     @property
-    def pool_key(self) -> tuple:
+    def pool_key(self) -> tuple[object, ...]:
         """Workers are interchangeable only if they run the same thing the same way."""
         return (self.name, self.runtime, self.entrypoint, self.image, self.backend, self.limits, self.runtime_spec)
 

@@ -17,7 +17,8 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from platform_core.supervisor.errors import CapacityExhausted
 from platform_core.supervisor.lifecycle import Collector, Disposal, Lifecycle
@@ -64,7 +65,7 @@ class Pools:
         self.lifecycle = lifecycle
         self.free_slots = free_slots
         self.health_interval_s = health_interval_s
-        self.pools: dict[tuple, Pool] = {}
+        self.pools: dict[tuple[object, ...], Pool] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def of(self, worker: Worker) -> Pool | None:
@@ -199,7 +200,7 @@ class Pools:
 
     # --- keeping the pool ---------------------------------------------------------------------
 
-    def _background(self, coroutine) -> None:
+    def _background(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._tasks.discard)

@@ -33,6 +33,10 @@ import logging
 import os
 import ssl
 import tempfile
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from platform_core.supervisor.model import Worker
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +73,9 @@ def server_ssl_context(cert: bytes, key: bytes, ca: bytes) -> ssl.SSLContext:
 
 
 class PppRelay:
-    def __init__(self, workers: dict, *, ssl_context: ssl.SSLContext | None = None, secret: str = "") -> None:
+    def __init__(
+        self, workers: dict[str, Worker], *, ssl_context: ssl.SSLContext | None = None, secret: str = ""
+    ) -> None:
         # The supervisor's live table (worker id → Worker): read at each connection, never copied.
         self._workers = workers
         self._ssl = ssl_context
@@ -77,12 +83,13 @@ class PppRelay:
         # before the handshake; the client certificate authenticates instead).
         self._secret = secret if ssl_context is None else ""
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task] = set()
+        self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> int:
         """Listen on ``host:port`` (0: any free port); the port listened on."""
         self._server = await asyncio.start_server(self._accept, host, port, limit=_HEAD_LIMIT)
-        return self._server.sockets[0].getsockname()[1]
+        listening: int = self._server.sockets[0].getsockname()[1]
+        return listening
 
     async def close(self) -> None:
         if self._server is not None:
@@ -94,7 +101,7 @@ class PppRelay:
             await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
+        task = cast("asyncio.Task[None]", asyncio.current_task())  # this very coroutine's task
         self._connections.add(task)
         peer = writer.get_extra_info("peername")
         try:
@@ -105,7 +112,7 @@ class PppRelay:
             self._connections.discard(task)
             writer.close()
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer) -> None:
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Any) -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT_S)
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         parts = request_line.split(" ")

@@ -39,7 +39,7 @@ def dev_login_ensure(*, var_dir: Path | None = None) -> DevLogin | None:
 
     The file is the record: a user whose file is gone (``var/`` cleaned) gets a new password.
     """
-    if not settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    if not str(settings.DATABASES["default"]["ENGINE"]).endswith("sqlite3"):
         return None  # a production database (DATABASE_URL)
     path = (var_dir or Path(settings.VAR_DIR)) / FILE_NAME
     users = get_user_model()

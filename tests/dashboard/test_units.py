@@ -67,7 +67,7 @@ def test_number_fields_refuse_nan_and_keep_integers_exact():
 
 def test_api_errors_are_placed_next_to_their_fields():
     details = [
-        {"path": "(root)", "message": "'operand2' is a required property"},
+        {"path": "operand2", "message": "'operand2' is a required property"},
         {"path": "operand1", "message": "'x' is not of type 'number'"},
         {"path": "other.deep", "message": "nope"},
     ]

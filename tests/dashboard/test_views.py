@@ -104,7 +104,7 @@ def test_calculator_without_htmx_renders_the_whole_page(client, executed):
 
 
 def test_schema_errors_are_shown_next_to_their_field(client, executed):
-    details = [{"path": "(root)", "message": "'operand2' is a required property"}]
+    details = [{"path": "operand2", "message": "'operand2' is a required property"}]
     error = errors.InvalidInput("arguments do not match the input schema", details=details)
     executed.outcome = Outcome(str(uuid.uuid4()), 400, error=error)
     html = client.post("/run", {"operation": "subtract", "operand1": "10", "operand2": ""}, **HX).content.decode()
@@ -398,7 +398,8 @@ def test_unknown_pages_are_a_styled_404_and_the_api_stays_json(client):
     assert page.status_code == 404 and 'data-testid="not-found"' in html and "dashboard.css" in html
     assert "/no/such/page" in html and 'href="/live"' in html
     api = client.get("/api/v1/no/such/thing")
-    assert api.status_code in {401, 404} and api["Content-Type"].startswith("application/json")
+    assert api.status_code == 404 and api["Content-Type"].startswith("application/json")
+    assert api.json()["error"]["code"] == "not_found"
 
 
 def test_the_live_page_lists_runs_and_shows_a_curl_with_the_key_placeholder(client):

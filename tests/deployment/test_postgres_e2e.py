@@ -4,6 +4,7 @@ two python supervisors (docs/DEPLOYMENT.md)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ from websockets.asyncio.client import connect
 from tests.support.cluster import Cluster
 from tests.support.platform import REPO
 from tests.support.services import POSTGRES_ADMIN_URL, fresh_postgres_database
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
 
@@ -174,10 +176,11 @@ def test_requests_keep_succeeding_when_one_of_two_supervisors_is_killed(producti
         )
         killed_port = cluster.supervisor_ports_of("python")[1]
         results: list[tuple[float, float, int, str]] = []
+        load_until = [math.inf]  # set once the supervisor is killed
 
-        async def load(until: float) -> None:
+        async def load() -> None:
             async with httpx.AsyncClient(base_url=cluster.url, headers=_auth(cluster), timeout=60) as client:
-                while time.monotonic() < until:
+                while time.monotonic() < load_until[0]:
                     started = time.monotonic()
                     response = await client.post(
                         "/api/v1/plugins/subtract_failover/invoke", json={"operand1": 3, "operand2": 2}
@@ -186,10 +189,11 @@ def test_requests_keep_succeeding_when_one_of_two_supervisors_is_killed(producti
                     results.append((started, time.monotonic(), response.status_code, error))
 
         async def scenario() -> float:
-            clients = [asyncio.create_task(load(time.monotonic() + 6.0)) for _ in range(2)]
-            await asyncio.sleep(2.0)
+            clients = [asyncio.create_task(load()) for _ in range(2)]
+            await wait_until(lambda: len(results) >= 10, what="ten answers under load before the kill", timeout_s=30)
             killed_at = time.monotonic()
             cluster.stop_process(cluster.supervisor_process("python", 1), signal.SIGKILL)
+            load_until[0] = killed_at + 4.0
             await asyncio.gather(*clients)
             return killed_at
 

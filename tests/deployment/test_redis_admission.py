@@ -9,6 +9,7 @@ import pytest
 from platform_core.tenancy.admission import RedisAdmission, Refused
 from platform_core.tenancy.callers import Caller, TenantLimits
 from tests.support.services import REDIS_URL, redis_prefix
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -28,15 +29,15 @@ async def test_two_gateways_share_a_tenants_concurrency_quota(prefix):
         await one.enter(caller)
     assert refused.value.code == "too_many_concurrent"
     first.leave()
-    for _ in range(50):  # leave() gives the slot back in the background
-        await asyncio.sleep(0.01)
+
+    async def slot_free_on_two() -> bool:  # leave() gives the slot back in the background
         try:
             await two.enter(caller)
-            break
         except Refused:
-            continue
-    else:
-        pytest.fail("the slot given back on one gateway was never free on the other")
+            return False
+        return True
+
+    await wait_until(slot_free_on_two, what="the slot given back on one gateway free on the other", timeout_s=5)
     other = Caller(tenant_id="globex", limits=caller.limits)
     await one.enter(other)  # another tenant's quota is its own
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tests.support.platform import wait_for
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.platform import REPO, Platform, free_port, pids_using, wait_for
+from tests.support.platform import REPO, Platform, free_port, pids_using
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.e2e
 

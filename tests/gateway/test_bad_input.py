@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from platform_core.gateway import errors
-from platform_core.gateway.execution import _explained, arguments_parse, json_depth
+from platform_core.gateway.execution import arguments_parse, error_explained, json_depth
 from platform_core.gateway.runtime_client import ReleaseReport
 
 PLUGIN = SimpleNamespace(memory_mb=256, runtime_id="python")
@@ -41,7 +41,7 @@ def test_many_brackets_side_by_side_are_not_deep():
 
 def test_a_worker_lost_at_its_memory_limit_names_the_limit():
     lost = errors.WorkerLost("connection to worker worker-1 lost: unavailable (Socket closed)")
-    error = _explained(lost, ReleaseReport(exit_cause="memory_limit", exit_detail="..."), PLUGIN)
+    error = error_explained(lost, ReleaseReport(exit_cause="memory_limit", exit_detail="..."), PLUGIN)
     assert isinstance(error, errors.MemoryLimitExceeded)
     assert (error.http_status, error.code) == (502, "memory_limit_exceeded")
     assert error.message == "worker exceeded its memory limit (256 MB)"
@@ -49,22 +49,22 @@ def test_a_worker_lost_at_its_memory_limit_names_the_limit():
 
 def test_a_memory_error_in_the_plugin_names_the_limit_too():
     failed = errors.PluginFailed("the plugin ran out of memory (MemoryError)", code="out_of_memory")
-    error = _explained(failed, ReleaseReport(), PLUGIN)
+    error = error_explained(failed, ReleaseReport(), PLUGIN)
     assert error.code == "memory_limit_exceeded"
     assert error.message.startswith("worker exceeded its memory limit (256 MB): ")
 
 
 def test_other_causes_and_a_lost_supervisor():
     lost = errors.WorkerLost("connection to worker worker-1 lost")
-    crashed = _explained(lost, ReleaseReport(exit_cause="crashed", exit_detail="worker crashed (SIGSEGV)"), PLUGIN)
+    crashed = error_explained(lost, ReleaseReport(exit_cause="crashed", exit_detail="worker crashed (SIGSEGV)"), PLUGIN)
     assert crashed.code == "worker_lost" and crashed.message.endswith(": worker crashed (SIGSEGV)")
-    cpu = _explained(lost, ReleaseReport(exit_cause="cpu_time_limit", exit_detail="CPU time"), PLUGIN)
+    cpu = error_explained(lost, ReleaseReport(exit_cause="cpu_time_limit", exit_detail="CPU time"), PLUGIN)
     assert (cpu.http_status, cpu.code) == (502, "cpu_limit_exceeded")
-    gone = _explained(lost, ReleaseReport(supervisor_lost=True), PLUGIN)
+    gone = error_explained(lost, ReleaseReport(supervisor_lost=True), PLUGIN)
     assert (gone.http_status, gone.code, gone.retry_after) == (503, "supervisor_unavailable", 5)
-    assert _explained(lost, ReleaseReport(), PLUGIN) is lost
+    assert error_explained(lost, ReleaseReport(), PLUGIN) is lost
     plugin_failure = errors.PluginFailed("division by zero", code="division_by_zero")
-    assert _explained(plugin_failure, ReleaseReport(supervisor_lost=True), PLUGIN) is plugin_failure
+    assert error_explained(plugin_failure, ReleaseReport(supervisor_lost=True), PLUGIN) is plugin_failure
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)

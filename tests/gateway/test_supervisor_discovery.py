@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import socket
-import time
 
 from platform_core.gateway import supervisor_discovery
 from platform_core.gateway.supervisor_discovery import Discovery
+from tests.support.waits import wait_for
 
 
 def test_a_fixed_list_is_used_as_it_is():
@@ -43,7 +43,4 @@ def test_the_gateway_asks_the_discovered_supervisors(settings):
     from platform_core.gateway.runtime_client import supervisor_addresses
 
     # Nothing until the background thread's first answer; then what the name resolves to.
-    deadline = time.monotonic() + 5
-    while "127.0.0.1:9092" not in supervisor_addresses("python"):
-        assert time.monotonic() < deadline, "the dns: entry was never resolved"
-        time.sleep(0.02)
+    wait_for(lambda: "127.0.0.1:9092" in supervisor_addresses("python"), what="the dns: entry resolved", timeout_s=5)

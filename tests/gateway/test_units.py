@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from platform_core.gateway import errors
-from platform_core.gateway.runtime_client import _allocation_error
+from platform_core.gateway.runtime_client import allocation_error
 from platform_core.invocations.timings import phase_timings
 from platform_core.registry.builtin import BINARY_INPUT
 from platform_core.registry.schemas import schema_errors
@@ -56,6 +56,18 @@ def test_schema_errors_name_the_field():
     assert any("extra" in p["message"] for p in problems)
 
 
+def test_a_missing_property_is_named_by_its_path():
+    schema = {
+        "type": "object",
+        "required": ["a", "b", "c"],
+        "properties": {"inner": {"type": "object", "required": ["x"]}},
+    }
+    problems = schema_errors(schema, {"b": 1, "inner": {}})
+    assert [p["path"] for p in problems] == ["a", "c", "inner.x"]
+    assert problems[0]["message"] == "'a' is a required property"
+    assert schema_errors({"type": "object"}, []) == [{"path": "(root)", "message": "[] is not of type 'object'"}]
+
+
 class FakeRpcError(grpc.aio.AioRpcError):
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
@@ -72,7 +84,7 @@ class FakeRpcError(grpc.aio.AioRpcError):
     ],
 )
 def test_supervisor_status_codes_map_to_http(code, error_type, http_status):
-    error = _allocation_error("python", "127.0.0.1:1", FakeRpcError(code, "why"))
+    error = allocation_error("python", "127.0.0.1:1", FakeRpcError(code, "why"))
     assert type(error) is error_type
     assert error.http_status == http_status
     if http_status == 503:

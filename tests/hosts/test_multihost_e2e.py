@@ -17,6 +17,7 @@ import pytest
 
 from tests.deployment.conftest import unavailable
 from tests.support.hosts import MultiHost, WorkerHost, can_simulate_hosts
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.hosts]
 
@@ -120,14 +121,19 @@ def test_workers_are_grouped_by_host_and_the_impostor_is_refused(hosts, api):
 
 def executing(api, plugin: str, timeout_s: float = 15.0) -> tuple[str, dict]:
     """(supervisor address, worker) of the first executing worker of ``plugin``, polled until ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for supervisor in api.get("/api/v1/workers").json()["supervisors"]:
-            for worker in supervisor["workers"]:
-                if worker["plugin"] == plugin and worker["state"] == "executing":
-                    return supervisor["address"], worker
-        time.sleep(0.05)
-    raise AssertionError(f"no executing {plugin} worker appeared")
+    found: list[tuple[str, dict]] = []
+
+    def listed() -> bool:
+        found[:] = [
+            (supervisor["address"], worker)
+            for supervisor in api.get("/api/v1/workers").json()["supervisors"]
+            for worker in supervisor["workers"]
+            if worker["plugin"] == plugin and worker["state"] == "executing"
+        ]
+        return bool(found)
+
+    wait_for(listed, what=f"an executing {plugin} worker", timeout_s=timeout_s, every_s=0.05)
+    return found[0]
 
 
 def in_background(hosts: MultiHost, path: str, body: dict) -> tuple[threading.Thread, dict]:
@@ -176,8 +182,9 @@ def test_a_host_killed_mid_invocation_fails_that_call_and_the_next_ones_go_elsew
     runner.join(30)
     assert time.monotonic() - killed_at < 5, "the in-flight request hung on the dead host"
     response = outcome["response"]
-    assert response.status_code in {502, 503}, response.text
-    assert response.json()["error"]["code"] in {"worker_lost", "supervisor_unavailable"}
+    # The worker's stream or the supervisor's channel breaks first: either answer, each with its code.
+    outcome = (response.status_code, response.json()["error"]["code"])
+    assert outcome in {(502, "worker_lost"), (503, "supervisor_unavailable")}, response.text
 
     for _ in range(4):
         document, route = invoke(api, "subtract", SUBTRACT)
@@ -186,9 +193,9 @@ def test_a_host_killed_mid_invocation_fails_that_call_and_the_next_ones_go_elsew
     # The host comes back (same namespace while its java supervisor lives, else a fresh one) and
     # gets work again.
     hosts.start_host_supervisor(victim, "python")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if address in invoke(api, "subtract", SUBTRACT)[1]:
-            break
-    else:
-        pytest.fail(f"{victim.name} was not used again after it came back")
+    wait_for(
+        lambda: address in invoke(api, "subtract", SUBTRACT)[1],
+        what=f"{victim.name} used again after it came back",
+        timeout_s=30,
+        every_s=0,
+    )

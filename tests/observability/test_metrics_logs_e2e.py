@@ -15,7 +15,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.platform import Platform, free_port, wait_for
+from tests.support.platform import Platform, free_port
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
@@ -20,6 +19,7 @@ import pytest
 
 from platform_core.rpc import ppp_grpc, ppp_pb2
 from platform_core.runtimes import BUILTIN_RUNTIMES, render, worker_values
+from tests.support.waits import wait_for
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 ENTRYPOINTS = {
@@ -45,16 +45,15 @@ def test_a_plugin_sees_the_traceparent_of_its_call(runtime):
     try:
         channel = grpc.insecure_channel(f"unix://{socket}")
         stub = ppp_grpc.PluginWorkerStub(channel)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if stub.Health(ppp_pb2.HealthRequest(), timeout=1).status == ppp_pb2.HealthResponse.SERVING:
-                    break
-            except grpc.RpcError:
-                pass
+
+        def serving() -> bool:
             assert worker.poll() is None, f"the {runtime} worker exited with {worker.returncode}"
-            assert time.monotonic() < deadline, f"the {runtime} worker did not become ready"
-            time.sleep(0.05)
+            try:
+                return stub.Health(ppp_pb2.HealthRequest(), timeout=1).status == ppp_pb2.HealthResponse.SERVING
+            except grpc.RpcError:
+                return False
+
+        wait_for(serving, what=f"the {runtime} worker serving PPP Health", timeout_s=30, every_s=0.05)
         context = ppp_pb2.Context(
             tenant_id="acme", request_id="r-1", traceparent=TRACEPARENT, tracestate="vendor=1,other=2"
         )

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from tests.support.platform import Platform
+from tests.support.waits import wait_for
 
 MEMORY_MB = 128
 ANY = {"type": "object"}
@@ -112,27 +113,20 @@ def workers_of(api: httpx.Client, plugin: str) -> list[dict[str, Any]]:
     return [w for s in supervisors for w in s["workers"] if w["plugin"] == plugin]
 
 
-def executing_worker(api: httpx.Client, plugin: str, timeout_s: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for worker in workers_of(api, plugin):
-            if worker["state"] == "executing":
-                return worker
-        time.sleep(0.02)
-    raise AssertionError(f"no executing {plugin} worker appeared")
-
-
 def run_hostile(
     platform: Platform, api: httpx.Client, primitive: str, body: dict[str, Any] | None = None
 ) -> httpx.Response:
     """Invoke a hostile plugin; while it runs, a subtraction must succeed; after it, again."""
     call = Background.post(platform, f"/api/v1/plugins/hostile_{primitive}/invoke", body or {})
     # Meanwhile (the quick ones may be done before their worker is seen executing).
-    deadline = time.monotonic() + 20
-    while call.thread.is_alive() and time.monotonic() < deadline:
-        if any(w["state"] == "executing" for w in workers_of(api, f"hostile_{primitive}")):
-            break
-        time.sleep(0.02)
+    wait_for(
+        lambda: (
+            not call.thread.is_alive()
+            or any(w["state"] == "executing" for w in workers_of(api, f"hostile_{primitive}"))
+        ),
+        what=f"hostile_{primitive} executing or answered",
+        timeout_s=20,
+    )
     subtract_still_works(api)
     response = call.result()
     subtract_still_works(api)

@@ -12,39 +12,41 @@ import signal
 import sqlite3
 import time
 
+import httpx
 import pytest
 
 from tests.reliability.hostile import (
     Background,
-    executing_worker,
     invocation,
     run_hostile,
     subtract_still_works,
     workers_of,
 )
-from tests.support.platform import wait_for
+from tests.support.platform import running_worker
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.e2e
 
 SLOW = {"steps": 100, "delay_ms": 100}
 
 
-def _gone(pid: int, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_gone(pid: int, *, what: str) -> None:
+    wait_for(lambda: not _alive(pid), what=what, timeout_s=10)
 
 
 def test_supervisor_killed_mid_invocation_is_503_fast_and_the_platform_recovers(fresh_platform):
     platform = fresh_platform()
     with platform.client() as api:
         call = Background.post(platform, "/api/v1/plugins/slow_count/invoke", SLOW)
-        worker = executing_worker(api, "slow_count")
+        worker = running_worker(api, "slow_count")
         killed_at = time.monotonic()
         platform.stop_process("supervisor-python", signal.SIGKILL)
 
@@ -55,7 +57,7 @@ def test_supervisor_killed_mid_invocation_is_503_fast_and_the_platform_recovers(
         assert response.json()["error"]["code"] == "supervisor_unavailable"
         assert "went away" in response.json()["error"]["message"]
         assert invocation(api, response.json()["invocation_id"])["status"] == "unavailable"
-        assert _gone(worker["pid"]), "the worker outlived its supervisor"
+        _wait_gone(worker["pid"], what="the worker gone with its supervisor")
 
         started = time.monotonic()
         down = api.post("/api/v1/calculate/subtract", json={"operand1": 3, "operand2": 1})
@@ -63,11 +65,14 @@ def test_supervisor_killed_mid_invocation_is_503_fast_and_the_platform_recovers(
         assert down.json()["error"]["code"] == "supervisor_unavailable"
 
         platform.start_supervisor("python")
-        deadline = time.monotonic() + 15
-        while (back := api.post("/api/v1/calculate/subtract", json={"operand1": 3, "operand2": 1})).status_code != 200:
-            assert time.monotonic() < deadline, f"no recovery after the supervisor came back: {back.text}"
-            time.sleep(0.2)
-        assert back.json()["result"] == 2.0
+        answers: list[httpx.Response] = []
+
+        def subtract_answers() -> bool:
+            answers.append(api.post("/api/v1/calculate/subtract", json={"operand1": 3, "operand2": 1}))
+            return answers[-1].status_code == 200
+
+        wait_for(subtract_answers, what="subtract answering again after the supervisor came back", timeout_s=15)
+        assert answers[-1].json()["result"] == 2.0
 
 
 def test_a_worker_that_never_becomes_ready_is_an_allocation_timeout(reliability_platform, rapi):
@@ -100,9 +105,10 @@ def test_requests_wait_out_a_locked_database_and_are_recorded(reliability_platfo
             Background.post(reliability_platform, "/api/v1/calculate/subtract", {"operand1": i, "operand2": 1})
             for i in range(4)
         ]
-        time.sleep(1.2)
+        time.sleep(1.2)  # the fault itself: the database stays locked for a while
         # Readers are not blocked (WAL): the history answers while writers wait.
         assert rapi.get("/api/v1/invocations", params={"page_size": 1}).status_code == 200
+        assert all(call.thread.is_alive() for call in calls), "a write was answered while the database was locked"
     finally:
         lock.execute("COMMIT")
         lock.close()
@@ -117,11 +123,14 @@ def test_a_gateway_killed_mid_invocation_marks_it_interrupted_on_restart(fresh_p
     platform = fresh_platform()
     with platform.client() as api:
         call = Background.post(platform, "/api/v1/plugins/slow_count/invoke", SLOW)
-        worker = executing_worker(api, "slow_count")
-        deadline = time.monotonic() + 10
-        while not (running := api.get("/api/v1/invocations", params={"status": "running"}).json()["results"]):
-            assert time.monotonic() < deadline, "the running invocation was never recorded"
-            time.sleep(0.05)
+        worker = running_worker(api, "slow_count")
+        running: list[dict] = []
+
+        def recorded_running() -> bool:
+            running[:] = api.get("/api/v1/invocations", params={"status": "running"}).json()["results"]
+            return bool(running)
+
+        wait_for(recorded_running, what="the running invocation recorded")
         (left,) = running
         platform.stop_process("gateway", signal.SIGKILL)
         call.thread.join(timeout=10)
@@ -137,7 +146,7 @@ def test_a_gateway_killed_mid_invocation_marks_it_interrupted_on_restart(fresh_p
         assert [event["kind"] for event in stored["trace"]] == ["interrupted"]
         # Its worker was taken back from the supervisor and stopped.
         assert not workers_of(api, "slow_count")
-        assert _gone(worker["pid"])
+        _wait_gone(worker["pid"], what="the reclaimed worker stopped")
         assert "1 invocation(s) marked interrupted, 1 worker(s) reclaimed" in platform.log("gateway")
         # A restart that finds nothing to recover changes nothing else.
         assert api.get("/api/v1/invocations", params={"status": "running"}).json()["count"] == 0
@@ -163,7 +172,7 @@ def test_a_gateway_killed_for_good_loses_its_workers_when_their_leases_expire(fr
     with platform.client() as api:
         kept = api.post("/api/v1/plugins/subtract_kept/invoke", json={"operand1": 2, "operand2": 1}).json()
         call = Background.post(platform, "/api/v1/plugins/slow_count/invoke", SLOW)
-        slow = executing_worker(api, "slow_count")
+        slow = running_worker(api, "slow_count")
     held = {w.worker_id: w.pid for w in _supervisor_workers(platform)}
     assert {kept["worker_id"], slow["worker_id"]} <= set(held)
     platform.stop_process("gateway", signal.SIGKILL)
@@ -174,5 +183,6 @@ def test_a_gateway_killed_for_good_loses_its_workers_when_their_leases_expire(fr
         what="the supervisor took back the workers of the dead gateway (lease TTL 2 s)",
         timeout_s=15,
     )
-    assert _gone(held[kept["worker_id"]]) and _gone(held[slow["worker_id"]])
+    _wait_gone(held[kept["worker_id"]], what="the kept worker stopped")
+    _wait_gone(held[slow["worker_id"]], what="the slow worker stopped")
     assert platform.log("supervisor-python").count("lease expired") >= 2

@@ -7,14 +7,14 @@ prober plugin in tests/reliability/test_isolation_process.py.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from platform_core.supervisor.backends import cgroups
-from tests.reliability.hostile import MEMORY_MB, Background, executing_worker, invocation, run_hostile
-from tests.support.platform import pids_using
+from tests.reliability.hostile import MEMORY_MB, Background, invocation, run_hostile
+from tests.support.platform import pids_using, running_worker
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.e2e
 needs_pids_cgroups = pytest.mark.skipif(
@@ -59,10 +59,7 @@ def test_fork_bomb_stops_at_the_pids_limit_and_leaves_no_process(reliability_pla
     # The limit was hit: fork() (or a thread of gRPC's) failed with EAGAIN.
     assert "Resource temporarily unavailable" in stored["worker_log"], stored["worker_log"]
     # Every process the bomb made is gone with its worker (none escaped to its own session).
-    deadline = time.monotonic() + 10
-    while len(pids_using(root)) > before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(pids_using(root)) <= before, pids_using(root)
+    wait_for(lambda: len(pids_using(root)) <= before, what="every process of the fork bomb gone")
 
 
 def test_megabytes_of_output_are_bounded_in_the_record(reliability_platform, rapi):
@@ -89,7 +86,7 @@ def test_a_huge_result_is_refused_with_a_clear_message(reliability_platform, rap
 def test_process_workers_are_confined_to_their_pids_cgroup(reliability_platform, rapi):
     """While a worker runs, it sits in a pids cgroup of its own with the plugin's limit."""
     call = Background.post(reliability_platform, "/api/v1/plugins/hostile_stall/invoke", {})
-    worker = executing_worker(rapi, "hostile_stall")
+    worker = running_worker(rapi, "hostile_stall")
     lines = Path(f"/proc/{worker['pid']}/cgroup").read_text().splitlines()
     (pids,) = [line.split(":", 2)[2] for line in lines if ":pids:" in line]
     assert pids.startswith(f"/plugin-platform/{reliability_platform.supervisor_id('python')}-")

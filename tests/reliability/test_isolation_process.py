@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.hostile import Background, executing_worker, register_hostile
-from tests.support.platform import REPO, Platform
+from tests.reliability.hostile import Background, register_hostile
+from tests.support.platform import REPO, Platform, running_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def probe(platform: Platform, api: httpx.Client) -> tuple[dict, Path, Path]:
     """Run the prober while another worker (slow_count) is busy; its answer, its directory and the other's."""
     secrets = plant_secrets(platform)
     other = Background.post(platform, "/api/v1/plugins/slow_count/invoke", {"steps": 2, "delay_ms": 1500})
-    other_id = executing_worker(api, "slow_count")["worker_id"]
+    other_id = running_worker(api, "slow_count")["worker_id"]
     root = platform.socket_root / platform.supervisor_id("python")
     [other_directory] = root.glob(f"{other_id}-*")
     repo_var = [str(p) for p in (REPO / "var").glob("*") if p.is_file()]

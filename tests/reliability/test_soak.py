@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.reliability.hostile import workers_of
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -115,10 +116,11 @@ def test_soak_with_workers_killed_at_random(fresh_platform):
         # killed in the last moment is retired and replaced by the pool's maintainer (about once a
         # second): give it a bounded few seconds to settle.
         assert not workers_of(http, "subtract_numbers")
-        deadline = time.monotonic() + 10
-        while not all(w["state"] == "idle" for w in workers_of(http, "soak_pooled")) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert all(w["state"] == "idle" for w in workers_of(http, "soak_pooled")), workers_of(http, "soak_pooled")
+        wait_for(
+            lambda: all(w["state"] == "idle" for w in workers_of(http, "soak_pooled")),
+            what="every soak_pooled worker idle",
+            every_s=0.2,
+        )
     # Generous: the gateway may grow while it warms its caches, not with every request.
     assert rss["end"] < rss["warm"] * 1.5 + 64 * 1024, rss
     print(f"soak: {len(answers)} answers {dict(statuses)}, {len(killed)} workers killed, gateway RSS {rss} KiB")

@@ -18,6 +18,7 @@ from ppp_sdk.plugin import Context, require_number
 from ppp_sdk.server import CHUNK_BYTES, PluginServicer
 
 from platform_core.registry.builtin import BUILTIN_PLUGINS
+from platform_core.registry.schemas import schema_errors
 
 
 def _ctx(events: list) -> InvocationContext:
@@ -72,11 +73,14 @@ def test_unencodable_result_is_an_invalid_output_error():
     assert caught.value.code == "invalid_output"
 
 
-def test_registry_and_worker_declare_the_same_schemas():
+def test_arithmetic_results_match_the_registry_schemas():
+    # The registry holds the schemas (the worker does not repeat them): its results must fit them.
     registry = {spec["name"]: spec for spec in BUILTIN_PLUGINS}
     for plugin in (subtract_plugin, divide_plugin):
-        assert registry[plugin.primitive]["input_schema"] == plugin.input_schema
-        assert registry[plugin.primitive]["output_schema"] == plugin.output_schema
+        arguments = {"operand1": 7, "operand2": 2}
+        assert schema_errors(registry[plugin.primitive]["input_schema"], arguments) == []
+        result = json.loads(plugin.run(json.dumps(arguments).encode(), _ctx([])))
+        assert schema_errors(registry[plugin.primitive]["output_schema"], result) == []
 
 
 def _echo_plugin(**options) -> Plugin:

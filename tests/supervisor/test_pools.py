@@ -12,6 +12,7 @@ import pytest
 from platform_core.supervisor.errors import CapacityExhausted
 from platform_core.supervisor.model import PluginRef, PoolSpec, State
 from tests.supervisor.conftest import alive, make_supervisor
+from tests.support.waits import wait_until
 
 BASE = PluginRef(name="subtract_numbers", runtime="python", entrypoint="plugins.subtract_numbers:plugin")
 
@@ -20,18 +21,13 @@ def pooled(**spec) -> PluginRef:
     return dataclasses.replace(BASE, pool=PoolSpec(**{"min_idle": 0, "queue_timeout_s": 0.5, **spec}))
 
 
-async def wait_until(predicate, timeout_s: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_prewarm_starts_min_idle_workers_and_hands_them_out_warm(socket_root):
     supervisor = make_supervisor(socket_root)
     plugin = pooled(min_idle=2, max_workers=3)
     supervisor.prewarm(plugin)
-    await wait_until(lambda: [w.state for w in supervisor.workers.values()] == [State.IDLE, State.IDLE])
+    await wait_until(
+        lambda: [w.state for w in supervisor.workers.values()] == [State.IDLE, State.IDLE], what="two idle workers"
+    )
 
     worker, events, warm, _ = await supervisor.allocate(plugin)
     assert warm
@@ -75,7 +71,7 @@ async def test_a_worker_the_caller_saw_fail_is_never_handed_out_again(socket_roo
     # A worker that dies while idle is dropped too.
     await supervisor.release(other.worker_id)
     os.kill(other.pid, signal.SIGKILL)
-    await wait_until(lambda: other.worker_id not in supervisor.workers)
+    await wait_until(lambda: other.worker_id not in supervisor.workers, what="the other worker gone")
     third, _, _, _ = await supervisor.allocate(plugin)
     assert third.worker_id not in {worker.worker_id, other.worker_id}
     await supervisor.shutdown()
@@ -87,7 +83,7 @@ async def test_idle_workers_beyond_min_idle_stop_after_the_idle_timeout(socket_r
     leases = await asyncio.gather(*(supervisor.allocate(plugin) for _ in range(3)))
     for worker, *_ in leases:
         await supervisor.release(worker.worker_id)
-    await wait_until(lambda: len(supervisor.workers) == 1, timeout_s=10)
+    await wait_until(lambda: len(supervisor.workers) == 1, what="the pool back to min_idle")
     assert next(iter(supervisor.workers.values())).state == State.IDLE
     await supervisor.shutdown()
 
@@ -103,13 +99,14 @@ async def test_a_full_pool_queues_fairly_then_answers_capacity_exhausted(socket_
         order.append(name)
         assert warm
         assert worker.worker_id == holder.worker_id
-        await asyncio.sleep(0.05)
         await supervisor.release(worker.worker_id)
 
+    # In line in this order: each is queued (the pool records its waiters) before the next comes.
+    queue = supervisor.pools.pools[plugin.pool_key].waiters
     first = asyncio.create_task(wait_in_line("first"))
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(queue) == 1, what="the first allocation queued")
     second = asyncio.create_task(wait_in_line("second"))
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: len(queue) == 2, what="the second allocation queued")
     await supervisor.release(holder.worker_id)
     await asyncio.gather(first, second)
     assert order == ["first", "second"]

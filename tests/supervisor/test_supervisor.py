@@ -20,6 +20,7 @@ from platform_core.supervisor.errors import CapacityExhausted, WorkerFailedToSta
 from platform_core.supervisor.model import Limits, PluginRef, State
 from tests.supervisor.conftest import alive, make_supervisor
 from tests.support.platform import REPO, free_port, wait_for_port
+from tests.support.waits import wait_for, wait_until
 
 SUBTRACT = PluginRef(name="subtract_numbers", runtime="python", entrypoint="plugins.subtract_numbers:plugin")
 
@@ -116,11 +117,7 @@ async def test_cancel_kills_at_once_and_crashes_are_noticed(socket_root):
 
     second, _, _, _ = await supervisor.allocate(SUBTRACT)
     os.kill(second.pid, signal.SIGKILL)
-    for _ in range(200):
-        if second.state == State.FAILED:
-            break
-        await asyncio.sleep(0.01)
-    assert second.state == State.FAILED
+    await wait_until(lambda: second.state == State.FAILED, what="the killed worker marked failed", timeout_s=2)
     released = await supervisor.release(second.worker_id)
     assert released.events[-1].state == State.REMOVED
     await supervisor.shutdown()
@@ -192,10 +189,7 @@ def test_a_killed_supervisor_takes_its_workers_with_it(socket_root):
             pid = stub.ListWorkers(sup_pb2.ListWorkersRequest()).workers[0].pid
         supervisor.send_signal(signal.SIGKILL)
         supervisor.wait()
-        deadline = time.monotonic() + 5
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not alive(pid), "the worker died with its supervisor (PR_SET_PDEATHSIG)"
+        wait_for(lambda: not alive(pid), what="the worker died with its supervisor (PR_SET_PDEATHSIG)", timeout_s=5)
         # A new life cleans the directories the old one left.
         supervisor = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
         wait_for_port(port, supervisor)

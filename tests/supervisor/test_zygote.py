@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -11,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import grpc
@@ -26,6 +24,7 @@ from platform_core.supervisor.model import Limits, PluginRef, State, Worker
 from platform_core.supervisor.service import Supervisor
 from tests.supervisor.conftest import alive
 from tests.support.platform import REPO
+from tests.support.waits import wait_for, wait_until
 
 PYTHON_ROOT = REPO / "plugin_workers" / "python"
 SUBTRACT = PluginRef(name="subtract_numbers", runtime="python", entrypoint="plugins.subtract_numbers:plugin")
@@ -110,13 +109,6 @@ async def invoke(worker: Worker, arguments: dict) -> dict:
     raise AssertionError("no Completed message")
 
 
-async def wait_until(predicate, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
 async def test_python_workers_are_forked_from_the_zygote_and_isolated(socket_root, probe_dir, monkeypatch):
     monkeypatch.setenv("SUPERVISOR_ONLY_SECRET", "hunter2")
     supervisor = make(socket_root, launchers=probe_launchers(probe_dir))
@@ -187,7 +179,7 @@ async def test_forked_workers_output_and_exit_codes(socket_root, probe_dir):
     crashing, _, _, _ = await supervisor.allocate(PROBE)
     with pytest.raises(grpc.aio.AioRpcError):
         await invoke(crashing, {"exit": 3})
-    await wait_until(lambda: crashing.state == State.FAILED)
+    await wait_until(lambda: crashing.state == State.FAILED, what="the crashed worker marked failed")
     assert (await supervisor.release(crashing.worker_id)).exit_code == 3, "the zygote reports the exit status"
 
     killed, _, _, _ = await supervisor.allocate(PROBE)
@@ -207,7 +199,7 @@ async def test_a_dead_zygote_falls_back_to_spawning_then_comes_back(socket_root,
     with caplog.at_level(logging.WARNING):
         os.kill(zygote, signal.SIGKILL)
         # Its workers die with it (PR_SET_PDEATHSIG); the pidfd tells the supervisor.
-        await wait_until(lambda: first.state == State.FAILED)
+        await wait_until(lambda: first.state == State.FAILED, what="the first worker marked failed")
     assert any("zygote" in record.message and "gone" in record.message for record in caplog.records)
 
     spawned, events, _, _ = await supervisor.allocate(SUBTRACT)
@@ -269,11 +261,8 @@ async def test_a_zygote_of_an_earlier_life_is_reaped(socket_root):
     supervisor.workers.clear()
     assert await ProcessBackend(supervisor_id="python-test", socket_root=socket_root).reap_orphans() == 1
     await worker.runtime_state["process"].wait()
-    for _ in range(500):
-        if not alive(zygote):
-            break
-        await asyncio.sleep(0.01)
-    assert not alive(zygote) and not alive(worker.pid)
+    await wait_until(lambda: not alive(zygote), what="the orphaned zygote reaped", timeout_s=5)
+    assert not alive(worker.pid)
     assert not list(socket_root.glob("*zygote.pid"))
     await supervisor.shutdown()
 
@@ -309,12 +298,13 @@ def test_a_killed_supervisor_takes_the_zygote_and_every_worker_process_with_it(s
         assert all(alive(pid) for pid in pids.values())
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        deadline = time.monotonic() + 5
-        while any(alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not alive(pids["zygote"]), "the zygote died with its supervisor"
-        assert not alive(pids["worker"]), "the worker died with its zygote"
-        assert not alive(pids["spawned"]), "so did what the worker started (the zygote kills process groups)"
+        wait_for(lambda: not alive(pids["zygote"]), what="the zygote died with its supervisor", timeout_s=5)
+        wait_for(lambda: not alive(pids["worker"]), what="the worker died with its zygote", timeout_s=5)
+        wait_for(
+            lambda: not alive(pids["spawned"]),
+            what="so did what the worker started (the zygote kills process groups)",
+            timeout_s=5,
+        )
     finally:
         if driver.poll() is None:
             driver.kill()

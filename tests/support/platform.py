@@ -16,12 +16,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import httpx
+from websockets.sync.client import ClientConnection, connect
+
+from tests.support.waits import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,25 +47,19 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0,
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
 
 
-def wait_for(predicate: Callable[[], object], *, what: str, timeout_s: float = 10.0, every_s: float = 0.02) -> None:
-    """Poll ``predicate`` until it is true, or fail naming ``what`` did not happen in time."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout_s:g} s: {what}")
-        time.sleep(every_s)
-
-
-def running_worker(api: httpx.Client, plugin: str, timeout_s: float = 10.0) -> dict:
+def running_worker(api: httpx.Client, plugin: str, timeout_s: float = 20.0) -> dict:
     """The first worker of ``plugin`` that the API lists as executing (polled until ``timeout_s``)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for supervisor in api.get("/api/v1/workers").json()["supervisors"]:
-            for worker in supervisor["workers"]:
-                if worker["plugin"] == plugin and worker["state"] == "executing":
-                    return worker
-        time.sleep(0.02)
-    raise AssertionError(f"no executing {plugin} worker appeared")
+    executing: list[dict] = []
+
+    def listed() -> bool:
+        supervisors = api.get("/api/v1/workers").json()["supervisors"]
+        executing[:] = [
+            w for s in supervisors for w in s["workers"] if w["plugin"] == plugin and w["state"] == "executing"
+        ]
+        return bool(executing)
+
+    wait_for(listed, what=f"an executing {plugin} worker", timeout_s=timeout_s)
+    return executing[0]
 
 
 def killed_mid_invocation(
@@ -77,12 +73,26 @@ def killed_mid_invocation(
             result["response"] = client.post(f"/api/v1/plugins/{plugin}/invoke", json=arguments)
 
     caller = threading.Thread(target=call)
-    caller.start()
-    worker = running_worker(api, plugin, timeout_s=30)
-    time.sleep(0.3)  # let it get into its work
-    os.kill(worker["pid"], signal.SIGKILL)
+    session = platform.dashboard_session()
+    live_url = platform.url.replace("http://", "ws://") + "/ws/live/"
+    with connect(live_url, origin=platform.url, additional_headers={"Cookie": f"sessionid={session}"}) as live:
+        caller.start()
+        worker = running_worker(api, plugin, timeout_s=30)
+        # Into its work: the worker's first progress message has reached the live view.
+        live_until(live, 'data-kind="progress"', what=f"{plugin}'s first progress message")
+        os.kill(worker["pid"], signal.SIGKILL)
     caller.join(timeout=30)
     return result["response"], worker
+
+
+def live_until(live: ClientConnection, fragment: str, *, what: str, timeout_s: float = 30.0) -> None:
+    """Read a dashboard live view (``/ws/live/``) until a message holds ``fragment``."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while fragment not in str(live.recv(timeout=max(0.0, deadline - time.monotonic()))):
+            pass
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout_s:g} s: {what}") from None
 
 
 def pids_using(path_fragment: str) -> list[int]:
@@ -262,6 +272,21 @@ class Platform:
                 f"u.set_password({password!r}); u.save()"
             ),
         )
+
+    def dashboard_session(self, username: str = "live-viewer") -> str:
+        """A staff user logged in to the dashboard: the ``sessionid`` cookie (for its live views)."""
+        password = f"{username}-password"
+        self.create_user(username, password, staff=True)
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            form = client.get("/accounts/login/")
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+            assert token is not None, form.text
+            response = client.post(
+                "/accounts/login/",
+                data={"username": username, "password": password, "csrfmiddlewaretoken": token[1]},
+            )
+            assert response.status_code == 302, response.text
+            return client.cookies["sessionid"]
 
     def create_api_key(self, tenant: str, *, staff: bool = False) -> str:
         path = self.workdir / f"key-{tenant}-{staff}"

@@ -187,6 +187,7 @@ class ProcessBackend:
     async def _spawn(self, worker: Worker, launcher: Launcher, socket: Path, env: dict[str, str], emit: Emit) -> Path:
         directory = socket.parent
         command = launcher.command(worker.plugin, socket)
+        pass_fds: tuple[int, ...]
         cwd, pass_fds = launcher.cwd, ()
         if self.sandbox is not None:
             # Its PID namespace hides the supervisor; bwrap's --die-with-parent does that job.
@@ -446,7 +447,7 @@ class ProcessBackend:
 
     def exit_code(self, worker: Worker) -> int | None:
         process = worker.runtime_state.get("process")
-        return None if process is None else _exit_code(worker, process.returncode)
+        return None if process is None or process.returncode is None else _exit_code(worker, process.returncode)
 
     async def wait(self, worker: Worker) -> int:
         process: asyncio.subprocess.Process | None = worker.runtime_state.get("process")
@@ -562,10 +563,10 @@ class ProcessBackend:
         return killed
 
 
-def _exit_code(worker: Worker, code: int | None) -> int | None:
+def _exit_code(worker: Worker, code: int) -> int:
     """The worker's exit code as asyncio reports a process's: bwrap reports a command killed by
     signal N as exit 128+N (like a shell); for a sandboxed spawn that is the worker's -N."""
-    if code is not None and worker.runtime_state.get("sandboxed") and 128 < code < 128 + signal.NSIG:
+    if worker.runtime_state.get("sandboxed") and 128 < code < 128 + signal.NSIG:
         return 128 - code
     return code
 

@@ -15,9 +15,10 @@ import os
 import socket
 import sys
 import time
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from platform_core.gateway import http_server, instance
 from platform_core.gateway.http_server import APPLICATION
@@ -28,11 +29,11 @@ from platform_core.observability import metrics
 class Command(BaseCommand):
     help = "Mark what an earlier life of this gateway left running as interrupted, then serve (uvicorn or daphne)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
         parser.add_argument("--port", type=int, default=8080)
 
-    def handle(self, *args, bind: str, port: int, **options):
+    def handle(self, *args: Any, bind: str, port: int, **options: Any) -> None:
         instance_id = settings.PLATFORM_GATEWAY_INSTANCE or f"{socket.gethostname()}:{port}"
         # Everything of this instance that started before now belongs to an earlier life.
         recovery = gateway_recover(instance_id=instance_id, started_before_ns=time.time_ns())

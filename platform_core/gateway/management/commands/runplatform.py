@@ -24,9 +24,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from platform_core.tenancy.devlogin import dev_login_ensure
 
@@ -78,7 +79,7 @@ def local_redis() -> str | None:
     return None
 
 
-def _wait_for_port(address: str, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+def _wait_for_port(address: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -100,7 +101,7 @@ class Child:
     command: list[str]
     address: str
     env: dict[str, str]
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     backoff_s: float = BACKOFF_FIRST_S
     restart_at: float | None = None
@@ -114,12 +115,12 @@ class Child:
 class Command(BaseCommand):
     help = "Run the whole platform: supervisors and the gateway, kept running."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
         parser.add_argument("--port", type=int, default=8080)
         parser.add_argument("--backend", choices=["process", "docker"], help="worker backend of the supervisors")
 
-    def handle(self, *args, bind: str, port: int, backend: str | None, **options):
+    def handle(self, *args: Any, bind: str, port: int, backend: str | None, **options: Any) -> None:
         key_file = Path(settings.VAR_DIR) / "dev_api_key"
         dev_api_key(key_file)
         dev_login = dev_login_ensure()  # the dashboard's login, made once (tenancy/devlogin.py)

@@ -18,11 +18,15 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from platform_core.supervisor.backends.docker import DockerUnavailable, connect
+
+if TYPE_CHECKING:
+    from docker import DockerClient
 
 REPO = Path(settings.BASE_DIR)
 CONTEXTS = {
@@ -63,7 +67,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--no-cache", action="store_true", help="rebuild every layer")
 
-    def handle(self, *args: object, runtime: list[str] | None, base_image: list[str], no_cache: bool, **options):
+    def handle(
+        self, *args: Any, runtime: list[str] | None, base_image: list[str], no_cache: bool, **options: Any
+    ) -> None:
         self.verbosity = int(options.get("verbosity", 1))
         bases = dict(LOCAL_BASES)
         for item in base_image:
@@ -93,7 +99,7 @@ class Command(BaseCommand):
         from platform_core.registry.models import PluginSpec
 
         wanted: dict[str, set[str]] = defaultdict(set)
-        rows = PluginSpec.objects.filter(enabled=True).values_list("runtime", "image", "runtime__image")
+        rows = PluginSpec.objects.filter(enabled=True).values_list("runtime__name", "image", "runtime__image")
         for plugin_runtime, image, runtime_image in rows:
             # Other runtimes (added with `manage.py runtime add --image`) bring images of their own.
             if plugin_runtime in runtimes and plugin_runtime in CONTEXTS and (image or runtime_image):
@@ -121,7 +127,7 @@ class Command(BaseCommand):
             (CONTEXTS["node"] / "protos").mkdir(exist_ok=True)
             shutil.copy2(REPO / "protos" / "plugin_protocol.proto", CONTEXTS["node"] / "protos")
 
-    def _ensure_local_base(self, client, runtime: str) -> None:
+    def _ensure_local_base(self, client: DockerClient, runtime: str) -> None:
         from docker.errors import ImageNotFound
 
         try:
@@ -130,7 +136,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{LOCAL_BASES[runtime]} is missing: building it (about a minute)")
             self._run([str(REPO / "scripts" / "build-base-images.sh"), runtime])
 
-    def _build(self, client, runtime: str, images: list[str], base: str, *, no_cache: bool) -> None:
+    def _build(self, client: DockerClient, runtime: str, images: list[str], base: str, *, no_cache: bool) -> None:
         from docker.errors import APIError
         from docker.utils import parse_repository_tag
 
@@ -177,11 +183,11 @@ class Command(BaseCommand):
                 client.api.remove_image(previous, noprune=False)
 
     @staticmethod
-    def _image_id(client, image: str) -> str:
+    def _image_id(client: DockerClient, image: str) -> str:
         from docker.errors import ImageNotFound
 
         try:
-            return client.images.get(image).id
+            return client.images.get(image).id or ""
         except ImageNotFound:
             return ""
 

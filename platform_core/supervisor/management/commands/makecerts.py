@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from platform_core.certs import LOOPBACK_NAMES, write_dev_certs
 
@@ -12,7 +13,7 @@ from platform_core.certs import LOOPBACK_NAMES, write_dev_certs
 class Command(BaseCommand):
     help = "Make a development CA and certificates for gateways and supervisors (mutual TLS)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--out", default="var/tls", help="directory for the PEM files (default: var/tls)")
         parser.add_argument(
             "--name",
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--gateway-name", default="gateway", help="name in the gateways' client certificate")
 
-    def handle(self, *args, out: str, name: list[str], gateway_name: str, **options):
+    def handle(self, *args: Any, out: str, name: list[str], gateway_name: str, **options: Any) -> None:
         directory = Path(out)
         for path in write_dev_certs(directory, supervisor_names=name, gateway_name=gateway_name):
             self.stdout.write(f"wrote {path}")

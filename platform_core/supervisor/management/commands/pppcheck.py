@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import shlex
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -61,7 +62,7 @@ class Command(BaseCommand):
             "--no-orphan-check", action="store_true", help="skip the check that the worker dies with its supervisor"
         )
 
-    def handle(self, *args: object, command: list[str], runtime: str | None, **options) -> None:
+    def handle(self, *args: Any, command: list[str], runtime: str | None, **options: Any) -> None:
         spec = self._spec(command, runtime, options)
         expect = None
         if options["expect"] is not None:
@@ -101,7 +102,7 @@ class Command(BaseCommand):
             raise CommandError(f"the worker does not conform: {report.counts[FAIL]} check(s) failed", returncode=1)
 
     @staticmethod
-    def _spec(command: list[str], runtime: str | None, options: dict) -> RuntimeSpec:
+    def _spec(command: list[str], runtime: str | None, options: dict[str, Any]) -> RuntimeSpec:
         if runtime and command:
             raise CommandError("give either --runtime NAME or a command after --, not both")
         if runtime:

@@ -12,10 +12,11 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from platform_core.observability.metrics import serve_metrics, supervisor_registry
 from platform_core.observability.tracing import tracing_setup
@@ -23,6 +24,7 @@ from platform_core.rpc.host_identity import local_host
 from platform_core.rpc.secret import SecretCheck
 from platform_core.runtimes import RuntimeSpec
 from platform_core.supervisor import grpc_service
+from platform_core.supervisor.backends import WorkerBackend
 from platform_core.supervisor.backends.process import Launcher, ProcessBackend, default_launchers
 from platform_core.supervisor.grpc_service import plugin_ref
 from platform_core.supervisor.health import serve_health
@@ -44,14 +46,14 @@ def _platform_state() -> list[Path]:
     paths = [Path(settings.VAR_DIR)]
     database = settings.DATABASES["default"]
     if "sqlite" in database["ENGINE"]:
-        paths.append(Path(database["NAME"]))
+        paths.append(Path(str(database["NAME"])))
     return paths
 
 
 class Command(BaseCommand):
     help = "Run the runtime supervisor of one runtime (gRPC RuntimeSupervisor service)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--runtime", required=True, help="a runtime of the registry: python, java, node...")
         parser.add_argument("--listen", help="host:port to serve on (default: this runtime's entry in SUPERVISORS)")
         parser.add_argument(
@@ -90,7 +92,7 @@ class Command(BaseCommand):
 
     def handle(
         self,
-        *args,
+        *args: Any,
         runtime: str,
         listen: str | None,
         relay_listen: str | None,
@@ -102,8 +104,8 @@ class Command(BaseCommand):
         max_workers: int,
         supervisor_id: str | None,
         allow_remote: bool,
-        **options,
-    ):
+        **options: Any,
+    ) -> None:
         addresses = settings.PLATFORM_SUPERVISORS.get(runtime)
         listen = listen or (addresses[0] if addresses else None)
         if not listen:
@@ -137,7 +139,7 @@ class Command(BaseCommand):
         extra = settings.PLATFORM_WORKER_BACKENDS if backends is None else [b for b in backends.split(",") if b]
         if unknown := sorted(set(extra) - {"process", "docker"}):
             raise CommandError(f"--backends: unknown backend(s) {', '.join(unknown)} (process, docker)")
-        enabled = {
+        enabled: dict[str, WorkerBackend] = {
             "process": ProcessBackend(
                 supervisor_id=supervisor_id,
                 socket_root=Path(settings.PLATFORM_SOCKET_ROOT),
@@ -210,7 +212,7 @@ class Command(BaseCommand):
         try:
             specs = list(
                 PluginSpec.objects.select_related("runtime").filter(
-                    runtime=runtime, enabled=True, mode=WorkerMode.POOLED
+                    runtime__name=runtime, enabled=True, mode=WorkerMode.POOLED
                 )
             )
         except DatabaseError as exc:  # a supervisor without the registry still serves allocations
@@ -248,9 +250,9 @@ class Command(BaseCommand):
             ssl_context=server_ssl_context(tls.cert, tls.key, tls.ca) if tls else None,
             secret=secret,
         )
-        relay_host, _, relay_port = relay_listen.rpartition(":")
+        relay_host, _, relay_port_text = relay_listen.rpartition(":")
         try:
-            relay_port = await relay.start(relay_host.strip("[]"), int(relay_port))
+            relay_port = await relay.start(relay_host.strip("[]"), int(relay_port_text))
         except (OSError, ValueError) as exc:
             raise CommandError(f"cannot listen on {relay_listen} (--relay-listen): {exc}") from exc
         grpc_service.add_to_server(server, supervisor, relay_port=relay_port)
@@ -258,7 +260,7 @@ class Command(BaseCommand):
         if port == 0:
             raise CommandError(f"cannot listen on {listen}")
         await server.start()
-        isolation = supervisor.backends["process"].isolation
+        isolation = cast(ProcessBackend, supervisor.backends["process"]).isolation
         health_server, health = await serve_health(health_listen) if health_listen else (None, None)
         metrics_server = None
         if metrics_listen:

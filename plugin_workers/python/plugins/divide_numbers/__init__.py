@@ -3,13 +3,11 @@
 from ppp_sdk import InvocationContext, Plugin, PluginError
 from ppp_sdk.plugin import require_number
 
-from plugins.schemas import BINARY_OPERATION_INPUT, binary_operation_output
-
+# Its input and output schemas are the registry's (platform_core/registry/builtin.py): the gateway
+# validates against them, so the worker does not repeat them.
 plugin = Plugin(
     primitive="divide_numbers",
     description="Divide operand1 by operand2.",
-    input_schema=BINARY_OPERATION_INPUT,
-    output_schema=binary_operation_output("divide"),
     # Microseconds of arithmetic: run on the worker's event loop, no thread hop.
     inline=True,
     ready_message="Divide plugin ready",

@@ -3,13 +3,11 @@
 from ppp_sdk import InvocationContext, Plugin
 from ppp_sdk.plugin import require_number
 
-from plugins.schemas import BINARY_OPERATION_INPUT, binary_operation_output
-
+# Its input and output schemas are the registry's (platform_core/registry/builtin.py): the gateway
+# validates against them, so the worker does not repeat them.
 plugin = Plugin(
     primitive="subtract_numbers",
     description="Subtract operand2 from operand1.",
-    input_schema=BINARY_OPERATION_INPUT,
-    output_schema=binary_operation_output("subtract"),
     # Microseconds of arithmetic: run on the worker's event loop, no thread hop.
     inline=True,
     ready_message="Subtract plugin ready",
