@@ -55,11 +55,14 @@ def test_over_quota_is_429_with_retry_after_and_recorded_with_an_invocation_id(p
     assert (stored["status"], stored["http_status"], stored["tenant_id"]) == ("throttled", 429, "tiny")
 
 
-def test_unknown_host_is_refused(api):
+def test_unknown_host_is_refused_as_json_and_not_recorded(api):
+    before = _count(api)
     response = api.post(
         "/api/v1/calculate/subtract", json={"operand1": 1, "operand2": 1}, headers={"host": "evil.example"}
     )
-    assert response.status_code == 400
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_request"
+    assert "invocation_id" not in response.json()
+    assert _count(api) == before
 
 
 def test_security_headers_and_request_id_are_kept(api):
