@@ -179,13 +179,14 @@ def board_from_listing(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def board_in_scope(board: dict[str, Any], scope: str | None) -> dict[str, Any]:
-    """``board`` as a viewer confined to tenant ``scope`` may see it (None: staff, everything)."""
+    """``board`` as a viewer confined to tenant ``scope`` may see it (None: staff, everything;
+    "": a user of no tenant, nothing: not even the pooled workers, which belong to no tenant)."""
     if scope is None:
         return board
     return {
         **board,
-        "workers": [w for w in board["workers"] if w["tenant"] == scope],
-        "recent": [w for w in board["recent"] if w["tenant"] == scope],
+        "workers": [w for w in board["workers"] if scope and w["tenant"] == scope],
+        "recent": [w for w in board["recent"] if scope and w["tenant"] == scope],
     }
 
 

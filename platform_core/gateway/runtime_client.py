@@ -425,7 +425,7 @@ async def workers_list(*, scope: str | None) -> list[dict[str, Any]]:
                     "busy": w.busy,
                 }
                 for w in reply.workers
-                if scope is None or w.tenant_id == scope
+                if scope is None or (scope and w.tenant_id == scope)  # "": no tenant, no worker
             ],
         }
 

@@ -131,8 +131,6 @@ class Supervisor:
     def _check_fair_share(self, tenant: str) -> None:
         """While other tenants use this supervisor, one tenant holds at most its share of the slots."""
         now = time.monotonic()
-        if tenant:
-            self._tenants_seen[tenant] = now
         if not tenant or self.tenant_share >= 1.0:
             return
         others = [t for t, seen in self._tenants_seen.items() if t != tenant and now - seen < TENANT_ACTIVE_S]
@@ -160,6 +158,8 @@ class Supervisor:
         if plugin.pool is not None:
             worker, warm = await self.pools.allocate(plugin, collector=collector, timeout_s=timeout_s)
         else:
+            if tenant:  # noted before the slots are counted: a tenant refused for want of one waits too
+                self._tenants_seen[tenant] = time.monotonic()
             if self._free_slots() <= 0:
                 raise CapacityExhausted(
                     f"all {self.max_workers} worker slots of supervisor {self.supervisor_id} are in use"

@@ -158,6 +158,58 @@ async def test_workers_board_follows_the_supervisors_and_shows_one_that_is_down(
         await server.stop(0)
 
 
+async def test_a_tenants_user_sees_only_the_workers_started_for_its_tenant(socket_root, settings):
+    """Issue 11, items 8 and 9: the workers board (its page and ``/ws/workers/``) shows a tenant's
+    user the workers of its own tenant only, a user of no tenant none; staff see every one."""
+    from asgiref.sync import sync_to_async
+    from django.test import Client
+
+    supervisor = make_supervisor(socket_root)
+    server = grpc.aio.server()
+    add_to_server(server, supervisor)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    settings.PLATFORM_SUPERVISORS = {"python": [f"127.0.0.1:{port}"]}
+    plugin = PluginRef(name="subtract_numbers", runtime="python", entrypoint="plugins.subtract_numbers:plugin")
+    communicators: list[WebsocketCommunicator] = []
+    try:
+        acme = (await supervisor.allocate(plugin, tenant="acme")).worker
+        globex = (await supervisor.allocate(plugin, tenant="globex")).worker
+        nobodys = (await supervisor.allocate(plugin)).worker  # of no tenant, like a pooled worker
+        alice = await database_sync_to_async(login_cookie)("alice", staff=False, tenant="acme")
+        drifter = await database_sync_to_async(login_cookie)("drifter", staff=False)  # a user of no tenant
+        for cookie in (alice, None, drifter):
+            communicators.append(await _connect("/ws/workers/", cookie))
+        mine, everything = [await _receive_until(c, acme.worker_id) for c in communicators[:2]]
+        for worker in (globex, nobodys):
+            if worker.worker_id not in everything:
+                everything += await _receive_until(communicators[1], worker.worker_id)
+        assert globex.worker_id not in mine and nobodys.worker_id not in mine
+        drifters = ""
+        while not await communicators[2].receive_nothing(timeout=0.5):
+            drifters += await communicators[2].receive_from()
+        assert not {acme.worker_id, globex.worker_id, nobodys.worker_id} & set(drifters.split('"'))
+        assert "executing \u00d7 1" in mine  # the state counts are of its own workers too
+        await supervisor.release(globex.worker_id, reason="done")
+        await _receive_until(communicators[1], "Recently removed")
+        while not await communicators[0].receive_nothing(timeout=0.5):
+            assert globex.worker_id not in await communicators[0].receive_from()
+
+        def page(cookie: bytes) -> str:
+            client = Client(HTTP_COOKIE=cookie.decode())
+            return client.get("/workers").content.decode()
+
+        html = await sync_to_async(page, thread_sensitive=False)(alice)
+        assert acme.worker_id in html and globex.worker_id not in html and nobodys.worker_id not in html
+        html = await sync_to_async(page, thread_sensitive=False)(drifter)
+        assert not {acme.worker_id, globex.worker_id, nobodys.worker_id} & set(html.split('"'))
+    finally:
+        for communicator in communicators:
+            await communicator.disconnect()
+        await supervisor.shutdown()
+        await server.stop(0)
+
+
 async def test_anonymous_connections_are_refused():
     communicator = WebsocketCommunicator(application, "/ws/live/", headers=ORIGIN)
     connected, code = await communicator.connect()

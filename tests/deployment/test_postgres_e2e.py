@@ -219,3 +219,19 @@ def test_requests_keep_succeeding_when_one_of_two_supervisors_is_killed(producti
     finally:
         cluster.stop()
     assert not cluster.leftover_workers(), "the killed supervisor's workers survived it"
+
+
+def test_a_tenants_rate_is_shared_by_both_gateways_through_redis(cluster):
+    """Issue 11, item 13, over HTTP: a burst of 2 is 2 calls across both gateways, not 2 on each."""
+    cluster.manage(
+        "shell",
+        "-c",
+        "from platform_core.tenancy.models import Tenant; Tenant.objects.create(slug='duo', rate_per_s=1e-3, burst=2)",
+    )
+    key = cluster.create_api_key("duo")
+    body = {"operand1": "not a number", "operand2": 1}  # refused by the schema: admitted, no worker needed
+    with cluster.gateway_client(0, api_key=key) as a, cluster.gateway_client(1, api_key=key) as b:
+        answers = [client.post("/api/v1/calculate/subtract", json=body) for client in (a, b, a, b)]
+    assert [r.status_code for r in answers] == [400, 400, 429, 429], [r.text for r in answers]
+    assert {r.json()["error"]["code"] for r in answers[2:]} == {"rate_limited"}
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in answers[2:])

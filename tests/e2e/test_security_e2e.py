@@ -7,7 +7,7 @@ import pytest
 
 from platform_core.rpc import sup_grpc, sup_pb2
 from tests.reliability.hostile import Background
-from tests.support.platform import Platform, running_worker
+from tests.support.platform import Platform, running_worker, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -59,3 +59,30 @@ def test_supervisor_with_a_secret_serves_the_gateway_and_refuses_others():
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         secured.stop()
+
+
+def test_one_tenant_cannot_take_every_worker_slot_from_another():
+    """Issue 11, item 10, with two tenants over HTTP: while globex uses the supervisor, acme holds
+    at most its share (TENANT_SLOT_SHARE) of the slots; past it, 503 no_capacity + Retry-After,
+    and globex's calls still get a worker."""
+    shared = Platform(extra_env={"SUPERVISOR_MAX_WORKERS": "4", "TENANT_SLOT_SHARE": "0.5"}).start()
+    try:
+        acme, globex = shared.create_api_key("acme"), shared.create_api_key("globex")
+        with shared.client(api_key=globex) as g, shared.client() as staff:
+            assert g.post("/api/v1/calculate/subtract", json={"operand1": 3, "operand2": 1}).status_code == 200
+            slow = {"steps": 40, "delay_ms": 100}
+            calls = [Background.post(shared, "/api/v1/plugins/slow_count/invoke", slow, api_key=acme) for _ in range(4)]
+            wait_for(lambda: sum(not c.thread.is_alive() for c in calls) >= 2, what="two answers", timeout_s=20)
+            refused = [call.result() for call in calls if not call.thread.is_alive()]
+            assert [r.status_code for r in refused] == [503, 503], [r.text for r in refused]
+            for response in refused:
+                assert response.json()["error"]["code"] == "no_capacity"
+                assert "fair share" in response.json()["error"]["message"]
+                assert int(response.headers["Retry-After"]) >= 1
+            acme_workers = [w for s in staff.get("/api/v1/workers").json()["supervisors"] for w in s["workers"]]
+            assert [w["tenant_id"] for w in acme_workers] == ["acme", "acme"]
+            during = g.post("/api/v1/calculate/subtract", json={"operand1": 3, "operand2": 1})
+            assert during.status_code == 200, during.text  # a slot was left for globex
+            assert sorted(call.result(timeout_s=60).status_code for call in calls) == [200, 200, 503, 503]
+    finally:
+        shared.stop()

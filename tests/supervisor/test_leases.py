@@ -86,3 +86,17 @@ async def test_one_tenant_holds_at_most_its_share_while_others_use_the_superviso
         await supervisor.allocate(SUBTRACT, tenant="acme")
     await supervisor.allocate(SUBTRACT, tenant="globex")  # the rest is globex's
     await supervisor.shutdown()
+
+
+async def test_a_tenant_that_took_every_slot_gives_the_next_free_one_to_a_tenant_that_was_refused(socket_root):
+    """Issue 11, item 10: one tenant alone takes every slot; another asks and is refused (no slot
+    free): from then on it is waiting, and the first tenant gets no new slot beyond its share."""
+    supervisor = make_supervisor(socket_root, max_workers=4, tenant_share=0.5)
+    acme = [await supervisor.allocate(SUBTRACT, tenant="acme") for _ in range(4)]  # alone: every slot
+    with pytest.raises(CapacityExhausted, match=r"slots .* are in use"):
+        await supervisor.allocate(SUBTRACT, tenant="globex")
+    await supervisor.release(acme[0].worker.worker_id)
+    with pytest.raises(CapacityExhausted, match="fair share"):
+        await supervisor.allocate(SUBTRACT, tenant="acme")  # 3 held, its share is 2: globex waits
+    await supervisor.allocate(SUBTRACT, tenant="globex")  # the freed slot is globex's
+    await supervisor.shutdown()
