@@ -412,6 +412,15 @@ def main(argv: list[str] | None = None) -> None:
         if JAVA_JAR.exists():
             results.append(platform_row("platform, uvicorn, Java add", levels, seconds, runtime="java"))
     table = render(results, seconds, floors)
+    # The gateway's own per-request steps, one by one (bench/percall.py, a process of its own).
+    percall = subprocess.run(
+        [sys.executable, "-m", "bench.percall", "--calls", "300" if options.quick else "2000"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    table += "\n\n" + percall[percall.index("CPU per call") :].strip()
     print(table)
     if options.output:
         write_output(options.output, table, start=START, end=END)

@@ -49,5 +49,6 @@ def test_bench_hotpath_quick_prints_floors_platform_and_targets(tmp_path):
     platform = next(line for line in result.stdout.splitlines() if line.startswith("| platform, uvicorn"))
     assert "answered" in platform and "MISSING" not in platform  # every answered invocation stored
     assert "| gateway CPU per warm invocation |" in result.stdout
+    assert "| authentication (cached key) |" in result.stdout and "| **sum** |" in result.stdout  # bench.percall
     text = output.read_text()
     assert "old" not in text and "| floor: bare parts" in text and text.rstrip().endswith("analysis")
