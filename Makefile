@@ -102,5 +102,5 @@ lint: $(INSTALLED) $(GENERATED)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) var platform_core/rpc/_gen plugin_workers/python/ppp_sdk/_gen plugin_workers/java/build \
+	rm -rf $(VENV) var .mypy_cache platform_core/rpc/_gen plugin_workers/python/ppp_sdk/_gen plugin_workers/java/build \
 		plugin_workers/node/node_modules

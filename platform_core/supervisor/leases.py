@@ -42,12 +42,12 @@ class LeaseBook:
         dropped, worker.leases = list(worker.leases.values()), {}
         return dropped
 
-    def renew(self, owner: LeaseOwner | None, lease_id: str, *, busy: bool) -> Lease | None:
+    def renew(self, owner: LeaseOwner | None, lease_id: str, *, busy: bool, now: float | None = None) -> Lease | None:
         """Extend a lease of ``owner``; None if it is not (or no longer) theirs."""
         lease = self.leases.get(lease_id)
         if lease is None or (owner is not None and lease.owner != owner):
             return None
-        lease.expires_at, lease.busy = time.monotonic() + self.ttl_s, busy
+        lease.expires_at, lease.busy = (time.monotonic() if now is None else now) + self.ttl_s, busy
         return lease
 
     def expired(self, now: float | None = None) -> list[Lease]:

@@ -230,12 +230,13 @@ class Supervisor:
 
     # --- leases ---------------------------------------------------------------------------
 
-    def renew(self, owner: LeaseOwner | None, usages: list[Usage]) -> Renewal:
-        """Extend ``owner``'s leases, take in its usage, and say which leases it must give back."""
+    def renew(self, owner: LeaseOwner | None, usages: list[Usage], *, now: float | None = None) -> Renewal:
+        """Extend ``owner``'s leases, take in its usage, and say which leases it must give back
+        (``now``: the monotonic clock's time of the renewal, by default the present)."""
         renewal = Renewal()
         touched: set[str] = set()
         for usage in usages:
-            lease = self.leases.renew(owner, usage.lease_id, busy=usage.busy)
+            lease = self.leases.renew(owner, usage.lease_id, busy=usage.busy, now=now)
             if lease is None:
                 renewal.unknown.append(usage.lease_id)
                 continue

@@ -113,6 +113,16 @@ def test_schema_errors_are_shown_next_to_their_field(client, executed):
     assert json.loads(executed.calls[0]["body"]) == {"operand1": 10}
 
 
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_missing_field_is_reported_at_that_field_by_the_gateway_itself(client):
+    # The gateway's own validation (no worker is needed to refuse it): its 400 names the field by path.
+    html = client.post("/run", {"operation": "subtract", "operand1": "10", "operand2": ""}, **HX).content.decode()
+    assert "HTTP 400" in html and "invalid_input" in html
+    placed = '<p class="field-error" id="field-operand2-error">&#x27;operand2&#x27; is a required property</p>'
+    assert placed in html, html
+    assert 'class="error-list"' not in html  # nothing left over for the general list
+
+
 def test_unknown_operation_is_reported_at_the_operation(client, executed):
     executed.outcome = Outcome(str(uuid.uuid4()), 404, error=errors.UnknownPlugin("no enabled plugin is called 'pow'"))
     html = client.post("/run", {"operation": "pow", "operand1": "1", "operand2": "2"}, **HX).content.decode()

@@ -3,7 +3,6 @@ revoked when the supervisor wants the worker back; a tenant's fair share of the 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import signal
@@ -25,11 +24,12 @@ async def test_an_ephemeral_worker_whose_gateway_stops_renewing_is_taken_back(so
     supervisor = make_supervisor(socket_root, lease_ttl_s=1)
     kept, _, _, kept_lease = await supervisor.allocate(SUBTRACT, owner=GATEWAY)
     lost, _, _, lease = await supervisor.allocate(SUBTRACT, owner=("gateway-b:8080", 1))
+    allocated = time.monotonic()
     assert await supervisor.expire_leases() == []  # both within their TTL
-    await asyncio.sleep(0.3)  # a TTL is time: let some pass before a renews
-    assert supervisor.renew(GATEWAY, [Usage(kept_lease.lease_id, busy=True)]).unknown == []
+    # The clock is given, not waited for: a renews half a TTL later, and its lease runs from then.
+    assert supervisor.renew(GATEWAY, [Usage(kept_lease.lease_id, busy=True)], now=allocated + 0.5).unknown == []
 
-    taken = await supervisor.expire_leases(now=time.monotonic() + 0.8)  # b's TTL is over, a's is not
+    taken = await supervisor.expire_leases(now=allocated + 1.2)  # b's TTL is over, a's is not
     assert taken == [lost.worker_id]
     assert lost.worker_id not in supervisor.workers and not alive(lost.pid)
     assert kept.worker_id in supervisor.workers

@@ -22,8 +22,9 @@ from platform_core.supervisor.backends.process import ProcessBackend
 from platform_core.supervisor.model import PluginRef, State
 from platform_core.supervisor.service import Supervisor
 from tests.supervisor.conftest import alive
-from tests.supervisor.test_zygote import PROBE, invoke, probe_dir, probe_launchers, wait_until  # noqa: F401 — fixture
+from tests.supervisor.test_zygote import PROBE, invoke, probe_dir, probe_launchers  # noqa: F401 — fixture
 from tests.support.platform import REPO
+from tests.support.waits import wait_until
 
 SDK = REPO / "plugin_workers" / "python"
 JAR = REPO / "plugin_workers" / "java" / "build" / "ppp-java-worker.jar"
@@ -197,7 +198,7 @@ async def test_a_sandboxed_worker_is_confined_and_reports_exits_as_before(socket
     crashing, _, _, _ = await supervisor.allocate(PROBE)
     with pytest.raises(Exception):  # noqa: B017 — the connection breaks as the worker exits
         await invoke(crashing, {"exit": 3})
-    await wait_until(lambda: crashing.state == State.FAILED)
+    await wait_until(lambda: crashing.state == State.FAILED, what="the crashed worker marked failed")
     outcome = await supervisor.release(crashing.worker_id)
     assert outcome.exit_code == 3, "the exit status comes through the relay (or bwrap)"
 
