@@ -44,6 +44,8 @@ WATERFALL_EVERY_S = 0.25
 # invocation cost a watched gateway ~11 ms of CPU per invocation (bench/hotpath.py).
 RUNS_EVERY_S = 0.5
 SWITCH_EVERY_S = 0.5
+# The batches of a run started within SWITCH_EVERY_S kept until the panel moves to it.
+DEFERRED_BATCHES_KEPT = 500
 RESULT_CHARS = 300
 
 
@@ -234,6 +236,9 @@ class LiveFollower:
         self.runs_pending = False  # the runs list changed but was sent less than RUNS_EVERY_S ago
         self._runs_sent = 0.0
         self._switched_at = float("-inf")
+        # Live mode: the newest run, started too soon after the last move to be shown yet, and its
+        # batches so far (shown by ``due`` once the panel may move).
+        self._deferred: tuple[str, list[dict[str, Any]]] | None = None
         self._clear(invocation_id)
 
     # --- the followed invocation ---------------------------------------------------------
@@ -282,11 +287,17 @@ class LiveFollower:
     @property
     def pending(self) -> bool:
         """Something was held back (the waterfall, the runs list) that ``due`` will send."""
-        return self.waterfall_pending or self.runs_pending
+        return self.waterfall_pending or self.runs_pending or self._deferred is not None
 
     def due(self) -> Fragments:
         """What was held back and may go now (the consumer asks every ``WATERFALL_EVERY_S``)."""
-        fragments = self.waterfall_due()
+        fragments = Fragments()
+        if self._deferred is not None and time.monotonic() - self._switched_at >= SWITCH_EVERY_S:
+            _, batches = self._deferred
+            self._deferred, self._switched_at = None, float("-inf")
+            for batch in batches:  # the first holds its start: the panel moves to it
+                fragments.extend(self.on_batch(batch).fragments)
+        fragments.extend(self.waterfall_due())
         if self.runs_pending and time.monotonic() - self._runs_sent >= RUNS_EVERY_S:
             fragments.add("runs", self.runs_html())
         return fragments
@@ -309,7 +320,10 @@ class LiveFollower:
         if self.following and not starts:
             return None  # an older run (or one whose start we did not see): never jump back to it
         if self.mode == "live" and time.monotonic() - self._switched_at < SWITCH_EVERY_S:
-            return None  # moved to another run a moment ago: this one is in the runs list
+            # Moved to another run a moment ago: this one is shown once the panel may move again
+            # (unless a newer one starts meanwhile); it is in the runs list at once.
+            self._deferred = (invocation_id, [])
+            return None
         return self._switch(invocation_id)
 
     def start_with(self, invocation_id: str) -> Fragments:
@@ -321,6 +335,7 @@ class LiveFollower:
     def pick(self, invocation_id: str) -> Fragments:
         """Live mode: follow ``invocation_id`` from now on ("": the newest run again)."""
         self.picked = invocation_id
+        self._deferred = None
         fragments = self._switch(invocation_id) if invocation_id and invocation_id != self.following else Fragments()
         self._switched_at = float("-inf")  # the viewer's choice: back to the newest means the next one at once
         return fragments.add("runs", self.runs_html())
@@ -392,6 +407,10 @@ class LiveFollower:
             rows_changed = True
             if self.live.finished and (self.mode == "fixed" or self._missing()):
                 update.wants_stored = invocation_id
+        if self._deferred is not None and self._deferred[0] == invocation_id and not snapshot:
+            self._deferred[1].append(batch)  # held until the panel may move (``due``)
+            if len(self._deferred[1]) > DEFERRED_BATCHES_KEPT:
+                self._deferred = None  # a run this busy is left to the runs list (one click away)
         if reorder:
             out.add(Fragments.LIST, events_html([self.rows[seq] for seq in sorted(self.rows)], append=False))
         if rows_changed:

@@ -232,9 +232,10 @@ def test_a_stream_of_runs_moves_the_live_panel_and_redraws_the_list_at_most_twic
     html = "".join(follower.on_batch(_batch(i, _item(1), {"state": FINAL})).html for i in ids)
     assert html.count('id="live-header"') == 1 and follower.following == ids[0]  # one switch, not 200
     assert html.count('id="runs-in-flight"') == 1 and follower.pending  # the list once, then held back
-    clock.now += live.RUNS_EVERY_S
+    clock.now += max(live.RUNS_EVERY_S, live.SWITCH_EVERY_S)
     due = str(follower.due())
     assert 'id="runs-in-flight"' in due and not follower.pending  # the held-back list, up to date
+    assert follower.following == ids[-1] and 'data-seq="1"' in due  # then the newest, with its events
     clock.now += live.SWITCH_EVERY_S
     newest = "00000000-0000-4000-8000-ffffffffffff"
     assert 'id="live-header"' in follower.on_batch(_batch(newest, _item(1))).html and follower.following == newest
@@ -305,3 +306,15 @@ def test_the_first_run_after_the_page_opens_or_after_following_the_newest_again_
     follower.pick(A)
     follower.pick("")
     assert 'id="live-header"' in follower.on_batch(_batch(C, _item(1))).html and follower.following == C
+
+
+def test_a_run_started_just_after_another_is_shown_a_moment_later_with_everything_it_did(clock):
+    follower = LiveFollower()
+    follower.on_batch(_batch(A, _item(1)))  # followed at once
+    assert follower.on_batch(_batch(B, _item(1))).html.count('id="live-header"') == 0  # too soon after A
+    follower.on_batch(_batch(B, _item(2)))
+    assert follower.following == A and follower.pending and str(follower.due()).count('id="live-header"') == 0
+    clock.now += live.SWITCH_EVERY_S
+    shown = str(follower.due())
+    assert follower.following == B and 'id="live-header"' in shown
+    assert [int(x) for x in re.findall(r'data-seq="(\d+)"', shown)] == [1, 2]  # nothing of it lost
