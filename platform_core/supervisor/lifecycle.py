@@ -147,7 +147,7 @@ class Lifecycle:
         worker.pooled, worker.tenant = plugin.pool is not None, tenant
         self.workers[worker.worker_id] = worker
         self.emit(worker, State.REQUESTED, f"allocate {plugin.name}", collector)
-        self.emit(worker, State.ALLOCATING, f"{backend_name} backend, {slot}", collector)
+        self.emit(worker, State.ALLOCATING, f"{backend_name} backend, {slot}, spawned", collector)
         started = time.monotonic()
         try:
             socket = await backend.start(worker, lambda w, s, d: self.emit(w, s, d, collector))
@@ -162,6 +162,81 @@ class Lifecycle:
         ready_ms = (time.monotonic() - started) * 1000
         self.emit(worker, State.READY, f"Health SERVING after {ready_ms:.0f} ms", collector)
         self._monitors[worker.worker_id] = asyncio.create_task(self._monitor(worker, backend))
+        return worker
+
+    # --- stem cells -----------------------------------------------------------------------
+
+    async def start_stem(self, ref: PluginRef, *, timeout_s: float | None = None) -> Worker:
+        """Start a stem cell of ``ref``'s runtime, backend and limit class, and wait until it can
+        be bound (Requested ... Stem cell). It holds no worker slot until it is bound."""
+        backend_name, backend = self.backend_for(ref)
+        worker = Worker(f"worker-{next(self._ids)}", ref, backend_name, output=BoundedOutput(self.output_limit))
+        worker.stem_cell = True
+        self.workers[worker.worker_id] = worker
+        self.emit(worker, State.REQUESTED, "stem cell: started ahead, no plugin", None)
+        self.emit(worker, State.ALLOCATING, f"{backend_name} backend, stem cell", None)
+        started = time.monotonic()
+        try:
+            control = await backend.start_stem(worker, lambda w, s, d: self.emit(w, s, d, None))
+            await self._await_control(worker, backend, control, started + (timeout_s or self.ready_timeout_s))
+        except BaseException as exc:
+            self.emit(worker, State.FAILED, str(exc) or type(exc).__name__, None)
+            await self.dispose(worker, force=True, collector=Collector())
+            raise
+        worker.runtime_state["stem_ready_at"] = time.monotonic()
+        ready_ms = (time.monotonic() - started) * 1000
+        self.emit(worker, State.STEM_CELL, f"ready after {ready_ms:.0f} ms, waiting for a plugin", None)
+        self._monitors[worker.worker_id] = asyncio.create_task(self._monitor(worker, backend))
+        return worker
+
+    async def _await_control(self, worker: Worker, backend: WorkerBackend, control: Path, deadline: float) -> None:
+        """Wait until the stem cell's control socket exists (it serves PPP by then)."""
+        delay = 0.002
+        while not control.exists():  # noqa: ASYNC240 — one stat(), cheaper than a thread hop
+            if (code := backend.exit_code(worker)) is not None:
+                await backend.wait(worker)
+                tail = worker.output.text()[-2000:].strip()
+                raise WorkerStartError(f"stem cell exited with code {code}" + (f": {tail}" if tail else ""))
+            if time.monotonic() > deadline:
+                raise WorkerNotReady(f"stem cell not ready after {self.ready_timeout_s:.1f} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    async def bind(
+        self,
+        worker: Worker,
+        plugin: PluginRef,
+        *,
+        collector: Collector | None,
+        timeout_s: float | None,
+        slot: str,
+        tenant: str = "",
+    ) -> Worker:
+        """Bind a ready stem cell to ``plugin`` (its limits, then its code) and wait until it
+        answers Health (Requested ... Ready), as ``start`` does for a spawned worker."""
+        backend = self.backends[worker.backend]
+        waited = time.monotonic() - worker.runtime_state.get("stem_ready_at", time.monotonic())
+        worker.plugin, worker.tenant, worker.stem_cell = plugin, tenant, False
+        worker.started_ns = time.time_ns()
+        self.emit(worker, State.REQUESTED, f"allocate {plugin.name}", collector)
+        how = f"{worker.backend} backend, {slot}, from stem cell (ready {waited:.1f} s)"
+        self.emit(worker, State.ALLOCATING, how, collector)
+        started = time.monotonic()
+        self.emit(worker, State.STARTING, f"bind stem cell to {plugin.name}: limits applied, plugin loaded", collector)
+        try:
+            await backend.bind(worker, plugin)
+            socket = Path(worker.address.removeprefix("unix://"))
+            await self._probe(worker, backend, socket, started + (timeout_s or self.ready_timeout_s))
+        except BaseException as exc:  # includes cancellation by the caller: never leave the worker behind
+            detail = str(exc) or type(exc).__name__
+            if worker.state != State.FAILED:
+                self.emit(worker, State.FAILED, detail, collector)
+            await self.dispose(worker, force=True, collector=collector or Collector())
+            if isinstance(exc, WorkerStartError):
+                raise WorkerFailedToStart(detail) from exc
+            raise
+        ready_ms = (time.monotonic() - started) * 1000
+        self.emit(worker, State.READY, f"Health SERVING {ready_ms:.0f} ms after binding", collector)
         return worker
 
     async def _probe(self, worker: Worker, backend: WorkerBackend, socket: Path, deadline: float) -> None:
