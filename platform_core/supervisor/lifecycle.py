@@ -179,6 +179,7 @@ class Lifecycle:
         try:
             control = await backend.start_stem(worker, lambda w, s, d: self.emit(w, s, d, None))
             await self._await_control(worker, backend, control, started + (timeout_s or self.ready_timeout_s))
+            await self._exercise(worker)
         except BaseException as exc:
             self.emit(worker, State.FAILED, str(exc) or type(exc).__name__, None)
             await self.dispose(worker, force=True, collector=Collector())
@@ -188,6 +189,19 @@ class Lifecycle:
         self.emit(worker, State.STEM_CELL, f"ready after {ready_ms:.0f} ms, waiting for a plugin", None)
         self._monitors[worker.worker_id] = asyncio.create_task(self._monitor(worker, backend))
         return worker
+
+    async def _exercise(self, worker: Worker) -> None:
+        """One PPP session with the unbound stem cell (Health, Init, Invoke: each answered "not
+        bound"), so that what its first real session needs (a JVM's connection, HTTP/2 and
+        message classes: ~0.3 s) is loaded now rather than at binding."""
+        async with grpc.aio.insecure_channel(worker.address, options=FAST_CHANNEL_OPTIONS) as channel:
+            stub = ppp_grpc.PluginWorkerStub(channel)
+            health = await stub.Health(ppp_pb2.HealthRequest(), timeout=self.ready_timeout_s)
+            if health.status == ppp_pb2.HealthResponse.SERVING:
+                raise WorkerStartError("a stem cell must not serve before it is bound")
+            await stub.Init(ppp_pb2.InitRequest(), timeout=self.ready_timeout_s)
+            async for _ in stub.Invoke(ppp_pb2.InvokeRequest(primitive="-"), timeout=self.ready_timeout_s):
+                pass
 
     async def _await_control(self, worker: Worker, backend: WorkerBackend, control: Path, deadline: float) -> None:
         """Wait until the stem cell's control socket exists (it serves PPP by then)."""
