@@ -53,13 +53,13 @@ async def wait_until(predicate, *, what: str, timeout_s: float = 30.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def invoke(worker: Worker, primitive: str, arguments: dict) -> dict:
+async def invoke(worker: Worker, primitive: str, arguments: dict, timeout_s: float = 20) -> dict:
     async with grpc.aio.insecure_channel(worker.address) as channel:
         stub = ppp_grpc.PluginWorkerStub(channel)
         init = await stub.Init(ppp_pb2.InitRequest(), timeout=10)
         assert init.ok, init.message
         request = ppp_pb2.InvokeRequest(primitive=primitive, arguments=json.dumps(arguments).encode())
-        async for message in stub.Invoke(request, timeout=20):
+        async for message in stub.Invoke(request, timeout=timeout_s):
             if message.HasField("completed"):
                 return json.loads(message.completed.output)
             if message.HasField("failed"):
@@ -202,3 +202,105 @@ async def test_a_restarted_supervisor_reaps_the_stem_cells_of_its_earlier_life(s
     finally:
         await second.shutdown()
         await first.shutdown()
+
+
+# --- Python stem cells (process backend): isolation and the plugin's limits -----------------
+
+MIB = 1024 * 1024
+MARKER = PluginRef(
+    name="hostile_marker",
+    runtime="python",
+    entrypoint="plugins.hostile.marker:plugin",
+    limits=Limits(memory_bytes=256 * MIB),
+)
+HOG = PluginRef(
+    name="hostile_memory_hog",
+    runtime="python",
+    entrypoint="plugins.hostile.memory_hog:plugin",
+    limits=Limits(memory_bytes=256 * MIB),
+)
+BOMB = PluginRef(
+    name="hostile_fork_bomb",
+    runtime="python",
+    entrypoint="plugins.hostile.fork_bomb:plugin",
+    limits=Limits(memory_bytes=256 * MIB, pids=24),
+)
+
+
+def python_supervisor(socket_root: Path, *, count: int = 1) -> Supervisor:
+    backend = ProcessBackend(supervisor_id="python-stem", socket_root=socket_root)
+    return Supervisor(
+        runtime="python",
+        supervisor_id="python-stem",
+        backends={"process": backend},
+        default_backend="process",
+        stem_cells=[StemCellPlan(backend="process", count=count, memory_mb=(256,))],
+    )
+
+
+async def allocate_from_stem_cell(supervisor: Supervisor, plugin: PluginRef) -> Worker:
+    await wait_until(lambda: len(stem_cells(supervisor)) >= 1, what="a stem cell is ready")
+    worker, events, _, _ = await supervisor.allocate(plugin)
+    assert any("from stem cell" in e.detail for e in events if e.state == State.ALLOCATING)
+    return worker
+
+
+async def test_a_stem_cell_serves_one_invocation_and_nothing_of_it_reaches_the_next(socket_root):
+    supervisor = python_supervisor(socket_root)
+    await supervisor.start()
+    try:
+        first = await allocate_from_stem_cell(supervisor, MARKER)
+        answer = await invoke(first, "marker", {"label": "first"})
+        assert answer["found"] == {"file": "", "global": [], "environment": ""}
+        # Within the same worker the marker is there (the plugin does leave state behind) ...
+        again = await invoke(first, "marker", {"label": "again"})
+        assert again["found"]["file"] == "first" and again["found"]["global"] == ["first"]
+        temp_dir = Path(answer["temp_dir"])
+        await supervisor.release(first.worker_id)
+        assert not first.runtime_state["directory"].exists(), "the worker's directory went with it"
+
+        # ... but the next stem cell, bound to the same plugin, has none of it.
+        second = await allocate_from_stem_cell(supervisor, MARKER)
+        assert second is not first and second.pid != first.pid
+        answer = await invoke(second, "marker", {"label": "second"})
+        assert answer["found"] == {"file": "", "global": [], "environment": ""}
+        assert Path(answer["temp_dir"]) != temp_dir
+        await supervisor.release(second.worker_id)
+    finally:
+        await supervisor.shutdown()
+    assert not supervisor.workers
+
+
+async def test_a_memory_hog_bound_to_a_stem_cell_meets_the_plugins_memory_limit(socket_root):
+    supervisor = python_supervisor(socket_root)
+    await supervisor.start()
+    try:
+        worker = await allocate_from_stem_cell(supervisor, HOG)
+        answer = await invoke(worker, "memory_hog", {})
+        assert answer["failed"] == "out_of_memory", answer
+        assert "256 MB" in answer["message"], "the plugin's limit, not the stem cell's (none)"
+        await supervisor.release(worker.worker_id)
+    finally:
+        await supervisor.shutdown()
+
+
+async def test_a_stem_cell_bound_to_a_fork_bomb_is_in_a_pids_cgroup_with_the_plugins_limit(socket_root):
+    """The bomb itself goes off in a container (tests/docker/test_stemcells_docker.py): a spawned,
+    sandboxed Python worker cannot read its pids.max (cgroup v1 view), and the plugin refuses to
+    fork without seeing a limit. Here: the limit is the plugin's and holds every process."""
+    supervisor = python_supervisor(socket_root)
+    if supervisor.backends["process"]._cgroups is None:
+        pytest.skip("no pids cgroups here (needs root and a pids hierarchy)")
+    await supervisor.start()
+    try:
+        await wait_until(lambda: len(stem_cells(supervisor)) >= 1, what="a stem cell is ready")
+        group = stem_cells(supervisor)[0].runtime_state["cgroup"]
+        assert (group / "pids.max").read_text().strip() == "128", "the stem cell's own limit before binding"
+        worker = await allocate_from_stem_cell(supervisor, BOMB)
+        assert worker.runtime_state["cgroup"] == group
+        assert (group / "pids.max").read_text().strip() == "24", "the plugin's limit, not the stem cell's"
+        members = {int(pid) for pid in (group / "cgroup.procs").read_text().split()}
+        assert {worker.pid, *process_backend._descendants(worker.pid)} <= members
+        await supervisor.release(worker.worker_id)
+    finally:
+        await supervisor.shutdown()

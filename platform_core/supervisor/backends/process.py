@@ -204,12 +204,13 @@ class ProcessBackend:
             (group / "pids.max").write_text(str(limits.pids) if limits.pids > 0 else "max")
         launcher = self.launcher_for(plugin)
         for pid in self._processes(worker):
-            values: dict[str, int] = {}
+            values: dict[str, tuple[int, int]] = {}
             try:
                 if limits.cpu_seconds:
-                    values["cpu"] = math.ceil(_cpu_seconds(pid)) + limits.cpu_seconds
+                    cap = math.ceil(_cpu_seconds(pid)) + limits.cpu_seconds
+                    values["cpu"] = (cap, cap)
                 if launcher is not None and launcher.limit_address_space and limits.memory_bytes:
-                    values["as"] = limits.memory_bytes
+                    values["as"] = (limits.memory_bytes, limits.memory_bytes)
                 if values:
                     await _lower_rlimits(pid, values)
             except ProcessLookupError:
@@ -649,15 +650,15 @@ def _exit_code(worker: Worker, code: int | None) -> int | None:
 _RLIMITS = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS}
 
 
-async def _lower_rlimits(pid: int, values: dict[str, int]) -> None:
-    """Set rlimits (soft = hard, both lowered) of a running process.
+async def _lower_rlimits(pid: int, values: dict[str, tuple[int, int]]) -> None:
+    """Lower rlimits (name → (soft, hard)) of a running process.
 
     Straight away when the supervisor may (same uid, or CAP_SYS_RESOURCE); a sandboxed worker
     runs as another uid, and a supervisor without CAP_SYS_RESOURCE (in a container) may not
     touch its limits: then ``prlimit`` does it as that uid, which may lower its own limits."""
     try:
-        for name, value in values.items():
-            resource.prlimit(pid, _RLIMITS[name], (value, value))
+        for name, (soft, hard) in values.items():
+            resource.prlimit(pid, _RLIMITS[name], (soft, hard))
         return
     except PermissionError:
         pass
@@ -666,7 +667,7 @@ async def _lower_rlimits(pid: int, values: dict[str, int]) -> None:
     process = await asyncio.create_subprocess_exec(
         shutil.which("prlimit") or "prlimit",
         f"--pid={pid}",
-        *(f"--{name}={value}:{value}" for name, value in values.items()),
+        *(f"--{name}={soft}:{hard}" for name, (soft, hard) in values.items()),
         user=uid,
         group=gid,
         extra_groups=[],
