@@ -37,8 +37,10 @@ BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 10.0
 FLUSH_DELAY_S = 0.05
 RECENT_LIMIT = 8
-# The seed's lifecycle states in its diagram's order (Idle: a pooled worker between uses).
+# The seed's lifecycle states in its diagram's order (Idle: a pooled worker between uses; Stem
+# cell, our addition: an ephemeral worker started ahead, waiting to be bound to a plugin).
 STATES = [
+    "stem_cell",
     "requested",
     "allocating",
     "spawning",

@@ -250,7 +250,7 @@ class Lifecycle:
                 raise WorkerFailedToStart(detail) from exc
             raise
         ready_ms = (time.monotonic() - started) * 1000
-        self.emit(worker, State.READY, f"Health SERVING {ready_ms:.0f} ms after binding", collector)
+        self.emit(worker, State.READY, f"Health SERVING after {ready_ms:.0f} ms (from binding)", collector)
         return worker
 
     async def _probe(self, worker: Worker, backend: WorkerBackend, socket: Path, deadline: float) -> None:
