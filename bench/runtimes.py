@@ -87,11 +87,15 @@ async def measure(spec: RuntimeSpec, entrypoint: str, primitive: str, zygote: bo
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.runtimes", description=__doc__)
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--stem-cells-only", action="store_true", help="only the stem cells' table")
+    parser.add_argument("--stem-cells-only", action="store_true", help="only the stem cells' tables")
+    parser.add_argument("--no-gateway", action="store_true", help="without the stem cells' rows through the gateway")
     options = parser.parse_args(argv)
     rounds = options.rounds
     if options.stem_cells_only:
         print(stem_cell_table(rounds))
+        if not options.no_gateway:
+            print()
+            print(gateway_table(rounds))
         return
     print(f"Worker start (allocate → Health SERVING), first invoke, stop (SIGTERM → reaped); {rounds} rounds, ms\n")
     print("| runtime | ready p50 | ready p90 | invoke p50 | stop p50 |")
@@ -108,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
         )
     print()
     print(stem_cell_table(rounds))
+    if not options.no_gateway:
+        print()
+        print(gateway_table(rounds))
 
 
 # --- stem cells (issue 18) ------------------------------------------------------------------
@@ -304,6 +311,75 @@ def stem_cell_table(rounds: int) -> str:
             f"{percentile(stem['total'], 50):.1f} | {sum(stem['from_stem'])}/{rounds} | {floor_text} | "
             f"{stem['idle_cpu'][0]:.2f} | {stem['idle_mib'][0]:.0f} |"
         )
+    return "\n".join(lines)
+
+
+def gateway_table(rounds: int) -> str:
+    """The issue's rows through the whole platform (gateway, supervisor, worker): ephemeral p50
+    with a ready stem cell (each request once the board shows one) and with stem cells off."""
+    from bench.run import OPERATIONS, docker_available
+    from tests.support.platform import Platform, wait_for
+
+    lines = [
+        f"Through the gateway (HTTP request to answer, release included), {rounds} sequential requests per row "
+        "once a stem cell is ready (stem cells on) or as they come (off), ms:",
+        "",
+        "| runtime | backend | stem cells off: e2e p50 | allocation p50 | on: e2e p50 | allocation p50 "
+        "| init p50 | release p50 | from stem cell |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    backends = ["process", "docker"] if docker_available() else ["process"]
+    for backend in backends:
+        runtimes = ("python", "java")
+        results: dict[tuple[str, bool], dict[str, list]] = {}
+        for stem in (False, True):
+            entries = [f"{runtime}/{backend}=1" for runtime in runtimes if stem]
+            platform = Platform(
+                runtimes=runtimes,
+                absent_runtimes=(),
+                backend=backend,
+                extra_env={"LOG_LEVEL": "ERROR", "STEM_CELLS": ",".join(entries)},
+            ).start()
+            try:
+                with platform.client() as client:
+                    for runtime in runtimes:
+                        plugin, arguments = OPERATIONS[runtime]
+                        got: dict[str, list] = {"e2e": [], "allocation": [], "init": [], "release": [], "stem": []}
+
+                        def ready(runtime: str = runtime) -> bool:
+                            boards = client.get("/api/v1/workers").json()["supervisors"]
+                            return any(
+                                w["state"] == "stem_cell"
+                                for b in boards
+                                if b["runtime"] == runtime
+                                for w in b["workers"]
+                            )
+
+                        client.post(f"/api/v1/plugins/{plugin}/invoke", json=arguments)  # warm the gateway
+                        for _ in range(rounds):
+                            if stem:
+                                wait_for(ready, what=f"a {runtime} stem cell", timeout_s=120)
+                            started = time.perf_counter()
+                            response = client.post(f"/api/v1/plugins/{plugin}/invoke", json=arguments)
+                            got["e2e"].append(1000 * (time.perf_counter() - started))
+                            body = response.json()
+                            for phase in ("allocation", "init", "release"):
+                                got[phase].append(body["timings_ms"][phase])
+                            trace = client.get(f"/api/v1/invocations/{body['invocation_id']}").json()["trace"]
+                            got["stem"].append(
+                                any("from stem cell" in e["detail"] for e in trace if e["kind"] == "worker_allocating")
+                            )
+                        results[(runtime, stem)] = got
+            finally:
+                platform.stop()
+        for runtime in runtimes:
+            off, on = results[(runtime, False)], results[(runtime, True)]
+            lines.append(
+                f"| {runtime} | {backend} | {percentile(off['e2e'], 50):.1f} | "
+                f"{percentile(off['allocation'], 50):.1f} | "
+                f"{percentile(on['e2e'], 50):.1f} | {percentile(on['allocation'], 50):.1f} | "
+                f"{percentile(on['init'], 50):.1f} | {percentile(on['release'], 50):.1f} | {sum(on['stem'])}/{rounds} |"
+            )
     return "\n".join(lines)
 
 
