@@ -317,8 +317,12 @@ def stem_cell_table(rounds: int) -> str:
 def gateway_table(rounds: int) -> str:
     """The issue's rows through the whole platform (gateway, supervisor, worker): ephemeral p50
     with a ready stem cell (each request once the board shows one) and with stem cells off."""
+    import logging
+
     from bench.run import OPERATIONS, docker_available
     from tests.support.platform import Platform, wait_for
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     lines = [
         f"Through the gateway (HTTP request to answer, release included), {rounds} sequential requests per row "
@@ -363,6 +367,8 @@ def gateway_table(rounds: int) -> str:
                             response = client.post(f"/api/v1/plugins/{plugin}/invoke", json=arguments)
                             got["e2e"].append(1000 * (time.perf_counter() - started))
                             body = response.json()
+                            if response.status_code != 200:
+                                raise SystemExit(f"{plugin} on {backend}: HTTP {response.status_code}: {response.text}")
                             for phase in ("allocation", "init", "release"):
                                 got[phase].append(body["timings_ms"][phase])
                             trace = client.get(f"/api/v1/invocations/{body['invocation_id']}").json()["trace"]

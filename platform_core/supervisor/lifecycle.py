@@ -153,11 +153,7 @@ class Lifecycle:
             socket = await backend.start(worker, lambda w, s, d: self.emit(w, s, d, collector))
             await self._probe(worker, backend, socket, started + (timeout_s or self.ready_timeout_s))
         except BaseException as exc:  # includes cancellation by the caller: never leave the worker behind
-            detail = str(exc) or type(exc).__name__
-            self.emit(worker, State.FAILED, detail, collector)
-            await self.dispose(worker, force=True, collector=collector or Collector())
-            if isinstance(exc, WorkerStartError):
-                raise WorkerFailedToStart(detail) from exc
+            await self._abandon(worker, exc, collector)
             raise
         ready_ms = (time.monotonic() - started) * 1000
         self.emit(worker, State.READY, f"Health SERVING after {ready_ms:.0f} ms", collector)
@@ -242,16 +238,21 @@ class Lifecycle:
             socket = Path(worker.address.removeprefix("unix://"))
             await self._probe(worker, backend, socket, started + (timeout_s or self.ready_timeout_s))
         except BaseException as exc:  # includes cancellation by the caller: never leave the worker behind
-            detail = str(exc) or type(exc).__name__
-            if worker.state != State.FAILED:
-                self.emit(worker, State.FAILED, detail, collector)
-            await self.dispose(worker, force=True, collector=collector or Collector())
-            if isinstance(exc, WorkerStartError):
-                raise WorkerFailedToStart(detail) from exc
+            await self._abandon(worker, exc, collector)
             raise
         ready_ms = (time.monotonic() - started) * 1000
         self.emit(worker, State.READY, f"Health SERVING after {ready_ms:.0f} ms (from binding)", collector)
         return worker
+
+    async def _abandon(self, worker: Worker, exc: BaseException, collector: Collector | None) -> None:
+        """A start or binding failed (or its caller gave up): FAILED, force-removed; a start error
+        is raised as WorkerFailedToStart (the caller re-raises anything else)."""
+        detail = str(exc) or type(exc).__name__
+        if worker.state != State.FAILED:  # its monitor may have seen it die first
+            self.emit(worker, State.FAILED, detail, collector)
+        await self.dispose(worker, force=True, collector=collector or Collector())
+        if isinstance(exc, WorkerStartError):
+            raise WorkerFailedToStart(detail) from exc
 
     async def _probe(self, worker: Worker, backend: WorkerBackend, socket: Path, deadline: float) -> None:
         """Wait until the worker's socket exists and PPP Health says SERVING (no fixed sleeps)."""

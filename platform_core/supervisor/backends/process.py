@@ -197,27 +197,28 @@ class ProcessBackend:
 
     async def bind(self, worker: Worker, plugin: PluginRef) -> None:
         """Bind a stem cell to ``plugin``: its limits on the running processes (pids cgroup,
-        CPU seconds from now, address space), then the plugin, loaded by the worker."""
+        niceness, CPU seconds from now; its address space set by the worker), then the plugin,
+        loaded by the worker."""
         limits = plugin.limits
         _renice(self._processes(worker), 0)
         if (group := worker.runtime_state.get("cgroup")) is not None:
             (group / "pids.max").write_text(str(limits.pids) if limits.pids > 0 else "max")
-        launcher = self.launcher_for(plugin)
-        for pid in self._processes(worker):
-            values: dict[str, tuple[int, int]] = {}
-            try:
-                if limits.cpu_seconds:
+        if limits.cpu_seconds:
+            for pid in self._processes(worker):
+                try:
                     cap = math.ceil(_cpu_seconds(pid)) + limits.cpu_seconds
-                    values["cpu"] = (cap, cap)
-                if launcher is not None and launcher.limit_address_space and limits.memory_bytes:
-                    values["as"] = (limits.memory_bytes, limits.memory_bytes)
-                if values:
-                    await _lower_rlimits(pid, values)
-            except ProcessLookupError:
-                continue
-            except OSError as exc:
-                raise WorkerStartError(f"cannot apply {plugin.name}'s limits to stem cell pid {pid}: {exc}") from exc
-        await stem_bind.bind(worker.runtime_state["control"], plugin)
+                    await _lower_rlimits(pid, {"cpu": (cap, cap)})
+                except ProcessLookupError:
+                    continue
+                except OSError as exc:
+                    raise WorkerStartError(
+                        f"cannot apply {plugin.name}'s CPU limit to stem cell pid {pid}: {exc}"
+                    ) from exc
+        # Its address space is set by the worker itself (it may lower its own limit; the supervisor
+        # may not touch another uid's without CAP_SYS_RESOURCE).
+        launcher = self.launcher_for(plugin)
+        address_space = limits.memory_bytes if launcher is not None and launcher.limit_address_space else 0
+        await stem_bind.bind(worker.runtime_state["control"], plugin, address_space=address_space)
 
     def _processes(self, worker: Worker) -> list[int]:
         """Every process of the worker: its pids cgroup's, else the worker and its descendants."""

@@ -3,7 +3,7 @@
 A stem cell (``stemcells.py``) is a worker program started with ``--stem CONTROL --unix SOCKET``:
 it serves PPP on SOCKET at once, with no plugin (Health: NOT_SERVING), and listens on CONTROL,
 a Unix socket in its private directory (on the docker backend, the bind-mounted one). The
-supervisor connects once and sends ``{"entrypoint": ..., "concurrency": N}``; the worker loads
+supervisor connects once and sends ``{"entrypoint": ..., "concurrency": N, "limits": {...}}``; the worker loads
 the plugin, removes CONTROL and answers ``ok`` (or ``error MESSAGE`` and exits). Both SDKs
 (Java, Python) speak it; nothing else of the platform does.
 """
@@ -23,10 +23,19 @@ CONTROL_NAME = "stem.sock"
 BIND_TIMEOUT_S = 10.0
 
 
-async def bind(control: Path, plugin: PluginRef, *, timeout_s: float = BIND_TIMEOUT_S) -> None:
+async def bind(control: Path, plugin: PluginRef, *, address_space: int = 0, timeout_s: float = BIND_TIMEOUT_S) -> None:
     """Tell the stem cell listening on ``control`` to load ``plugin``; raises WorkerStartError
-    when it cannot (bad entrypoint, the stem cell died)."""
-    message = {"entrypoint": plugin.entrypoint, "concurrency": plugin.pool.max_concurrency if plugin.pool else 1}
+    when it cannot (bad entrypoint, the stem cell died).
+
+    ``limits`` in the message are rlimits the worker sets on itself before it loads the plugin
+    (lowering one's own limits needs no privilege, where setting another uid's needs
+    CAP_SYS_RESOURCE): its address space (0: none) and CPU seconds from now (0: none). The
+    Python SDK applies them; the Java SDK cannot (the supervisor sets its CPU seconds)."""
+    message = {
+        "entrypoint": plugin.entrypoint,
+        "concurrency": plugin.pool.max_concurrency if plugin.pool else 1,
+        "limits": {"address_space": address_space, "cpu_seconds": plugin.limits.cpu_seconds},
+    }
     try:
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_unix_connection(str(control))

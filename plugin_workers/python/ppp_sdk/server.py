@@ -169,6 +169,17 @@ def _out_of_memory_message() -> str:
     return f"the plugin ran out of memory (MemoryError at its address-space limit of {limit // (1024 * 1024)} MB)"
 
 
+def _lower_own_limits(limits: dict[str, int]) -> None:
+    """The plugin's rlimits, set by the stem cell on itself before it loads the plugin: its
+    address space, and CPU seconds counted from now (its own start-up is not the plugin's)."""
+    if address_space := int(limits.get("address_space") or 0):
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    if cpu_seconds := int(limits.get("cpu_seconds") or 0):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cap = int(usage.ru_utime + usage.ru_stime) + 1 + cpu_seconds
+        resource.setrlimit(resource.RLIMIT_CPU, (cap, cap + 1))  # SIGXCPU at the soft limit
+
+
 async def _await_binding(
     path: str, servicer: PluginServicer, load: Callable[[str], Plugin], stop: asyncio.Event
 ) -> asyncio.Server:
@@ -180,6 +191,7 @@ async def _await_binding(
             os.unlink(path)
         try:
             request = json.loads(await reader.readline())
+            _lower_own_limits(request.get("limits") or {})
             plugin = load(str(request["entrypoint"]))
             servicer.bind(plugin, max_concurrency=max(1, int(request.get("concurrency", 1))))
             answer, failed = b"ok\n", False
