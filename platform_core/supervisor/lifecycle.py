@@ -77,6 +77,8 @@ class Lifecycle:
         self._monitors: dict[str, asyncio.Task[None]] = {}
         # Called when a worker exits on its own (the supervisor revokes its leases).
         self.on_exit: Callable[[Worker], None] = lambda worker: None
+        # Called once a worker is removed (stem cells refill after the one taken is gone).
+        self.on_removed: Callable[[Worker], None] = lambda worker: None
 
     # --- events ---------------------------------------------------------------------------
 
@@ -341,4 +343,5 @@ class Lifecycle:
             monitor.cancel()
         cause = await self.exit_cause(worker, code) if code != -1 else None
         self.emit(worker, State.REMOVED, f"exit code {code}" + (f" ({cause.detail})" if cause else ""), collector)
+        self.on_removed(worker)
         return Disposal(collector.events, worker.output.text(), worker.output.truncated, code, cause)

@@ -34,6 +34,9 @@ MIB = 1024 * 1024
 # Processes and threads a stem cell may have before it is bound (the JVM starts ~20 threads);
 # binding sets the plugin's own limit.
 STEM_PIDS = 128
+# A refill waits until the workers its kind handed out are removed, at most this long: a stem
+# cell's start (a JVM's second of CPU) would otherwise slow the very invocation that took one.
+REFILL_WAIT_S = 1.0
 # A stem cell that fails to start is retried after this, doubling up to the maximum.
 RETRY_INITIAL_S = 1.0
 RETRY_MAX_S = 60.0
@@ -72,6 +75,8 @@ class _Kind:
     ready: list[Worker] = field(default_factory=list)
     wanted: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    # Handed out and not yet removed (ids): the refill waits for them (REFILL_WAIT_S at most).
+    in_use: set[str] = field(default_factory=set)
     taken: int = 0
     started: int = 0
 
@@ -92,6 +97,7 @@ class StemCells:
         self.spec = spec or BUILTIN_RUNTIMES.get(lifecycle.runtime)
         self._kinds: dict[tuple, _Kind] = {}
         self.closing = False
+        lifecycle.on_removed = self._removed
 
     def start(self) -> None:
         """Start keeping the planned stem cells (for backends that can start them)."""
@@ -131,6 +137,7 @@ class StemCells:
             kind.wanted.set()
             if worker.alive and worker.state == State.STEM_CELL and worker.worker_id in self.lifecycle.workers:
                 kind.taken += 1
+                kind.in_use.add(worker.worker_id)
                 return worker
         return None
 
@@ -160,6 +167,8 @@ class StemCells:
                 kind.wanted.clear()
                 await kind.wanted.wait()
                 continue
+            if kind.in_use:
+                await self._until_removed(kind)
             try:
                 worker = await self.lifecycle.start_stem(kind.ref)
             except asyncio.CancelledError:
@@ -176,6 +185,24 @@ class StemCells:
             if self.closing:
                 return
             kind.ready.append(worker)
+
+    async def _until_removed(self, kind: _Kind) -> None:
+        """Wait until the workers ``kind`` handed out are removed, REFILL_WAIT_S at most."""
+        deadline = asyncio.get_running_loop().time() + REFILL_WAIT_S
+        while kind.in_use and not self.closing:
+            kind.wanted.clear()
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kind.wanted.wait(), remaining)
+        kind.in_use.clear()
+
+    def _removed(self, worker: Worker) -> None:
+        for kind in self._kinds.values():
+            if worker.worker_id in kind.in_use:
+                kind.in_use.discard(worker.worker_id)
+                kind.wanted.set()
 
     def watch_exit(self, worker: Worker) -> None:
         """A worker exited on its own: if it was a waiting stem cell, its kind refills."""
