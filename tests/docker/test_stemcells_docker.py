@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import time
 
 import grpc
 import pytest
 
-from platform_core.rpc import ppp_grpc, ppp_pb2
 from platform_core.supervisor.backends.docker import LABEL_PLUGIN, DockerBackend
 from platform_core.supervisor.model import Limits, PluginRef, State, Worker
 from platform_core.supervisor.service import Supervisor
@@ -26,6 +24,7 @@ from tests.docker.conftest import (
     require_image,
     wait_until_gone,
 )
+from tests.support.workers import invoke_once, running
 
 pytestmark = pytest.mark.docker
 
@@ -82,22 +81,11 @@ async def ready_stem_cell(supervisor: Supervisor, timeout_s: float = 60) -> Work
 
 
 async def invoke(worker: Worker, primitive: str, arguments: dict, timeout_s: float = 20) -> dict:
-    async with grpc.aio.insecure_channel(worker.address) as channel:
-        stub = ppp_grpc.PluginWorkerStub(channel)
-        assert (await stub.Init(ppp_pb2.InitRequest(), timeout=10)).ok
-        request = ppp_pb2.InvokeRequest(primitive=primitive, arguments=json.dumps(arguments).encode())
-        async for message in stub.Invoke(request, timeout=timeout_s):
-            if message.HasField("completed"):
-                return json.loads(message.completed.output)
-            if message.HasField("failed"):
-                return {"failed": message.failed.code, "message": message.failed.message}
-    raise AssertionError("no Completed message")
+    return await invoke_once(worker.address, primitive, arguments, timeout_s=timeout_s)
 
 
 async def test_a_container_stem_cell_serves_one_invocation_and_nothing_reaches_the_next(make_supervisor, docker_client):
-    supervisor = make_supervisor()
-    await supervisor.start()
-    try:
+    async with running(make_supervisor()) as supervisor:
         stem = await ready_stem_cell(supervisor)
         (container,) = containers_of(docker_client, supervisor.supervisor_id)
         assert container["Labels"][LABEL_PLUGIN] == "(stem cell)"
@@ -116,15 +104,11 @@ async def test_a_container_stem_cell_serves_one_invocation_and_nothing_reaches_t
         answer = await invoke(worker, "marker", {"label": "second"})
         assert answer["found"] == {"file": "", "global": [], "environment": ""}, "a fresh container"
         await supervisor.release(worker.worker_id)
-    finally:
-        await supervisor.shutdown()
     assert not containers_of(docker_client, supervisor.supervisor_id)
 
 
 async def test_binding_applies_the_plugins_limits_by_docker_update(make_supervisor, docker_client):
-    supervisor = make_supervisor()
-    await supervisor.start()
-    try:
+    async with running(make_supervisor()) as supervisor:
         stem = await ready_stem_cell(supervisor)
         container_id = stem.runtime_state["container"].id
         before = docker_client.api.inspect_container(container_id)["HostConfig"]
@@ -134,14 +118,10 @@ async def test_binding_applies_the_plugins_limits_by_docker_update(make_supervis
         assert (after["CpuShares"], after["PidsLimit"], after["NanoCpus"]) == (1024, 48, 500_000_000)
         assert after["Memory"] == 128 * MIB, "the class's memory: the plugin's"
         await supervisor.release(worker.worker_id)
-    finally:
-        await supervisor.shutdown()
 
 
 async def test_a_fork_bomb_bound_to_a_stem_cell_stops_at_the_plugins_pids_limit(make_supervisor):
-    supervisor = make_supervisor()
-    await supervisor.start()
-    try:
+    async with running(make_supervisor()) as supervisor:
         await ready_stem_cell(supervisor)
         worker, _, _, _ = await supervisor.allocate(hostile("fork_bomb", pids=40))
         with pytest.raises(grpc.aio.AioRpcError) as timed_out:
@@ -150,14 +130,10 @@ async def test_a_fork_bomb_bound_to_a_stem_cell_stops_at_the_plugins_pids_limit(
         output = worker.output.text()
         assert "fork bomb: pids limit 40" in output, output
         await supervisor.cancel(worker.worker_id, reason="timed out")
-    finally:
-        await supervisor.shutdown()
 
 
 async def test_a_memory_hog_bound_to_a_stem_cell_is_oom_killed_at_the_plugins_limit(make_supervisor):
-    supervisor = make_supervisor()
-    await supervisor.start()
-    try:
+    async with running(make_supervisor()) as supervisor:
         await ready_stem_cell(supervisor)
         worker, _, _, _ = await supervisor.allocate(hostile("memory_hog"))
         with pytest.raises(grpc.aio.AioRpcError):
@@ -166,8 +142,6 @@ async def test_a_memory_hog_bound_to_a_stem_cell_is_oom_killed_at_the_plugins_li
         assert cause is not None and cause.kind == "memory_limit", cause
         assert "128 MB" in cause.detail
         await supervisor.release(worker.worker_id)
-    finally:
-        await supervisor.shutdown()
 
 
 async def test_a_restarted_supervisor_reaps_its_stem_cell_containers(make_supervisor, docker_client):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from platform_core.supervisor.service import Supervisor
 from platform_core.supervisor.stemcells import StemCellPlan, parse_plans
 from tests.supervisor.conftest import alive
 from tests.support.platform import REPO
+from tests.support.workers import invoke_once, running
 
 JAR = REPO / "plugin_workers" / "java" / "build" / "ppp-java-worker.jar"
 ADD = PluginRef(name="add_numbers", runtime="java", entrypoint="add_numbers")
@@ -54,17 +54,7 @@ async def wait_until(predicate, *, what: str, timeout_s: float = 30.0) -> None:
 
 
 async def invoke(worker: Worker, primitive: str, arguments: dict, timeout_s: float = 20) -> dict:
-    async with grpc.aio.insecure_channel(worker.address) as channel:
-        stub = ppp_grpc.PluginWorkerStub(channel)
-        init = await stub.Init(ppp_pb2.InitRequest(), timeout=10)
-        assert init.ok, init.message
-        request = ppp_pb2.InvokeRequest(primitive=primitive, arguments=json.dumps(arguments).encode())
-        async for message in stub.Invoke(request, timeout=timeout_s):
-            if message.HasField("completed"):
-                return json.loads(message.completed.output)
-            if message.HasField("failed"):
-                return {"failed": message.failed.code, "message": message.failed.message}
-    raise AssertionError("no Completed message")
+    return await invoke_once(worker.address, primitive, arguments, timeout_s=timeout_s)
 
 
 def test_stem_cell_settings_are_parsed_per_runtime_and_backend():
@@ -77,9 +67,7 @@ def test_stem_cell_settings_are_parsed_per_runtime_and_backend():
 
 @pytest.mark.java
 async def test_a_java_stem_cell_is_bound_to_the_plugin_serves_once_and_is_refilled(socket_root):
-    supervisor = java_supervisor(socket_root)
-    await supervisor.start()
-    try:
+    async with running(java_supervisor(socket_root)) as supervisor:
         await wait_until(lambda: len(stem_cells(supervisor)) == 1, what="a stem cell is ready")
         stem = stem_cells(supervisor)[0]
         assert supervisor._free_slots() == supervisor.max_workers, "a waiting stem cell holds no slot"
@@ -104,16 +92,12 @@ async def test_a_java_stem_cell_is_bound_to_the_plugin_serves_once_and_is_refill
         pid = worker.pid
         await supervisor.release(worker.worker_id)
         assert worker.worker_id not in supervisor.workers and not alive(pid)
-    finally:
-        await supervisor.shutdown()
     assert not supervisor.workers
 
 
 @pytest.mark.java
 async def test_without_a_ready_stem_cell_an_allocation_spawns_and_never_waits(socket_root):
-    supervisor = java_supervisor(socket_root, memory_mb=(256,))
-    await supervisor.start()
-    try:
+    async with running(java_supervisor(socket_root, memory_mb=(256,))) as supervisor:
         # Another limit class than the stem cells' (the JVM's heap is fixed at its start): spawned.
         other = dataclasses.replace(ADD, limits=Limits(memory_bytes=192 * 1024 * 1024))
         worker, events, _, _ = await supervisor.allocate(other)
@@ -125,8 +109,6 @@ async def test_without_a_ready_stem_cell_an_allocation_spawns_and_never_waits(so
         worker, events, _, _ = await supervisor.allocate(ADD)
         assert "spawned" in next(e.detail for e in events if e.state == State.ALLOCATING)
         await supervisor.release(worker.worker_id)
-    finally:
-        await supervisor.shutdown()
 
 
 def java_pid(worker: Worker) -> int:
@@ -147,9 +129,7 @@ def limit_of(pid: int, name: str) -> str:
 
 @pytest.mark.java
 async def test_a_bound_stem_cell_has_the_plugins_limits_not_the_stem_cells(socket_root):
-    supervisor = java_supervisor(socket_root)
-    await supervisor.start()
-    try:
+    async with running(java_supervisor(socket_root)) as supervisor:
         await wait_until(lambda: len(stem_cells(supervisor)) == 1, what="a stem cell is ready")
         stem = stem_cells(supervisor)[0]
         jvm = java_pid(stem)
@@ -166,15 +146,11 @@ async def test_a_bound_stem_cell_has_the_plugins_limits_not_the_stem_cells(socke
             assert jvm in [int(p) for p in (group / "cgroup.procs").read_text().split()]
         assert (await invoke(worker, "add_numbers", {"operand1": 1, "operand2": 1}))["result"] == 2.0
         await supervisor.release(worker.worker_id)
-    finally:
-        await supervisor.shutdown()
 
 
 @pytest.mark.java
 async def test_a_stem_cell_that_cannot_load_the_plugin_fails_the_allocation_and_leaves_nothing(socket_root):
-    supervisor = java_supervisor(socket_root)
-    await supervisor.start()
-    try:
+    async with running(java_supervisor(socket_root)) as supervisor:
         await wait_until(lambda: len(stem_cells(supervisor)) == 1, what="a stem cell is ready")
         stem = stem_cells(supervisor)[0]
         pid = stem.pid
@@ -182,8 +158,6 @@ async def test_a_stem_cell_that_cannot_load_the_plugin_fails_the_allocation_and_
             await supervisor.allocate(dataclasses.replace(ADD, entrypoint="no_such_plugin"))
         assert stem.worker_id not in supervisor.workers and not alive(pid)
         assert not any(socket_root.glob(f"java-stem/{stem.worker_id}-*"))
-    finally:
-        await supervisor.shutdown()
 
 
 @pytest.mark.java
@@ -246,9 +220,7 @@ async def allocate_from_stem_cell(supervisor: Supervisor, plugin: PluginRef) -> 
 
 
 async def test_a_stem_cell_serves_one_invocation_and_nothing_of_it_reaches_the_next(socket_root):
-    supervisor = python_supervisor(socket_root)
-    await supervisor.start()
-    try:
+    async with running(python_supervisor(socket_root)) as supervisor:
         first = await allocate_from_stem_cell(supervisor, MARKER)
         answer = await invoke(first, "marker", {"label": "first"})
         assert answer["found"] == {"file": "", "global": [], "environment": ""}
@@ -266,22 +238,16 @@ async def test_a_stem_cell_serves_one_invocation_and_nothing_of_it_reaches_the_n
         assert answer["found"] == {"file": "", "global": [], "environment": ""}
         assert Path(answer["temp_dir"]) != temp_dir
         await supervisor.release(second.worker_id)
-    finally:
-        await supervisor.shutdown()
     assert not supervisor.workers
 
 
 async def test_a_memory_hog_bound_to_a_stem_cell_meets_the_plugins_memory_limit(socket_root):
-    supervisor = python_supervisor(socket_root)
-    await supervisor.start()
-    try:
+    async with running(python_supervisor(socket_root)) as supervisor:
         worker = await allocate_from_stem_cell(supervisor, HOG)
         answer = await invoke(worker, "memory_hog", {})
         assert answer["failed"] == "out_of_memory", answer
         assert "256 MB" in answer["message"], "the plugin's limit, not the stem cell's (none)"
         await supervisor.release(worker.worker_id)
-    finally:
-        await supervisor.shutdown()
 
 
 async def test_a_stem_cell_bound_to_a_fork_bomb_is_in_a_pids_cgroup_with_the_plugins_limit(socket_root):
