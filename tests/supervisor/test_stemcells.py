@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -270,3 +273,55 @@ async def test_a_stem_cell_bound_to_a_fork_bomb_is_in_a_pids_cgroup_with_the_plu
         await supervisor.release(worker.worker_id)
     finally:
         await supervisor.shutdown()
+
+
+# --- the SDKs' stem mode on its own (what the supervisor relies on) --------------------------
+
+STEM_COMMANDS = {
+    "python": [sys.executable, "-s", "-m", "ppp_sdk"],
+    "java": ["java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-jar", str(JAR)],
+}
+
+
+@pytest.mark.parametrize(
+    ("runtime", "entrypoint", "primitive"),
+    [
+        ("python", "plugins.subtract_numbers:plugin", "subtract_numbers"),
+        pytest.param("java", "add_numbers", "add_numbers", marks=pytest.mark.java),
+    ],
+)
+async def test_the_sdks_stem_mode_serves_nothing_until_bound_and_refuses_a_bad_binding(
+    tmp_path, runtime, entrypoint, primitive
+):
+    if runtime == "java" and not JAR.exists():
+        pytest.fail(f"{JAR.relative_to(REPO)} is missing: run plugin_workers/java/build.sh")
+    cwd = REPO / "plugin_workers" / "python"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(cwd)}
+    for bad in (False, True):
+        control, socket = tmp_path / f"stem-{bad}.sock", tmp_path / f"worker-{bad}.sock"
+        process = await asyncio.create_subprocess_exec(
+            *STEM_COMMANDS[runtime], "--stem", str(control), "--unix", str(socket), cwd=cwd, env=env
+        )
+        try:
+            await wait_until(control.exists, what="the control socket")
+            async with grpc.aio.insecure_channel(f"unix://{socket}") as channel:
+                stub = ppp_grpc.PluginWorkerStub(channel)
+                health = await stub.Health(ppp_pb2.HealthRequest(), timeout=10)
+                assert health.status == ppp_pb2.HealthResponse.NOT_SERVING
+                assert not (await stub.Init(ppp_pb2.InitRequest(), timeout=10)).ok
+            reader, writer = await asyncio.open_unix_connection(str(control))
+            writer.write(json.dumps({"entrypoint": "no.such:plugin" if bad else entrypoint}).encode() + b"\n")
+            answer = (await reader.readline()).decode()
+            writer.close()
+            if bad:
+                assert answer.startswith("error "), answer
+                assert await asyncio.wait_for(process.wait(), 10) == 2
+                continue
+            assert answer == "ok\n" and not control.exists()
+            async with grpc.aio.insecure_channel(f"unix://{socket}") as channel:
+                health = await ppp_grpc.PluginWorkerStub(channel).Health(ppp_pb2.HealthRequest(), timeout=10)
+            assert health.status == ppp_pb2.HealthResponse.SERVING and list(health.primitives) == [primitive]
+        finally:
+            if process.returncode is None:
+                process.terminate()
+                await process.wait()
