@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -325,3 +326,18 @@ async def test_the_sdks_stem_mode_serves_nothing_until_bound_and_refuses_a_bad_b
             if process.returncode is None:
                 process.terminate()
                 await process.wait()
+
+
+async def test_a_stem_cell_that_dies_waiting_is_removed_and_replaced(socket_root):
+    async with running(python_supervisor(socket_root)) as supervisor:
+        await wait_until(lambda: len(stem_cells(supervisor)) == 1, what="a stem cell is ready")
+        dead = stem_cells(supervisor)[0]
+        os.killpg(dead.pid, signal.SIGKILL)
+        await wait_until(
+            lambda: dead.worker_id not in supervisor.workers and len(stem_cells(supervisor)) == 1,
+            what="the dead stem cell is removed and another is ready",
+        )
+        assert not dead.runtime_state["directory"].exists()
+        worker = await allocate_from_stem_cell(supervisor, MARKER)
+        assert worker is not dead
+        await supervisor.release(worker.worker_id)
