@@ -77,8 +77,6 @@ class _Kind:
     task: asyncio.Task[None] | None = None
     # Handed out and not yet removed (ids): the refill waits for them (REFILL_WAIT_S at most).
     in_use: set[str] = field(default_factory=set)
-    taken: int = 0
-    started: int = 0
 
 
 def _key(plugin: PluginRef, spec: RuntimeSpec | None, default_backend: str) -> tuple:
@@ -136,24 +134,9 @@ class StemCells:
             worker = kind.ready.pop(0)
             kind.wanted.set()
             if worker.alive and worker.state == State.STEM_CELL and worker.worker_id in self.lifecycle.workers:
-                kind.taken += 1
                 kind.in_use.add(worker.worker_id)
                 return worker
         return None
-
-    def status(self) -> list[dict[str, object]]:
-        """Per kept kind: backend, memory class, how many are wanted, ready, taken and started so far."""
-        return [
-            {
-                "backend": kind.ref.backend,
-                "memory_mb": kind.ref.limits.memory_bytes // MIB,
-                "count": kind.count,
-                "ready": len(kind.ready),
-                "taken": kind.taken,
-                "started": kind.started,
-            }
-            for kind in self._kinds.values()
-        ]
 
     async def _keep(self, kind: _Kind) -> None:
         """Refill ``kind`` to its count, one stem cell at a time (a JVM start takes a core)."""
@@ -181,7 +164,6 @@ class StemCells:
                 retry = min(retry * 2, RETRY_MAX_S)
                 continue
             retry = RETRY_INITIAL_S
-            kind.started += 1
             if self.closing:
                 return
             kind.ready.append(worker)
