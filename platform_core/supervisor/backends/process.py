@@ -666,12 +666,15 @@ async def _lower_rlimits(pid: int, values: dict[str, tuple[int, int]]) -> None:
     status = dict(line.split(":", 1) for line in _read(f"/proc/{pid}/status").splitlines() if ":" in line)
     uid, gid = int(status["Uid"].split()[0]), int(status["Gid"].split()[0])
     process = await asyncio.create_subprocess_exec(
+        # setpriv drops to the worker's ids in the helper itself (no setuid between fork and exec
+        # in this multithreaded process).
+        shutil.which("setpriv") or "setpriv",
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
         shutil.which("prlimit") or "prlimit",
         f"--pid={pid}",
         *(f"--{name}={soft}:{hard}" for name, (soft, hard) in values.items()),
-        user=uid,
-        group=gid,
-        extra_groups=[],
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
