@@ -123,6 +123,10 @@ class StemCells:
                 self._kinds[_key(ref, self.spec, self.lifecycle.default_backend)] = kind
                 kind.task = asyncio.create_task(self._keep(kind))
 
+    def kinds(self) -> list[tuple[str, int, int]]:
+        """(backend, memory class in MiB, how many are kept) of each kind kept."""
+        return [(k.ref.backend, k.ref.limits.memory_bytes // MIB, k.count) for k in self._kinds.values()]
+
     def take(self, plugin: PluginRef) -> Worker | None:
         """A ready stem cell that can become ``plugin``'s worker, or None (spawn one instead)."""
         if plugin.pool is not None or not self._kinds:

@@ -42,6 +42,8 @@ def test_an_invocation_takes_a_ready_stem_cell_and_its_trace_says_so(stem_platfo
     with stem_platform.client() as api:
         wait_for(lambda: stem_cells(api), what="a java stem cell on the workers board", timeout_s=60)
         (stem,) = stem_cells(api)
+        java = next(s for s in api.get("/api/v1/workers").json()["supervisors"] if s["runtime"] == "java")
+        assert java["stem_cells"] == [{"backend": "process", "memory_mb": 256, "count": 1}], "the settings, listed"
         response = api.post("/api/v1/calculate/add", json={"operand1": 10, "operand2": 5})
         assert response.status_code == 200, response.text
         body = response.json()
