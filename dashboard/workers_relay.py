@@ -37,8 +37,10 @@ BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 10.0
 FLUSH_DELAY_S = 0.05
 RECENT_LIMIT = 8
-# The seed's lifecycle states in its diagram's order (Idle: a pooled worker between uses).
+# The seed's lifecycle states in its diagram's order (Idle: a pooled worker between uses; Stem
+# cell, our addition: an ephemeral worker started ahead, waiting to be bound to a plugin).
 STATES = [
+    "stem_cell",
     "requested",
     "allocating",
     "spawning",
@@ -101,6 +103,8 @@ class SupervisorBoard:
     # The host its workers run on (ListWorkers), for people.
     host_name: str = ""
     workers: dict[str, WorkerRow] = field(default_factory=dict)
+    # The stem cells it keeps ready: {"backend", "memory_mb", "count"} per kind (STEM_CELLS).
+    stem_cells: list[dict[str, Any]] = field(default_factory=list)
     recent: deque[WorkerRow] = field(default_factory=lambda: deque(maxlen=RECENT_LIMIT))
 
     def connected(self, reply: Any) -> None:
@@ -108,6 +112,7 @@ class SupervisorBoard:
         self.up, self.error, self.retry_in_s = True, "", None
         self.supervisor_id, self.max_workers = reply.supervisor_id, reply.max_workers
         self.host_name = reply.host_name
+        self.stem_cells = [{"backend": k.backend, "memory_mb": k.memory_mb, "count": k.count} for k in reply.stem_cells]
         self.workers = {
             w.worker_id: WorkerRow(
                 w.worker_id,
@@ -149,6 +154,10 @@ class SupervisorBoard:
             "max_workers": self.max_workers,
             "host_name": self.host_name,
             "workers": [w.as_dict() for w in sorted(self.workers.values(), key=lambda w: w.worker_id)],
+            # Slots in use (stem cells hold none), and the stem cells kept and ready now.
+            "slots_used": sum(1 for w in self.workers.values() if w.state != "stem_cell"),
+            "stem_cells": self.stem_cells,
+            "stem_cells_ready": sum(1 for w in self.workers.values() if w.state == "stem_cell"),
             "recent": [w.as_dict() for w in self.recent],
         }
 
@@ -166,6 +175,7 @@ def board_from_listing(entry: dict[str, Any]) -> dict[str, Any]:
     board = SupervisorBoard(entry["runtime"], entry["address"], up=entry["up"], error=entry.get("error", ""))
     board.supervisor_id, board.max_workers = entry.get("supervisor_id", ""), entry.get("max_workers", 0)
     board.host_name = entry.get("host_name", "")
+    board.stem_cells = entry.get("stem_cells", [])
     for w in entry["workers"]:
         board.workers[w["worker_id"]] = WorkerRow(
             w["worker_id"],

@@ -51,6 +51,18 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return int(number)
 
 
+def env_int_list(name: str, default: str, *, minimum: int = 0) -> list[int]:
+    """``$NAME`` as comma-separated integers, each at least ``minimum``."""
+    raw = env_str(name, default)
+    try:
+        values = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a comma-separated list of integers") from None
+    if any(value < minimum for value in values):
+        raise ImproperlyConfigured(f"{name}={raw!r}: every value must be at least {minimum}")
+    return values
+
+
 def env_choice(name: str, default: str, choices: set[str]) -> str:
     value = os.environ.get(name, default)
     if value not in choices:

@@ -229,6 +229,24 @@ def unavailable(spec: RuntimeSpec) -> str | None:
 
 _PYTHON_ARGS = ("{entrypoint}", "--unix", "{socket}", "--max-concurrency", "{concurrency}")
 
+# Stem cells (platform_core/supervisor/stemcells.py): a worker program that knows ``--stem``
+# starts with no plugin and waits on a control socket ({control}) for the one it will serve.
+# Its command is the runtime's, with the worker's arguments (the tail below) replaced.
+_JAVA_ARGS = ("--service", "{entrypoint}", "--unix", "{socket}")
+_STEM_ARGS = ("--stem", "{control}", "--unix", "{socket}")
+# Runtime → the worker arguments its SDK's stem mode replaces (the Node SDK has none yet).
+STEM_TAILS: dict[str, tuple[str, ...]] = {"python": _PYTHON_ARGS, "java": _JAVA_ARGS}
+
+
+def stem_command(runtime: str, template: Sequence[str]) -> list[str] | None:
+    """The stem-cell form of a worker command (process or container) of ``runtime``, or None
+    when its program cannot start as one (not a platform SDK's arguments)."""
+    tail = STEM_TAILS.get(runtime)
+    if tail is None or len(template) < len(tail) or tuple(template[len(template) - len(tail) :]) != tail:
+        return None
+    return [*template[: len(template) - len(tail)], *_STEM_ARGS]
+
+
 # The platform's own runtimes. The registry's migration creates them from here (and
 # `manage.py loadplugins` re-creates missing ones); after that, the registry is what counts.
 BUILTIN_RUNTIMES: dict[str, RuntimeSpec] = {
@@ -262,13 +280,10 @@ BUILTIN_RUNTIMES: dict[str, RuntimeSpec] = {
                 "-XX:MaxMetaspaceSize=64m",
                 "-jar",
                 "{root}/plugin_workers/java/build/ppp-java-worker.jar",
-                "--service",
-                "{entrypoint}",
-                "--unix",
-                "{socket}",
+                *_JAVA_ARGS,
             ),
             image="java-plugin-worker:latest",
-            container_command=("--service", "{entrypoint}", "--unix", "{socket}"),
+            container_command=_JAVA_ARGS,
             # The JVM reserves large address ranges: its heap limit is -Xmx instead.
             limit_address_space=False,
         ),

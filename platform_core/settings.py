@@ -16,6 +16,7 @@ from platform_core.env import (
     env_choices,
     env_float,
     env_int,
+    env_int_list,
     env_map,
     env_str,
     local_secret_key,
@@ -228,6 +229,10 @@ PLATFORM_HOST_NAME = env_str("PLATFORM_HOST_NAME", "")
 PLATFORM_SUPERVISOR_TLS = tls_from_env()
 # Fork Python workers from a pre-imported template process (saves interpreter start + import grpc).
 PLATFORM_PYTHON_WORKER_ZYGOTE = env_bool("PYTHON_WORKER_ZYGOTE", True)
+# Stem cells (docs/PERFORMANCE.md, "Stem cells"): ephemeral workers started ahead with no plugin,
+# bound to one at allocation. `runtime/backend=count` entries; per memory limit class (MiB) below.
+PLATFORM_STEM_CELLS = env_str("STEM_CELLS", "java/process=1,java/docker=1,python/docker=1")
+PLATFORM_STEM_CELL_MEMORY_MB = tuple(env_int_list("STEM_CELL_MEMORY_MB", "256", minimum=16))
 # Process workers in a bubblewrap sandbox (own namespaces, unprivileged uid, seccomp): auto (when the
 # machine allows it, else a loud warning), required (no worker without it), off. docs/SECURITY.md.
 PLATFORM_WORKER_SANDBOX = env_choice("WORKER_SANDBOX", "auto", {"auto", "required", "off"})

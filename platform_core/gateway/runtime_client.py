@@ -263,7 +263,7 @@ async def _list_capacity(address: str) -> None:
     except BaseException:
         capacity_view.listing_failed(address)
         raise
-    capacity_view.listed(address, max_workers=reply.max_workers, workers=len(reply.workers))
+    capacity_view.listed(address, max_workers=reply.max_workers, workers=_slots_used(reply))
 
 
 def allocation_error(runtime: str, address: str, exc: grpc.aio.AioRpcError) -> errors.GatewayError:
@@ -375,6 +375,11 @@ async def leases_reclaim(*, instance_id: str, started_before_ns: int, reason: st
     return dict(zip(addresses, await asyncio.gather(*(ask(a) for a in addresses)), strict=True))
 
 
+def _slots_used(reply: sup_pb2.ListWorkersResponse) -> int:
+    """Worker slots in use: stem cells waiting for a plugin hold none."""
+    return sum(1 for w in reply.workers if w.state != sup_pb2.STEM_CELL)
+
+
 def _isolation(reply: sup_pb2.ListWorkersResponse) -> dict[str, Any] | None:
     """How the supervisor's process backend isolates workers (None: it did not say)."""
     if not reply.HasField("isolation"):
@@ -400,7 +405,7 @@ async def workers_list(*, scope: str | None) -> list[dict[str, Any]]:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 capacity_view.mark_down(address, reason=exc.details() or "", down_s=settings.PLATFORM_SUPERVISOR_DOWN_S)
             return {**entry, "up": False, "error": f"{exc.code().name}: {exc.details()}", "workers": []}
-        capacity_view.listed(address, max_workers=reply.max_workers, workers=len(reply.workers))
+        capacity_view.listed(address, max_workers=reply.max_workers, workers=_slots_used(reply))
         return {
             **entry,
             "up": True,
@@ -409,6 +414,9 @@ async def workers_list(*, scope: str | None) -> list[dict[str, Any]]:
             "isolation": _isolation(reply),
             "host_id": reply.host_id,
             "host_name": reply.host_name,
+            "stem_cells": [
+                {"backend": kind.backend, "memory_mb": kind.memory_mb, "count": kind.count} for kind in reply.stem_cells
+            ],
             "workers": [
                 {
                     "worker_id": w.worker_id,

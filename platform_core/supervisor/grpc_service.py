@@ -238,6 +238,10 @@ class RuntimeSupervisorServicer(sup_grpc.RuntimeSupervisorServicer):
             else sup_pb2.Isolation(mode=isolation.mode, sandboxed=isolation.sandboxed, detail=isolation.detail),
             host_id=self.host.id,
             host_name=self.host.name,
+            stem_cells=[
+                sup_pb2.StemCellKind(backend=backend, memory_mb=memory_mb, count=count)
+                for backend, memory_mb, count in supervisor.stem_cells.kinds()
+            ],
             workers=[
                 sup_pb2.WorkerInfo(
                     worker_id=w.worker_id,

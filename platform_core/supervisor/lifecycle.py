@@ -77,6 +77,8 @@ class Lifecycle:
         self._monitors: dict[str, asyncio.Task[None]] = {}
         # Called when a worker exits on its own (the supervisor revokes its leases).
         self.on_exit: Callable[[Worker], None] = lambda worker: None
+        # Called once a worker is removed (stem cells refill after the one taken is gone).
+        self.on_removed: Callable[[Worker], None] = lambda worker: None
 
     # --- events ---------------------------------------------------------------------------
 
@@ -147,7 +149,7 @@ class Lifecycle:
         worker.pooled, worker.tenant = plugin.pool is not None, tenant
         self.workers[worker.worker_id] = worker
         self.emit(worker, State.REQUESTED, f"allocate {plugin.name}", collector)
-        self.emit(worker, State.ALLOCATING, f"{backend_name} backend, {slot}", collector)
+        self.emit(worker, State.ALLOCATING, f"{backend_name} backend, {slot}, spawned", collector)
         started = time.monotonic()
 
         def emit(w: Worker, s: State, d: str) -> None:
@@ -157,16 +159,106 @@ class Lifecycle:
             socket = await backend.start(worker, emit)
             await self._probe(worker, backend, socket, started + (timeout_s or self.ready_timeout_s))
         except BaseException as exc:  # includes cancellation by the caller: never leave the worker behind
-            detail = str(exc) or type(exc).__name__
-            self.emit(worker, State.FAILED, detail, collector)
-            await self.dispose(worker, force=True, collector=collector or Collector())
-            if isinstance(exc, WorkerStartError):
-                raise WorkerFailedToStart(detail) from exc
+            await self._abandon(worker, exc, collector)
             raise
         ready_ms = (time.monotonic() - started) * 1000
         self.emit(worker, State.READY, f"Health SERVING after {ready_ms:.0f} ms", collector)
         self._monitors[worker.worker_id] = asyncio.create_task(self._monitor(worker, backend))
         return worker
+
+    # --- stem cells -----------------------------------------------------------------------
+
+    async def start_stem(self, ref: PluginRef, *, timeout_s: float | None = None) -> Worker:
+        """Start a stem cell of ``ref``'s runtime, backend and limit class, and wait until it can
+        be bound (Requested ... Stem cell). It holds no worker slot until it is bound."""
+        backend_name, backend = self.backend_for(ref)
+        worker = Worker(f"worker-{next(self._ids)}", ref, backend_name, output=BoundedOutput(self.output_limit))
+        worker.stem_cell = True
+        self.workers[worker.worker_id] = worker
+        self.emit(worker, State.REQUESTED, "stem cell: started ahead, no plugin", None)
+        self.emit(worker, State.ALLOCATING, f"{backend_name} backend, stem cell", None)
+        started = time.monotonic()
+        try:
+            control = await backend.start_stem(worker, lambda w, s, d: self.emit(w, s, d, None))
+            await self._await_control(worker, backend, control, started + (timeout_s or self.ready_timeout_s))
+            await self._exercise(worker)
+        except BaseException as exc:
+            self.emit(worker, State.FAILED, str(exc) or type(exc).__name__, None)
+            await self.dispose(worker, force=True, collector=Collector())
+            raise
+        worker.runtime_state["stem_ready_at"] = time.monotonic()
+        ready_ms = (time.monotonic() - started) * 1000
+        self.emit(worker, State.STEM_CELL, f"ready after {ready_ms:.0f} ms, waiting for a plugin", None)
+        self._monitors[worker.worker_id] = asyncio.create_task(self._monitor(worker, backend))
+        return worker
+
+    async def _exercise(self, worker: Worker) -> None:
+        """One PPP session with the unbound stem cell (Health, Init, Invoke: each answered "not
+        bound"), so that what its first real session needs (a JVM's connection, HTTP/2 and
+        message classes: ~0.3 s) is loaded now rather than at binding."""
+        async with grpc.aio.insecure_channel(worker.address, options=FAST_CHANNEL_OPTIONS) as channel:
+            stub = ppp_grpc.PluginWorkerStub(channel)
+            health = await stub.Health(ppp_pb2.HealthRequest(), timeout=self.ready_timeout_s)
+            if health.status == ppp_pb2.HealthResponse.SERVING:
+                raise WorkerStartError("a stem cell must not serve before it is bound")
+            await stub.Init(ppp_pb2.InitRequest(), timeout=self.ready_timeout_s)
+            async for _ in stub.Invoke(ppp_pb2.InvokeRequest(primitive="-"), timeout=self.ready_timeout_s):
+                pass
+
+    async def _await_control(self, worker: Worker, backend: WorkerBackend, control: Path, deadline: float) -> None:
+        """Wait until the stem cell's control socket exists (it serves PPP by then)."""
+        delay = 0.002
+        while not control.exists():  # noqa: ASYNC240 — one stat(), cheaper than a thread hop
+            if (code := backend.exit_code(worker)) is not None:
+                await backend.wait(worker)
+                tail = worker.output.text()[-2000:].strip()
+                raise WorkerStartError(f"stem cell exited with code {code}" + (f": {tail}" if tail else ""))
+            if time.monotonic() > deadline:
+                raise WorkerNotReady(f"stem cell not ready after {self.ready_timeout_s:.1f} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    async def bind(
+        self,
+        worker: Worker,
+        plugin: PluginRef,
+        *,
+        collector: Collector | None,
+        timeout_s: float | None,
+        slot: str,
+        tenant: str = "",
+    ) -> Worker:
+        """Bind a ready stem cell to ``plugin`` (its limits, then its code) and wait until it
+        answers Health (Requested ... Ready), as ``start`` does for a spawned worker."""
+        backend = self.backends[worker.backend]
+        waited = time.monotonic() - worker.runtime_state.get("stem_ready_at", time.monotonic())
+        worker.plugin, worker.tenant, worker.stem_cell = plugin, tenant, False
+        worker.started_ns = time.time_ns()
+        self.emit(worker, State.REQUESTED, f"allocate {plugin.name}", collector)
+        how = f"{worker.backend} backend, {slot}, from stem cell (ready {waited:.1f} s)"
+        self.emit(worker, State.ALLOCATING, how, collector)
+        started = time.monotonic()
+        self.emit(worker, State.STARTING, f"bind stem cell to {plugin.name}: limits applied, plugin loaded", collector)
+        try:
+            await backend.bind(worker, plugin)
+            socket = Path(worker.address.removeprefix("unix://"))
+            await self._probe(worker, backend, socket, started + (timeout_s or self.ready_timeout_s))
+        except BaseException as exc:  # includes cancellation by the caller: never leave the worker behind
+            await self._abandon(worker, exc, collector)
+            raise
+        ready_ms = (time.monotonic() - started) * 1000
+        self.emit(worker, State.READY, f"Health SERVING after {ready_ms:.0f} ms (from binding)", collector)
+        return worker
+
+    async def _abandon(self, worker: Worker, exc: BaseException, collector: Collector | None) -> None:
+        """A start or binding failed (or its caller gave up): FAILED, force-removed; a start error
+        is raised as WorkerFailedToStart (the caller re-raises anything else)."""
+        detail = str(exc) or type(exc).__name__
+        if worker.state != State.FAILED:  # its monitor may have seen it die first
+            self.emit(worker, State.FAILED, detail, collector)
+        await self.dispose(worker, force=True, collector=collector or Collector())
+        if isinstance(exc, WorkerStartError):
+            raise WorkerFailedToStart(detail) from exc
 
     async def _probe(self, worker: Worker, backend: WorkerBackend, socket: Path, deadline: float) -> None:
         """Wait until the worker's socket exists and PPP Health says SERVING (no fixed sleeps)."""
@@ -255,4 +347,5 @@ class Lifecycle:
             monitor.cancel()
         cause = await self.exit_cause(worker, code) if code != -1 else None
         self.emit(worker, State.REMOVED, f"exit code {code}" + (f" ({cause.detail})" if cause else ""), collector)
+        self.on_removed(worker)
         return Disposal(collector.events, worker.output.text(), worker.output.truncated, code, cause)

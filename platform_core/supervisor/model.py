@@ -25,6 +25,8 @@ class State(enum.IntEnum):
     REMOVED = 10
     FAILED = 11
     IDLE = 12
+    # Our addition to the seed's diagram: started ahead with no plugin, waiting to be bound.
+    STEM_CELL = 13
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ class Worker:
     tenant: str = ""
     # It exited before anyone asked it to (crash, kill at a limit): its exit code is its own.
     exited_unasked: bool = False
+    # A stem cell not yet bound to a plugin (it holds no worker slot).
+    stem_cell: bool = False
 
     @property
     def alive(self) -> bool:

@@ -5,6 +5,8 @@
   invocations and give them back when idle.
 * Every allocation is a **lease** (``leases``) that its gateway renews; a lease not renewed in
   time is taken back, so a gateway that dies never holds a worker for longer than the TTL.
+* **Stem cells** (``stemcells``): ephemeral workers started ahead with no plugin; an ephemeral
+  allocation binds a ready one to its plugin instead of spawning (never waiting for one).
 * **Fair share**: while several tenants use a supervisor, one tenant may hold at most
   ``tenant_share`` of its worker slots (ephemeral workers; a lone tenant may use them all).
 
@@ -22,12 +24,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from platform_core.runtimes import RuntimeSpec
 from platform_core.supervisor.backends import WorkerBackend
 from platform_core.supervisor.errors import CapacityExhausted, UnknownWorker
 from platform_core.supervisor.leases import LeaseBook
 from platform_core.supervisor.lifecycle import Collector, Disposal, Lifecycle
 from platform_core.supervisor.model import Event, Lease, LeaseOwner, PluginRef, State, Worker
 from platform_core.supervisor.pools import Pools
+from platform_core.supervisor.stemcells import StemCellPlan, StemCells
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,8 @@ class Supervisor:
         health_interval_s: float = 10.0,
         lease_ttl_s: float = 15.0,
         tenant_share: float = 1.0,
+        stem_cells: list[StemCellPlan] | None = None,
+        stem_cell_spec: RuntimeSpec | None = None,
     ) -> None:
         self.max_workers = max_workers
         self.tenant_share = tenant_share
@@ -92,6 +98,7 @@ class Supervisor:
         )
         self.lifecycle.on_exit = self._worker_exited
         self.pools = Pools(self.lifecycle, free_slots=self._free_slots, health_interval_s=health_interval_s)
+        self.stem_cells = StemCells(self.lifecycle, stem_cells or [], spec=stem_cell_spec)
         self.leases = LeaseBook(ttl_s=lease_ttl_s)
         self._tenants_seen: dict[str, float] = {}
         self._expiry: asyncio.Task[None] | None = None
@@ -126,7 +133,8 @@ class Supervisor:
     # --- allocation -----------------------------------------------------------------------
 
     def _free_slots(self) -> int:
-        return self.max_workers - len(self.workers)
+        """Worker slots not in use (stem cells waiting for a plugin hold none)."""
+        return self.max_workers - sum(1 for w in self.workers.values() if not w.stem_cell)
 
     def _check_fair_share(self, tenant: str) -> None:
         """While other tenants use this supervisor, one tenant holds at most its share of the slots."""
@@ -165,10 +173,15 @@ class Supervisor:
                     f"all {self.max_workers} worker slots of supervisor {self.supervisor_id} are in use"
                 )
             self._check_fair_share(tenant)
-            slot = f"slot {len(self.workers) + 1}/{self.max_workers}"
-            worker = await self.lifecycle.start(
-                plugin, collector=collector, timeout_s=timeout_s, slot=slot, tenant=tenant
-            )
+            slot = f"slot {self.max_workers - self._free_slots() + 1}/{self.max_workers}"
+            if (stem := self.stem_cells.take(plugin)) is not None:
+                worker = await self.lifecycle.bind(
+                    stem, plugin, collector=collector, timeout_s=timeout_s, slot=slot, tenant=tenant
+                )
+            else:
+                worker = await self.lifecycle.start(
+                    plugin, collector=collector, timeout_s=timeout_s, slot=slot, tenant=tenant
+                )
             self.lifecycle.emit(worker, State.EXECUTING, "handed to gateway", collector)
             warm = False
         lease = self.leases.grant(worker, owner=owner, tenant=tenant)
@@ -269,6 +282,7 @@ class Supervisor:
 
     def _worker_exited(self, worker: Worker) -> None:
         """A worker died on its own: whoever holds it must give it back (and will learn why)."""
+        self.stem_cells.watch_exit(worker)
         for lease in worker.leases.values():
             lease.revoked = lease.revoked or f"worker {worker.worker_id} exited"
 
@@ -350,6 +364,7 @@ class Supervisor:
         # would otherwise be taken for an orphan. Only the default backend: the others may never
         # be asked for a worker, and start what they need on first use.
         self.backends[self.default_backend].prepare(self.runtime)
+        self.stem_cells.start()
         self._expiry = asyncio.create_task(self._expire_forever())
         return reaped
 
@@ -359,6 +374,7 @@ class Supervisor:
         if self._expiry is not None:
             self._expiry.cancel()
         self.pools.close()
+        await self.stem_cells.close()
         await asyncio.gather(*(self._stop(worker) for worker in list(self.workers.values())), return_exceptions=True)
         for backend in self.backends.values():
             try:

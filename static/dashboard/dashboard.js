@@ -192,7 +192,7 @@
   const STATES = {
     requested: "Requested", allocating: "Allocating", spawning: "Spawning", starting: "Starting",
     ready: "Ready", idle: "Idle", executing: "Executing", completed: "Completed", releasing: "Releasing",
-    stopping: "Stopping", removed: "Removed", failed: "Failed",
+    stopping: "Stopping", removed: "Removed", failed: "Failed", stem_cell: "StemCell",
   };
   const STATE_DIAGRAM = [
     "stateDiagram-v2",
@@ -211,6 +211,8 @@
     "Completed --> Idle: pooled, back in the pool",
     "Idle --> Executing: reused",
     "Idle --> Releasing: retired",
+    "Starting --> StemCell: stem cell, no plugin yet (our addition)",
+    "StemCell --> Requested: bound to a plugin at allocation",
     "Allocating --> Failed: backend error",
     "Spawning --> Failed: image or program not found",
     "Starting --> Failed: Startup timeout",

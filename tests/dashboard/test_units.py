@@ -318,3 +318,34 @@ def test_a_run_started_just_after_another_is_shown_a_moment_later_with_everythin
     shown = str(follower.due())
     assert follower.following == B and 'id="live-header"' in shown
     assert [int(x) for x in re.findall(r'data-seq="(\d+)"', shown)] == [1, 2]  # nothing of it lost
+
+
+def test_a_board_shows_the_stem_cells_its_supervisor_keeps_and_counts_no_slot_for_them():
+    from django.template.loader import render_to_string
+
+    from dashboard.workers_relay import board_from_listing
+
+    entry = {
+        "runtime": "java",
+        "address": "127.0.0.1:9091",
+        "up": True,
+        "supervisor_id": "java-9091",
+        "max_workers": 32,
+        "stem_cells": [{"backend": "process", "memory_mb": 256, "count": 2}],
+        "workers": [
+            {"worker_id": "worker-10001", "plugin": "", "state": "stem_cell", "backend": "process", "tenant_id": ""},
+            {
+                "worker_id": "worker-10002",
+                "plugin": "add_numbers",
+                "state": "executing",
+                "backend": "process",
+                "tenant_id": "t",
+            },
+        ],
+    }
+    board = board_from_listing(entry)
+    assert (board["slots_used"], board["stem_cells_ready"]) == (1, 1)
+    html = render_to_string("dashboard/partials/supervisor_board.html", {"board": board})
+    assert "1 / 32 workers" in html
+    assert "stem cells: process 256 MiB \u00d7 2 \u00b7 1 ready" in html
+    assert 'data-state="stem_cell"' in html

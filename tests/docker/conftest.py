@@ -87,7 +87,14 @@ def docker_platform(docker_client, java_image):
     """A real platform whose supervisors' default backend is docker (python, and java if its image exists)."""
     require_image(docker_client, PYTHON_IMAGE)
     runtimes = ("python", "java") if java_image else ("python",)
-    platform = Platform(runtimes=runtimes, backend="docker", absent_runtimes=() if java_image else ("java",))
+    # Containers spawned per invocation, as these tests inspect them; stem cells (on by default
+    # for docker) have tests of their own (test_stemcells_docker.py).
+    platform = Platform(
+        runtimes=runtimes,
+        backend="docker",
+        absent_runtimes=() if java_image else ("java",),
+        extra_env={"STEM_CELLS": ""},
+    )
     SESSION_SUPERVISORS.update(platform.supervisor_id(runtime) for runtime in runtimes)
     platform.start()
     # A variant of slow_count with a short timeout, for the timeout flow (as tests/conftest.py).

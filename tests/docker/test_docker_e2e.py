@@ -158,7 +158,7 @@ def test_java_plugin_in_a_container(docker_platform, docker_api, java_image):
 def test_a_process_supervisor_with_docker_enabled_follows_the_registry_backend(docker_client):
     require_image(docker_client, PYTHON_IMAGE)
     # Default backend process, docker enabled as well (runsupervisor --backends / WORKER_BACKENDS).
-    platform = Platform(backend="process", extra_env={"WORKER_BACKENDS": "docker"})
+    platform = Platform(backend="process", extra_env={"WORKER_BACKENDS": "docker", "STEM_CELLS": ""})
     SESSION_SUPERVISORS.add(platform.supervisor_id("python"))
     platform.start()
     try:

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from platform_core.supervisor.model import ExitCause, State, Worker
+from platform_core.runtimes import RuntimeSpec
+from platform_core.supervisor.model import ExitCause, PluginRef, State, Worker
 
 Emit = Callable[[Worker, State, str], None]
 
@@ -31,6 +32,16 @@ class WorkerBackend(Protocol):
         Sets ``worker.address`` (a gRPC target) and, where there is one, ``worker.pid``.
         Raises ``WorkerStartError`` when the worker cannot be started.
         """
+
+    def can_start_stem_cells(self, spec: RuntimeSpec) -> bool:
+        """Whether workers of ``spec`` can start here as stem cells (their program knows --stem)."""
+
+    async def start_stem(self, worker: Worker, emit: Emit) -> Path:
+        """Start ``worker`` as a stem cell (no plugin yet); the path of its control socket,
+        which exists once the stem cell can be bound. Sets ``worker.address``."""
+
+    async def bind(self, worker: Worker, plugin: PluginRef) -> None:
+        """Apply ``plugin``'s limits to the stem cell ``worker``, then have it load the plugin."""
 
     def exit_code(self, worker: Worker) -> int | None:
         """The worker's exit code once it has exited, else None (cheap, no waiting)."""

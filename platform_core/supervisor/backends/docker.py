@@ -37,9 +37,9 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import LogConfig, Ulimit
 
-from platform_core.runtimes import CONTAINER_SOCKET, RuntimeSpec, render, worker_values
+from platform_core.runtimes import CONTAINER_SOCKET, RuntimeSpec, render, stem_command, worker_values
 from platform_core.supervisor import exits
-from platform_core.supervisor.backends import Emit, WorkerStartError
+from platform_core.supervisor.backends import Emit, WorkerStartError, stem_bind
 from platform_core.supervisor.model import ExitCause, PluginRef, State, Worker
 
 log = logging.getLogger(__name__)
@@ -99,15 +99,23 @@ def _recipe(plugin: PluginRef) -> RuntimeSpec:
     return spec
 
 
-def worker_command(plugin: PluginRef) -> list[str]:
-    """The container command (the runtime's container command; the image's ENTRYPOINT is its worker program)."""
+def worker_command(plugin: PluginRef, *, stem: bool = False) -> list[str]:
+    """The container command (the runtime's container command; the image's ENTRYPOINT is its
+    worker program); ``stem``: that of a stem cell, which waits on its control socket."""
     values = worker_values(
         socket=CONTAINER_SOCKET,
         entrypoint=plugin.entrypoint,
         concurrency=plugin.pool.max_concurrency if plugin.pool else 1,
         memory_bytes=plugin.limits.memory_bytes,
     )
-    return render(_recipe(plugin).container_command, values)
+    template = _recipe(plugin).container_command
+    if stem:
+        stem_template = stem_command(plugin.runtime, template)
+        if stem_template is None:
+            raise WorkerStartError(f"{plugin.runtime!r} workers cannot start as stem cells")
+        values["control"] = f"{CONTAINER_SOCKET_DIR}/{stem_bind.CONTROL_NAME}"
+        return render(stem_template, values)
+    return render(template, values)
 
 
 def worker_image(plugin: PluginRef) -> str:
@@ -161,12 +169,51 @@ class DockerBackend:
 
     # --- start ----------------------------------------------------------------------------
 
-    async def start(self, worker: Worker, emit: Emit) -> Path:
+    def can_start_stem_cells(self, spec: RuntimeSpec) -> bool:
+        return bool(spec.container_command) and stem_command(spec.name, spec.container_command) is not None
+
+    async def start_stem(self, worker: Worker, emit: Emit) -> Path:
+        """Start a container whose worker program waits, with no plugin, to be bound; the host
+        path of its control socket. It runs with the least CPU weight until it is bound."""
+        await self.start(worker, emit, stem=True)
+        return worker.runtime_state["directory"] / stem_bind.CONTROL_NAME
+
+    async def bind(self, worker: Worker, plugin: PluginRef) -> None:
+        """``docker update`` to the plugin's CPUs and pids limit (its memory is the stem cell's
+        class), its CPU-seconds rlimit from now on, then the plugin loaded by the worker."""
+        container = await self._launched(worker)
+        if container is None:
+            raise WorkerStartError("the stem cell's container is gone")
+        limits = plugin.limits
+        resources: dict[str, Any] = {"CpuShares": 1024, "NanoCpus": int(limits.cpus * 1e9) if limits.cpus else 0}
+        if limits.pids:
+            resources["PidsLimit"] = limits.pids
+        try:
+            await self._call(self._update, container.id, resources)
+        except ENGINE_ERRORS as exc:
+            raise WorkerStartError(f"docker update {container.short_id}: {_explain(exc)}") from exc
+        if limits.cpu_seconds and worker.pid:
+            from platform_core.supervisor.backends.process import _cpu_seconds, _descendants, _lower_rlimits
+
+            for pid in [worker.pid, *_descendants(worker.pid)]:
+                with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+                    soft = math.ceil(_cpu_seconds(pid)) + limits.cpu_seconds
+                    # As at create: SIGXCPU at the soft limit (exit 152, named), SIGKILL one second later.
+                    await _lower_rlimits(pid, {"cpu": (soft, soft + 1)})
+        await stem_bind.bind(worker.runtime_state["directory"] / stem_bind.CONTROL_NAME, plugin)
+
+    def _update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """``docker update`` with what the SDK's update_container lacks (NanoCpus, PidsLimit)."""
+        api = self.client.api
+        response = api._post_json(api._url("/containers/{0}/update", container_id), data=resources)
+        api._raise_for_status(response)
+
+    async def start(self, worker: Worker, emit: Emit, *, stem: bool = False) -> Path:
         self._watch_ooms()
         plugin = worker.plugin
-        if not plugin.entrypoint:
+        if not plugin.entrypoint and not stem:
             raise WorkerStartError(f"plugin {plugin.name!r} has no entrypoint")
-        command = worker_command(plugin)
+        command = worker_command(plugin, stem=stem)
         image = worker_image(plugin)
         directory = self._make_directory(worker.worker_id)
         worker.runtime_state["directory"] = directory
@@ -227,7 +274,7 @@ class DockerBackend:
             "labels": {
                 LABEL_SUPERVISOR: self.supervisor_id,
                 LABEL_WORKER: worker.worker_id,
-                LABEL_PLUGIN: worker.plugin.name,
+                LABEL_PLUGIN: worker.plugin.name or "(stem cell)",
             },
             # Nothing of the supervisor's environment (secrets included) goes in. No
             # PPP_PARENT_PID: the supervisor is not in the container's pid namespace (the SDK
@@ -241,6 +288,10 @@ class DockerBackend:
             options["memswap_limit"] = limits.memory_bytes  # the same value: no swap on top
         if limits.cpus:
             options["nano_cpus"] = int(limits.cpus * 1e9)
+        if worker.stem_cell:
+            # The least CPU weight while it starts (docker update gives it the default at binding):
+            # a stem cell's start must not slow the invocations running meanwhile.
+            options["cpu_shares"] = 2
         if limits.pids:
             options["pids_limit"] = limits.pids
         return options

@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -36,9 +38,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from platform_core.runtimes import BUILTIN_RUNTIMES, ROOT, RuntimeSpec, render, worker_values
+from platform_core.runtimes import BUILTIN_RUNTIMES, ROOT, RuntimeSpec, render, stem_command, worker_values
 from platform_core.supervisor import exits
-from platform_core.supervisor.backends import Emit, WorkerStartError
+from platform_core.supervisor.backends import Emit, WorkerStartError, stem_bind
 from platform_core.supervisor.backends import sandbox as sandboxes
 from platform_core.supervisor.backends import zygote as zygotes
 from platform_core.supervisor.backends.cgroups import PidsCgroups
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "worker.sock"
 # A zygote that died (or never started) is started again at most this often; meanwhile, spawn.
 ZYGOTE_RESTART_INTERVAL_S = 10.0
+# The niceness a stem cell starts with (binding makes it 0 again).
+STEM_NICE = 19
 # How long an allocation waits for a zygote that is still starting (~0.2 s) before it spawns instead.
 ZYGOTE_WAIT_S = 2.0
 
@@ -67,6 +71,8 @@ class Launcher:
     # and the arguments a forked worker gets (those of ``python -m ppp_sdk``). None: always spawn.
     zygote_argv: list[str] | None = None
     zygote_args: list[str] = field(default_factory=list)
+    # The command of a stem cell (no plugin yet, {control} for its binding); None: no stem cells.
+    stem_argv: list[str] | None = None
 
     @classmethod
     def from_spec(cls, spec: RuntimeSpec) -> Launcher:
@@ -78,6 +84,7 @@ class Launcher:
             limit_address_space=spec.limit_address_space,
             zygote_argv=render(spec.zygote_command, spec.host_values()) if spec.zygote_command else None,
             zygote_args=list(spec.zygote_args),
+            stem_argv=stem_command(spec.name, spec.command),
         )
 
     def command(self, plugin: PluginRef, socket: Path) -> list[str]:
@@ -86,15 +93,19 @@ class Launcher:
     def fork_args(self, plugin: PluginRef, socket: Path) -> list[str]:
         return self._format(self.zygote_args, plugin, socket)
 
+    def stem(self, plugin: PluginRef, socket: Path, control: Path) -> list[str]:
+        assert self.stem_argv is not None
+        return self._format(self.stem_argv, plugin, socket, control=str(control))
+
     @staticmethod
-    def _format(template: list[str], plugin: PluginRef, socket: Path) -> list[str]:
+    def _format(template: list[str], plugin: PluginRef, socket: Path, control: str = "") -> list[str]:
         values = worker_values(
             socket=str(socket),
             entrypoint=plugin.entrypoint,
             concurrency=plugin.pool.max_concurrency if plugin.pool else 1,
             memory_bytes=plugin.limits.memory_bytes,
         )
-        return render(template, {**values, "root": str(ROOT), "python": sys.executable})
+        return render(template, {**values, "root": str(ROOT), "python": sys.executable, "control": control})
 
 
 def default_launchers() -> dict[str, Launcher]:
@@ -160,6 +171,65 @@ class ProcessBackend:
             raise WorkerStartError(f"this supervisor cannot run {worker.plugin.runtime!r} workers")
         if not worker.plugin.entrypoint:
             raise WorkerStartError(f"plugin {worker.plugin.name!r} has no entrypoint")
+        socket, env = self._prepare(worker, launcher)
+        zygote = await self._zygote_for(worker.plugin.runtime, launcher)
+        if zygote is not None:
+            process = await self._fork(zygote, worker, launcher, socket, env, emit)
+            if process is not None:
+                return self._started(worker, process, socket, emit, f"forked from zygote {zygote.pid}")
+        return await self._spawn(worker, launcher, socket, env, emit)
+
+    def can_start_stem_cells(self, spec: RuntimeSpec) -> bool:
+        return stem_command(spec.name, spec.command) is not None
+
+    async def start_stem(self, worker: Worker, emit: Emit) -> Path:
+        """Start a stem cell of ``worker.plugin.runtime_spec``'s runtime (no plugin); the path of
+        its control socket, which exists once it is ready to be bound."""
+        launcher = self.launcher_for(worker.plugin)
+        if launcher is None or launcher.stem_argv is None:
+            raise WorkerStartError(f"{worker.plugin.runtime!r} workers cannot start as stem cells")
+        socket, env = self._prepare(worker, launcher)
+        control = socket.parent / stem_bind.CONTROL_NAME
+        worker.runtime_state["control"] = control
+        command = launcher.stem(worker.plugin, socket, control)
+        await self._spawn(worker, launcher, socket, env, emit, command=command)
+        return control
+
+    async def bind(self, worker: Worker, plugin: PluginRef) -> None:
+        """Bind a stem cell to ``plugin``: its limits on the running processes (pids cgroup,
+        niceness, CPU seconds from now; its address space set by the worker), then the plugin,
+        loaded by the worker."""
+        limits = plugin.limits
+        _renice(self._processes(worker), 0)
+        if (group := worker.runtime_state.get("cgroup")) is not None:
+            (group / "pids.max").write_text(str(limits.pids) if limits.pids > 0 else "max")
+        if limits.cpu_seconds:
+            for pid in self._processes(worker):
+                try:
+                    cap = math.ceil(_cpu_seconds(pid)) + limits.cpu_seconds
+                    await _lower_rlimits(pid, {"cpu": (cap, cap)})
+                except ProcessLookupError:
+                    continue
+                except OSError as exc:
+                    raise WorkerStartError(
+                        f"cannot apply {plugin.name}'s CPU limit to stem cell pid {pid}: {exc}"
+                    ) from exc
+        # Its address space is set by the worker itself (it may lower its own limit; the supervisor
+        # may not touch another uid's without CAP_SYS_RESOURCE).
+        launcher = self.launcher_for(plugin)
+        address_space = limits.memory_bytes if launcher is not None and launcher.limit_address_space else 0
+        await stem_bind.bind(worker.runtime_state["control"], plugin, address_space=address_space)
+
+    def _processes(self, worker: Worker) -> list[int]:
+        """Every process of the worker: its pids cgroup's, else the worker and its descendants."""
+        if (group := worker.runtime_state.get("cgroup")) is not None:
+            members = PidsCgroups.members(group)
+            if members:
+                return members
+        return [worker.pid, *_descendants(worker.pid)] if worker.pid else []
+
+    def _prepare(self, worker: Worker, launcher: Launcher) -> tuple[Path, dict[str, str]]:
+        """The worker's private directory and socket path, and its environment."""
         if self.sandbox is None and self.sandbox_mode is sandboxes.Mode.REQUIRED:
             raise WorkerStartError(f"WORKER_SANDBOX=required and the sandbox is {self.isolation.detail}")
         self.socket_root.mkdir(parents=True, exist_ok=True, mode=0o711)
@@ -177,16 +247,20 @@ class ProcessBackend:
             "PPP_WORKER_ID": worker.worker_id,
             **launcher.env,
         }
-        zygote = await self._zygote_for(worker.plugin.runtime, launcher)
-        if zygote is not None:
-            process = await self._fork(zygote, worker, launcher, socket, env, emit)
-            if process is not None:
-                return self._started(worker, process, socket, emit, f"forked from zygote {zygote.pid}")
-        return await self._spawn(worker, launcher, socket, env, emit)
+        return socket, env
 
-    async def _spawn(self, worker: Worker, launcher: Launcher, socket: Path, env: dict[str, str], emit: Emit) -> Path:
+    async def _spawn(
+        self,
+        worker: Worker,
+        launcher: Launcher,
+        socket: Path,
+        env: dict[str, str],
+        emit: Emit,
+        *,
+        command: list[str] | None = None,
+    ) -> Path:
         directory = socket.parent
-        command = launcher.command(worker.plugin, socket)
+        command = command or launcher.command(worker.plugin, socket)
         pass_fds: tuple[int, ...]
         cwd, pass_fds = launcher.cwd, ()
         if self.sandbox is not None:
@@ -204,6 +278,10 @@ class ProcessBackend:
             cwd = directory
             worker.runtime_state["sandboxed"] = True
         argv = self._in_cgroup(worker, self._limits(worker, launcher) + command, sandboxed=self.sandbox is not None)
+        if worker.stem_cell and (nice := shutil.which("nice")):
+            # A stem cell starts at the lowest priority: its start (a JVM's ~0.6 s of CPU) must not
+            # slow the invocations running meanwhile, among them the one that took its forerunner.
+            argv = [nice, "-n", str(STEM_NICE), *argv]
         emit(worker, State.SPAWNING, f"spawn process{self._sandboxed()}: {' '.join(argv[-5:])}")
         try:
             process = await asyncio.create_subprocess_exec(
@@ -569,6 +647,82 @@ def _exit_code(worker: Worker, code: int) -> int:
     if worker.runtime_state.get("sandboxed") and 128 < code < 128 + signal.NSIG:
         return 128 - code
     return code
+
+
+_RLIMITS = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS}
+
+
+async def _lower_rlimits(pid: int, values: dict[str, tuple[int, int]]) -> None:
+    """Lower rlimits (name → (soft, hard)) of a running process.
+
+    Straight away when the supervisor may (same uid, or CAP_SYS_RESOURCE); a sandboxed worker
+    runs as another uid, and a supervisor without CAP_SYS_RESOURCE (in a container) may not
+    touch its limits: then ``prlimit`` does it as that uid, which may lower its own limits."""
+    try:
+        for name, (soft, hard) in values.items():
+            resource.prlimit(pid, _RLIMITS[name], (soft, hard))
+        return
+    except PermissionError:
+        pass
+    status = dict(line.split(":", 1) for line in _read(f"/proc/{pid}/status").splitlines() if ":" in line)
+    uid, gid = int(status["Uid"].split()[0]), int(status["Gid"].split()[0])
+    process = await asyncio.create_subprocess_exec(
+        # setpriv drops to the worker's ids in the helper itself (no setuid between fork and exec
+        # in this multithreaded process).
+        shutil.which("setpriv") or "setpriv",
+        f"--reuid={uid}",
+        f"--regid={gid}",
+        "--clear-groups",
+        shutil.which("prlimit") or "prlimit",
+        f"--pid={pid}",
+        *(f"--{name}={soft}:{hard}" for name, (soft, hard) in values.items()),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, error = await process.communicate()
+    if process.returncode != 0:
+        raise PermissionError(error.decode(errors="replace").strip() or f"prlimit exited with {process.returncode}")
+
+
+def _renice(pids: list[int], niceness: int) -> None:
+    """Give every thread of these processes ``niceness`` (niceness is per thread on Linux)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                try:
+                    os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
+                except ProcessLookupError:
+                    continue
+                except PermissionError:  # no CAP_SYS_NICE: the worker runs on at the stem cell's
+                    log.warning("cannot renice stem cell pid %d to %d: not permitted", pid, niceness)
+                    return
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system) process ``pid`` has used so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, their children ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _start_time(pid: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import resource
@@ -25,6 +26,7 @@ log = logging.getLogger("ppp_sdk")
 CHUNK_BYTES = 1024 * 1024
 _LOG_LEVELS = {"debug": pb.Log.DEBUG, "info": pb.Log.INFO, "warning": pb.Log.WARNING, "error": pb.Log.ERROR}
 _DONE = object()
+_UNBOUND = "this worker is a stem cell not yet bound to a plugin"
 
 
 def _context(message: pb.Context) -> Context:
@@ -44,7 +46,16 @@ class PluginServicer(pb_grpc.PluginWorkerServicer):
     the caller while it works) — or on the loop itself for handlers that declare they never block
     (``Plugin(inline=True)``: pure computation, no thread hop at all) and for ``async def`` handlers."""
 
-    def __init__(self, plugin: Plugin, *, max_concurrency: int = 4) -> None:
+    def __init__(self, plugin: Plugin | None, *, max_concurrency: int = 4) -> None:
+        """``plugin`` None: a stem cell's servicer, which serves nothing until ``bind``."""
+        self._init = pb.InitResponse(ok=False, message=_UNBOUND)
+        self._health = pb.HealthResponse(status=pb.HealthResponse.NOT_SERVING)
+        self.handlers: futures.ThreadPoolExecutor | None = None
+        if plugin is not None:
+            self.bind(plugin, max_concurrency=max_concurrency)
+
+    def bind(self, plugin: Plugin, *, max_concurrency: int) -> None:
+        """Host ``plugin`` from now on (a stem cell's servicer, once)."""
         self.plugin = plugin
         # A pool, not a thread per call: cheaper, and bounded under an address-space limit.
         self.handlers = futures.ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="handler")
@@ -62,6 +73,9 @@ class PluginServicer(pb_grpc.PluginWorkerServicer):
     async def Invoke(
         self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PluginMessage]:
+        if self.handlers is None:
+            yield _failed("internal", _UNBOUND)
+            return
         if request.primitive != self.plugin.primitive:
             yield _failed(
                 "unknown_primitive", f"this worker hosts {self.plugin.primitive!r}, not {request.primitive!r}"
@@ -91,7 +105,7 @@ class PluginServicer(pb_grpc.PluginWorkerServicer):
                 # Whatever happened, the stream ends: the caller must never wait for nothing.
                 loop.call_soon_threadsafe(_finish, queue, outcome)
 
-        self.handlers.submit(work)
+        self.handlers.submit(work)  # type: ignore[union-attr]
         while (message := await queue.get()) is not _DONE:
             yield message
 
@@ -155,6 +169,46 @@ def _out_of_memory_message() -> str:
     return f"the plugin ran out of memory (MemoryError at its address-space limit of {limit // (1024 * 1024)} MB)"
 
 
+def _lower_own_limits(limits: dict[str, int]) -> None:
+    """The plugin's rlimits, set by the stem cell on itself before it loads the plugin: its
+    address space, and CPU seconds counted from now (its own start-up is not the plugin's)."""
+    if address_space := int(limits.get("address_space") or 0):
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    if cpu_seconds := int(limits.get("cpu_seconds") or 0):
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cap = int(usage.ru_utime + usage.ru_stime) + 1 + cpu_seconds
+        resource.setrlimit(resource.RLIMIT_CPU, (cap, cap + 1))  # SIGXCPU at the soft limit
+
+
+async def _await_binding(
+    path: str, servicer: PluginServicer, load: Callable[[str], Plugin], stop: asyncio.Event
+) -> asyncio.Server:
+    """Listen on the stem cell's control socket; the first binding loads the plugin (a bad one
+    is answered ``error ...`` and ends the worker with status 2)."""
+
+    async def bind(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        try:
+            request = json.loads(await reader.readline())
+            _lower_own_limits(request.get("limits") or {})
+            plugin = load(str(request["entrypoint"]))
+            servicer.bind(plugin, max_concurrency=max(1, int(request.get("concurrency", 1))))
+            answer, failed = b"ok\n", False
+        except (Exception, SystemExit) as exc:
+            answer, failed = f"error {exc}".replace("\n", " ").encode() + b"\n", True
+        writer.write(answer)
+        with contextlib.suppress(OSError):
+            await writer.drain()
+        writer.close()
+        if failed:
+            os._exit(2)
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return await asyncio.start_unix_server(bind, path=path)
+
+
 def _failed(code: str, message: str) -> pb.PluginMessage:
     return pb.PluginMessage(failed=pb.Failed(code=code, message=message))
 
@@ -185,8 +239,20 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def serve(plugin: Plugin, *, unix: str | None = None, listen: str | None = None, max_workers: int = 4) -> None:
-    """Serve ``plugin`` over PPP until SIGTERM or SIGINT; exactly one of ``unix``/``listen``."""
+def serve(
+    plugin: Plugin | None,
+    *,
+    unix: str | None = None,
+    listen: str | None = None,
+    max_workers: int = 4,
+    stem: str | None = None,
+    load: Callable[[str], Plugin] | None = None,
+) -> None:
+    """Serve ``plugin`` over PPP until SIGTERM or SIGINT; exactly one of ``unix``/``listen``.
+
+    ``stem`` (with ``plugin`` None and ``load``): a stem cell, which serves PPP at once with no
+    plugin and waits on the Unix socket ``stem`` for the supervisor's binding (one JSON line,
+    ``{"entrypoint": ..., "concurrency": N}``), then loads the plugin with ``load``."""
     if bool(unix) == bool(listen):
         raise ValueError("give exactly one of unix= (socket path) or listen= (host:port)")
     _die_with_parent()
@@ -194,10 +260,19 @@ def serve(plugin: Plugin, *, unix: str | None = None, listen: str | None = None,
     threading.stack_size(512 * 1024)
     if unix and os.path.exists(unix):
         os.unlink(unix)
-    asyncio.run(_serve(plugin, target=f"unix:{unix}" if unix else str(listen), unix=unix, max_workers=max_workers))
+    target = f"unix:{unix}" if unix else str(listen)
+    asyncio.run(_serve(plugin, target=target, unix=unix, max_workers=max_workers, stem=stem, load=load))
 
 
-async def _serve(plugin: Plugin, *, target: str, unix: str | None, max_workers: int) -> None:
+async def _serve(
+    plugin: Plugin | None,
+    *,
+    target: str,
+    unix: str | None,
+    max_workers: int,
+    stem: str | None = None,
+    load: Callable[[str], Plugin] | None = None,
+) -> None:
     server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
     servicer = PluginServicer(plugin, max_concurrency=max_workers)
     pb_grpc.add_PluginWorkerServicer_to_server(servicer, server)
@@ -208,10 +283,17 @@ async def _serve(plugin: Plugin, *, target: str, unix: str | None, max_workers: 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await server.start()
+    control = None
+    if stem is not None:
+        assert load is not None
+        control = await _await_binding(stem, servicer, load, stop)
     await stop.wait()
+    if control is not None:
+        control.close()
     # Calls in flight get a moment to end; the handlers' pool does not keep the process up.
     await server.stop(grace=1.0)
-    servicer.handlers.shutdown(wait=False, cancel_futures=True)
+    if servicer.handlers is not None:
+        servicer.handlers.shutdown(wait=False, cancel_futures=True)
     if unix:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(unix)

@@ -31,6 +31,7 @@ from platform_core.supervisor.health import serve_health
 from platform_core.supervisor.model import PluginRef
 from platform_core.supervisor.ppp_relay import PppRelay, server_ssl_context
 from platform_core.supervisor.service import Supervisor
+from platform_core.supervisor.stemcells import parse_plans
 from platform_core.tls import server_credentials
 
 log = logging.getLogger("platform_core.supervisor")
@@ -162,6 +163,12 @@ class Command(BaseCommand):
                 enabled["docker"] = DockerBackend.from_settings(supervisor_id=supervisor_id, max_workers=max_workers)
             except DockerUnavailable as exc:
                 raise CommandError(f"docker backend: {exc}") from exc
+        try:
+            stem_cells = parse_plans(
+                settings.PLATFORM_STEM_CELLS, runtime, memory_mb=settings.PLATFORM_STEM_CELL_MEMORY_MB
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         supervisor = Supervisor(
             runtime=runtime,
             supervisor_id=supervisor_id,
@@ -173,6 +180,8 @@ class Command(BaseCommand):
             output_limit=settings.PLATFORM_MAX_LOG_BYTES,
             lease_ttl_s=settings.PLATFORM_LEASE_TTL_S,
             tenant_share=settings.PLATFORM_TENANT_SLOT_SHARE,
+            stem_cells=[plan for plan in stem_cells if plan.backend in enabled],
+            stem_cell_spec=registered,
         )
         # The host id describes the socket root: it must exist before anyone asks.
         Path(settings.PLATFORM_SOCKET_ROOT).mkdir(parents=True, exist_ok=True)

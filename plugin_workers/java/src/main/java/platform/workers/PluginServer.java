@@ -52,7 +52,11 @@ public final class PluginServer {
      * only accepts calls relayed from the socket (see {@link UnixSocketBridge}).
      */
     public static PluginServer listenUnix(PluginService plugin, Path socket) throws IOException {
-        PluginWorkerService service = new PluginWorkerService(plugin);
+        return listenUnix(new PluginWorkerService(plugin), socket);
+    }
+
+    /** Serves {@code service} (a stem cell's, bound later) on a Unix socket, as above. */
+    static PluginServer listenUnix(PluginWorkerService service, Path socket) throws IOException {
         UnixSocketBridge bridge = new UnixSocketBridge(socket);
         EventLoopGroup ioThreads = new NioEventLoopGroup(IO_THREADS);
         Server server = null;
@@ -81,6 +85,11 @@ public final class PluginServer {
                 .channelType(NioServerSocketChannel.class)
                 .bossEventLoopGroup(ioThreads)
                 .workerEventLoopGroup(ioThreads);
+    }
+
+    /** The PPP service this server runs (a stem cell binds it to its plugin). */
+    PluginWorkerService service() {
+        return service;
     }
 
     /** Blocks until the server has stopped. */

@@ -24,11 +24,26 @@ import platform.ppp.v1.PluginWorkerGrpc;
  */
 final class PluginWorkerService extends PluginWorkerGrpc.PluginWorkerImplBase {
     private static final Logger LOG = Logger.getLogger(PluginWorkerService.class.getName());
+    private static final String UNBOUND = "this worker is a stem cell not yet bound to a plugin";
 
-    private final PluginService plugin;
+    /** Null while this is a stem cell's service, not yet bound to a plugin. */
+    private volatile PluginService plugin;
     private volatile boolean serving = true;
 
     PluginWorkerService(PluginService plugin) {
+        this.plugin = plugin;
+    }
+
+    /** A stem cell's service: PPP is served, Health says NOT_SERVING until {@link #bind}. */
+    static PluginWorkerService unbound() {
+        return new PluginWorkerService(null);
+    }
+
+    /** Binds a stem cell's service to its one plugin; from now on Health says SERVING. */
+    synchronized void bind(PluginService plugin) {
+        if (this.plugin != null) {
+            throw new IllegalStateException("already bound to " + this.plugin.primitive());
+        }
         this.plugin = plugin;
     }
 
@@ -39,6 +54,12 @@ final class PluginWorkerService extends PluginWorkerGrpc.PluginWorkerImplBase {
 
     @Override
     public void init(InitRequest request, StreamObserver<InitResponse> responses) {
+        PluginService plugin = this.plugin;
+        if (plugin == null) {
+            responses.onNext(InitResponse.newBuilder().setOk(false).setMessage(UNBOUND).build());
+            responses.onCompleted();
+            return;
+        }
         InitResponse.Builder response = InitResponse.newBuilder().addPrimitives(plugin.primitive());
         try {
             Map<String, Object> config = request.getConfig().isEmpty()
@@ -60,16 +81,24 @@ final class PluginWorkerService extends PluginWorkerGrpc.PluginWorkerImplBase {
 
     @Override
     public void health(HealthRequest request, StreamObserver<HealthResponse> responses) {
-        responses.onNext(HealthResponse.newBuilder()
-                .setStatus(serving ? HealthResponse.Status.SERVING : HealthResponse.Status.NOT_SERVING)
-                .addPrimitives(plugin.primitive())
-                .build());
+        PluginService plugin = this.plugin;
+        HealthResponse.Builder health = HealthResponse.newBuilder().setStatus(
+                serving && plugin != null ? HealthResponse.Status.SERVING : HealthResponse.Status.NOT_SERVING);
+        if (plugin != null) {
+            health.addPrimitives(plugin.primitive());
+        }
+        responses.onNext(health.build());
         responses.onCompleted();
     }
 
     @Override
     public void invoke(InvokeRequest request, StreamObserver<PluginMessage> responses) {
         InvocationStream stream = new InvocationStream((ServerCallStreamObserver<PluginMessage>) responses);
+        PluginService plugin = this.plugin;
+        if (plugin == null) {
+            stream.fail(PluginException.INTERNAL, UNBOUND);
+            return;
+        }
         if (!request.getPrimitive().equals(plugin.primitive())) {
             stream.fail(
                     PluginException.UNKNOWN_PRIMITIVE,
@@ -77,7 +106,7 @@ final class PluginWorkerService extends PluginWorkerGrpc.PluginWorkerImplBase {
             return;
         }
         try {
-            stream.complete(run(request, stream));
+            stream.complete(run(plugin, request, stream));
         } catch (PluginException e) {
             stream.fail(e.code(), e.getMessage());
         } catch (RuntimeException e) {
@@ -87,7 +116,8 @@ final class PluginWorkerService extends PluginWorkerGrpc.PluginWorkerImplBase {
         }
     }
 
-    private byte[] run(InvokeRequest request, InvocationStream stream) throws PluginException {
+    private static byte[] run(PluginService plugin, InvokeRequest request, InvocationStream stream)
+            throws PluginException {
         Map<String, Object> arguments;
         try {
             // Empty bytes is protobuf's default: an invocation without arguments.

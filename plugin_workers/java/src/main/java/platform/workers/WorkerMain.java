@@ -13,7 +13,11 @@ import java.util.ServiceLoader;
  *
  * <pre>
  * java -jar ppp-java-worker.jar --service SERVICE (--unix PATH | --listen HOST:PORT)
+ * java -jar ppp-java-worker.jar --stem CONTROL_PATH --unix PATH
  * </pre>
+ *
+ * <p>With {@code --stem} the worker is a stem cell: it serves PPP on PATH at once but hosts no
+ * plugin until the supervisor binds it to one through the control socket (see {@link StemCell}).
  *
  * SERVICE is a {@link PluginService} class name (platform.workers.AddPluginService) or the
  * primitive of one listed in META-INF/services (add_numbers). The worker runs until SIGTERM or
@@ -22,7 +26,8 @@ import java.util.ServiceLoader;
  */
 public final class WorkerMain {
     static final String USAGE =
-            "usage: java -jar ppp-java-worker.jar --service CLASS_OR_PRIMITIVE (--unix PATH | --listen HOST:PORT)";
+            "usage: java -jar ppp-java-worker.jar --service CLASS_OR_PRIMITIVE (--unix PATH | --listen HOST:PORT)\n"
+            + "       java -jar ppp-java-worker.jar --stem CONTROL_PATH --unix PATH";
     private static final long PARENT_POLL_MILLIS = 500;
 
     /** A problem that stops the worker from starting; its message is for the operator. */
@@ -35,7 +40,7 @@ public final class WorkerMain {
         }
     }
 
-    record Options(String service, Path unix, InetSocketAddress listen) {}
+    record Options(String service, Path unix, InetSocketAddress listen, Path stem) {}
 
     private WorkerMain() {}
 
@@ -57,17 +62,24 @@ public final class WorkerMain {
             return;
         }
         watchParent(System.getenv("PPP_PARENT_PID"));
-        PluginService plugin = loadService(options.service());
         PluginServer server;
         try {
-            server = options.unix() != null
-                    ? PluginServer.listenUnix(plugin, options.unix())
-                    : PluginServer.listenTcp(plugin, options.listen());
+            if (options.stem() != null) {
+                server = PluginServer.listenUnix(PluginWorkerService.unbound(), options.unix());
+            } else {
+                PluginService plugin = loadService(options.service());
+                server = options.unix() != null
+                        ? PluginServer.listenUnix(plugin, options.unix())
+                        : PluginServer.listenTcp(plugin, options.listen());
+            }
         } catch (IOException e) {
             throw new StartupException(e.getMessage(), 1);
         }
         // SIGTERM and SIGINT run shutdown hooks: stop cleanly and remove the socket file.
         Runtime.getRuntime().addShutdownHook(new Thread(server::stop, "ppp-shutdown"));
+        if (options.stem() != null) {
+            StemCell.awaitBinding(options.stem(), server.service());
+        }
         server.awaitTermination();
     }
 
@@ -76,12 +88,14 @@ public final class WorkerMain {
         String service = null;
         String unix = null;
         String listen = null;
+        String stem = null;
         for (int i = 0; i < args.length; i++) {
             String option = args[i];
             if (option.equals("-h") || option.equals("--help")) {
                 return null;
             }
-            if (!option.equals("--service") && !option.equals("--unix") && !option.equals("--listen")) {
+            if (!option.equals("--service") && !option.equals("--unix") && !option.equals("--listen")
+                    && !option.equals("--stem")) {
                 throw usage("unknown argument '" + option + "'");
             }
             if (i + 1 >= args.length) {
@@ -91,16 +105,25 @@ public final class WorkerMain {
             switch (option) {
                 case "--service" -> service = value;
                 case "--unix" -> unix = value;
+                case "--stem" -> stem = value;
                 default -> listen = value;
             }
         }
-        if (service == null) {
+        if (stem != null) {
+            if (service != null || listen != null || unix == null) {
+                throw usage("--stem takes --unix PATH and no --service or --listen (the plugin comes later)");
+            }
+        } else if (service == null) {
             throw usage("--service is required");
         }
         if ((unix == null) == (listen == null)) {
             throw usage("give exactly one of --unix PATH or --listen HOST:PORT");
         }
-        return new Options(service, unix == null ? null : Path.of(unix), listen == null ? null : parseAddress(listen));
+        return new Options(
+                service,
+                unix == null ? null : Path.of(unix),
+                listen == null ? null : parseAddress(listen),
+                stem == null ? null : Path.of(stem));
     }
 
     private static InetSocketAddress parseAddress(String hostPort) throws StartupException {
