@@ -179,7 +179,11 @@ class Lifecycle:
         self.emit(worker, State.ALLOCATING, f"{backend_name} backend, stem cell", None)
         started = time.monotonic()
         try:
-            control = await backend.start_stem(worker, lambda w, s, d: self.emit(w, s, d, None))
+
+            def emit(w: Worker, s: State, d: str) -> None:
+                self.emit(w, s, d, None)
+
+            control = await backend.start_stem(worker, emit)
             await self._await_control(worker, backend, control, started + (timeout_s or self.ready_timeout_s))
             await self._exercise(worker)
         except BaseException as exc:

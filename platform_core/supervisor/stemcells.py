@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from platform_core.runtimes import BUILTIN_RUNTIMES, RuntimeSpec
 from platform_core.supervisor.lifecycle import Collector, Lifecycle
@@ -79,7 +80,7 @@ class _Kind:
     in_use: set[str] = field(default_factory=set)
 
 
-def _key(plugin: PluginRef, spec: RuntimeSpec | None, default_backend: str) -> tuple:
+def _key(plugin: PluginRef, spec: RuntimeSpec | None, default_backend: str) -> tuple[Any, ...]:
     """What must match between a stem cell and a plugin for one to stand in for the other."""
     image = plugin.image or (spec.image if spec else "")
     return (plugin.backend or default_backend, spec, image, plugin.limits.memory_bytes)
@@ -93,7 +94,7 @@ class StemCells:
         self.plans = plans
         # The recipe stem cells are started from: the registry's (given by runsupervisor), else built in.
         self.spec = spec or BUILTIN_RUNTIMES.get(lifecycle.runtime)
-        self._kinds: dict[tuple, _Kind] = {}
+        self._kinds: dict[tuple[Any, ...], _Kind] = {}
         self.closing = False
         lifecycle.on_removed = self._removed
 

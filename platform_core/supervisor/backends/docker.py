@@ -176,7 +176,8 @@ class DockerBackend:
         """Start a container whose worker program waits, with no plugin, to be bound; the host
         path of its control socket. It runs with the least CPU weight until it is bound."""
         await self.start(worker, emit, stem=True)
-        return worker.runtime_state["directory"] / stem_bind.CONTROL_NAME
+        directory: Path = worker.runtime_state["directory"]
+        return directory / stem_bind.CONTROL_NAME
 
     async def bind(self, worker: Worker, plugin: PluginRef) -> None:
         """``docker update`` to the plugin's CPUs and pids limit (its memory is the stem cell's
@@ -204,7 +205,7 @@ class DockerBackend:
 
     def _update(self, container_id: str, resources: dict[str, Any]) -> None:
         """``docker update`` with what the SDK's update_container lacks (NanoCpus, PidsLimit)."""
-        api = self.client.api
+        api: Any = self.client.api  # the SDK's own request helpers (docker-py has no public call for these fields)
         response = api._post_json(api._url("/containers/{0}/update", container_id), data=resources)
         api._raise_for_status(response)
 
