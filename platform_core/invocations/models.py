@@ -8,6 +8,7 @@ from django.db import models
 
 
 class Status(models.TextChoices):
+    QUEUED = "queued", "Queued (async, not started yet)"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     REJECTED = "rejected", "Rejected (bad request)"
@@ -17,9 +18,10 @@ class Status(models.TextChoices):
     THROTTLED = "throttled", "Throttled (over the tenant's quota)"
     ERROR = "error", "Platform error"
     INTERRUPTED = "interrupted", "Interrupted (gateway stopped)"
+    CANCELLED = "cancelled", "Cancelled (on request)"
 
 
-FINAL_STATUSES = {s for s in Status if s != Status.RUNNING}
+FINAL_STATUSES = {s for s in Status if s not in (Status.RUNNING, Status.QUEUED)}
 
 
 class Invocation(models.Model):
@@ -70,3 +72,56 @@ class Invocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.plugin_name} {self.status} ({self.id})"
+
+
+class QueuedInvocation(models.Model):
+    """An async invocation (``POST /plugins/{name}/invocations``) waiting for a gateway to run it.
+
+    The durable queue: a gateway process claims a row (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
+    a conditional update on SQLite), runs it through the one service every invocation goes
+    through, and deletes it once the invocation is recorded. A claim whose gateway died is
+    taken again after ``ASYNC_CLAIM_TTL_S``.
+    """
+
+    invocation = models.OneToOneField(Invocation, primary_key=True, on_delete=models.CASCADE, db_constraint=False)
+    name = models.CharField(max_length=100)
+    body = models.BinaryField()
+    origin = models.CharField(max_length=300)
+    # The caller, as the key resolved it when the invocation was accepted (callers.Caller's fields).
+    caller = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    claimed_by = models.CharField(max_length=200, blank=True, db_index=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"queued {self.name} ({self.invocation_id})"
+
+
+class CancelRequest(models.Model):
+    """Someone asked to cancel a running invocation; the gateway process that runs it acts on it."""
+
+    invocation_id = models.UUIDField(primary_key=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"cancel {self.invocation_id}"
+
+
+class IdempotencyKey(models.Model):
+    """An ``Idempotency-Key`` a tenant sent with an invocation (kept 24 h)."""
+
+    tenant_id = models.CharField(max_length=100)
+    key = models.CharField(max_length=255)
+    # SHA-256 of the route and the body: the same key with another body is refused.
+    fingerprint = models.CharField(max_length=64)
+    invocation_id = models.UUIDField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant_id", "key"], name="idempotency_key_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}: {self.key} → {self.invocation_id}"
