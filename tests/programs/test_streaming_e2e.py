@@ -35,9 +35,7 @@ def test_invoke_streams_progress_then_the_result(papi):
 
 
 def test_calculate_streams_and_an_error_ends_with_the_error_body(papi):
-    with papi.stream(
-        "POST", "/api/v1/calculate/divide", json={"operand1": 1, "operand2": 0}, headers=SSE
-    ) as response:
+    with papi.stream("POST", "/api/v1/calculate/divide", json={"operand1": 1, "operand2": 0}, headers=SSE) as response:
         received = list(messages(response))
     assert received[-1].event == "error"
     assert received[-1].data["http_status"] == 502
