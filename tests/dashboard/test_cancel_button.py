@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from platform_core.gateway import invocation_queue
@@ -11,20 +9,18 @@ from platform_core.invocations.models import Invocation, QueuedInvocation, Statu
 from platform_core.registry.models import PluginSpec
 from platform_core.tenancy.callers import Caller
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def test_cancel_button_cancels_a_queued_run(client):
     plugin = PluginSpec.objects.get(name="slow_count")
     invocation_id = "6f1c2a4e-0000-4000-8000-000000000001"
-    asyncio.run(
-        invocation_queue.invocation_enqueue(
-            invocation_id=invocation_id,
-            plugin=plugin,
-            body=b'{"steps": 1}',
-            caller=Caller(tenant_id="default"),
-            origin="POST /api/v1/plugins/slow_count/invocations",
-        )
+    invocation_queue._enqueue(
+        invocation_id=invocation_id,
+        plugin=plugin,
+        body=b'{"steps": 1}',
+        caller=Caller(tenant_id="default"),
+        origin="POST /api/v1/plugins/slow_count/invocations",
     )
     page = client.get(f"/invocations/{invocation_id}").content.decode()
     assert 'data-testid="cancel"' in page and "queued" in page
