@@ -53,6 +53,7 @@ ROUTES: tuple[tuple[re.Pattern[str], Route], ...] = (
 _UUID = r"(?P<id>[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})"
 CANCEL_ROUTE = re.compile(rf"^/api/v1/invocations/{_UUID}/cancel$")
 EVENTS_ROUTE = re.compile(rf"^/api/v1/invocations/{_UUID}/events$")
+MCP_PATH = "/mcp"
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
@@ -79,7 +80,18 @@ class InvocationEdge:
                     return await self._cancel(scope, send, str(uuid.UUID(match["id"])))
             elif method == "GET" and (match := EVENTS_ROUTE.match(path)):
                 return await self._events(scope, receive, send, str(uuid.UUID(match["id"])))
+            if path == MCP_PATH or path.startswith(MCP_PATH + "/"):
+                return await self._mcp(scope, receive, send)
         return await self.application(scope, receive, send)
+
+    async def _mcp(self, scope: dict, receive: Any, send: Any) -> None:
+        """``/mcp``: the Model Context Protocol (``mcp_server``, imported on first use), for a valid key."""
+        found = await self._caller(scope, send)
+        if found is None:
+            return None
+        from platform_core.gateway import mcp_server
+
+        await mcp_server.serve(scope, receive, send, caller=found[1])
 
     async def _caller(self, scope: dict, send: Any) -> tuple[dict[str, str], Caller] | None:
         """The request's headers and caller; None once it has been answered (400, 401)."""
