@@ -75,3 +75,21 @@ def test_a_client_that_disconnects_does_not_cancel_the_invocation(papi):
         again = list(messages(response))
     assert [m.event for m in again] == [m.event for m in received]
     assert again[-1].data == received[-1].data
+
+
+def test_openapi_describes_the_programs_endpoints(papi):
+    document = papi.get("/api/v1/openapi.json").json()
+    paths = document["paths"]
+    for path in (
+        "/api/v1/plugins/{name}/invocations",
+        "/api/v1/invocations/{id}/events",
+        "/api/v1/invocations/{id}/cancel",
+        "/mcp",
+    ):
+        assert path in paths, path
+    assert "202" in paths["/api/v1/plugins/{name}/invocations"]["post"]["responses"]
+    assert "text/event-stream" in paths["/api/v1/plugins/{name}/invoke"]["post"]["responses"]["200"]["content"]
+    headers = [p["name"] for p in paths["/api/v1/calculate/{operation}"]["post"]["parameters"]]
+    assert "Idempotency-Key" in headers and "Accept" in headers
+    assert "409" in paths["/api/v1/invocations/{id}/cancel"]["post"]["responses"]
+    assert "cancelled" in document["paths"]["/api/v1/invocations"]["get"]["parameters"][1]["schema"]["enum"]
