@@ -93,3 +93,23 @@ def test_openapi_describes_the_programs_endpoints(papi):
     assert "Idempotency-Key" in headers and "Accept" in headers
     assert "409" in paths["/api/v1/invocations/{id}/cancel"]["post"]["responses"]
     assert "cancelled" in document["paths"]["/api/v1/invocations"]["get"]["parameters"][1]["schema"]["enum"]
+
+
+def test_a_client_that_asks_cancels_the_invocation_when_it_disconnects(papi):
+    with papi.stream(
+        "POST",
+        "/api/v1/plugins/slow_count/invoke?cancel_on_disconnect=1",
+        json={"steps": 100, "delay_ms": 100},
+        headers=SSE,
+    ) as response:
+        received = messages(response)
+        invocation_id = next(received).data["invocation_id"]
+        for message in received:
+            if message.event == "progress":
+                break
+    from tests.support.platform import wait_for
+
+    def status() -> str:
+        return papi.get(f"/api/v1/invocations/{invocation_id}").json()["status"]
+
+    wait_for(lambda: status() == "cancelled", what="cancelled on disconnect", timeout_s=20)
