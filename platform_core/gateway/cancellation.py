@@ -47,11 +47,24 @@ def runs_here(invocation_id: str) -> bool:
     return invocation_id in _running
 
 
+def _ending(invocation_id: str) -> bool:
+    """Whether the invocation is past its worker's last word (its result is in: too late to cancel)."""
+    from platform_core.invocations.snapshots import running_trace
+    from platform_core.invocations.vocabulary import EventKind as K
+
+    trace = running_trace(invocation_id)
+    ended = {K.COMPLETED, K.FAILED, K.WORKER_LOST, K.TIMEOUT, K.RELEASE_REQUEST, K.CANCEL_REQUEST, K.RESPONSE}
+    return trace is not None and any(event.kind in ended for event in trace.events)
+
+
 def cancel_local(invocation_id: str) -> bool:
-    """Cancel ``invocation_id`` if this process runs it; whether it does."""
+    """Cancel ``invocation_id`` if this process runs it; whether it does. One whose worker has
+    already answered finishes as it is (its release is not cut short)."""
     task = _running.get(invocation_id)
     if task is None or task.done():
         return False
+    if _ending(invocation_id):
+        return True
     if invocation_id not in _requested:
         _requested.add(invocation_id)
         task.cancel()

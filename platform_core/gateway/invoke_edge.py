@@ -195,24 +195,25 @@ class InvocationEdge:
         status, payload, extra = service.recorded_answer(finished, style=style)
         await respond(send, status, payload, {**extra, "Idempotent-Replayed": "true"})
 
-    async def _events(self, scope: dict, receive: Any, send: Any, invocation_id: str) -> None:
+    async def _invocation(self, scope: dict, send: Any, invocation_id: str) -> Invocation | None:
+        """The caller's invocation ``invocation_id``; None once answered (401, 404: another
+        tenant's invocation does not exist, as far as this caller can tell)."""
         found = await self._caller(scope, send)
         if found is None:
             return None
-        _, caller = found
-        invocation = await _visible(invocation_id, caller)
+        invocation = await _visible(invocation_id, found[1])
         if invocation is None:
-            return await _not_found(send, invocation_id)
-        await streams.events_stream(send=send, receive=receive, invocation=invocation)
+            error = errors.NotFound(f"no invocation {invocation_id}", code="unknown_invocation")
+            await respond(send, error.http_status, error.body(), error.headers)
+        return invocation
+
+    async def _events(self, scope: dict, receive: Any, send: Any, invocation_id: str) -> None:
+        if (invocation := await self._invocation(scope, send, invocation_id)) is not None:
+            await streams.events_stream(send=send, receive=receive, invocation=invocation)
 
     async def _cancel(self, scope: dict, send: Any, invocation_id: str) -> None:
-        found = await self._caller(scope, send)
-        if found is None:
+        if (invocation := await self._invocation(scope, send, invocation_id)) is None:
             return None
-        _, caller = found
-        invocation = await _visible(invocation_id, caller)
-        if invocation is None:
-            return await _not_found(send, invocation_id)
         cancelled, now = await cancellation.invocation_cancel(invocation_id=invocation_id, status=invocation.status)
         if not cancelled:
             assert isinstance(now, Invocation)
@@ -230,7 +231,6 @@ class InvocationEdge:
 
 def _visible_sync(invocation_id: str, caller: Caller) -> Invocation | None:
     invocation = Invocation.objects.filter(pk=invocation_id).first()
-    # Another tenant's invocation does not exist, as far as this caller can tell.
     if invocation is None or not (caller.is_staff or invocation.tenant_id == caller.tenant_id):
         return None
     return invocation
@@ -252,11 +252,6 @@ async def _wait_recorded(invocation_id: str, timeout_s: float = 10.0) -> Invocat
             return found
         await asyncio.sleep(0.05)
     return None
-
-
-async def _not_found(send: Any, invocation_id: str) -> None:
-    error = errors.NotFound(f"no invocation {invocation_id}", code="unknown_invocation")
-    await respond(send, error.http_status, error.body(), error.headers)
 
 
 async def _accepted(send: Any, invocation_id: str, status: str) -> None:

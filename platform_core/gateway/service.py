@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from platform_core.gateway import errors
 from platform_core.gateway.execution import Outcome, invocation_execute, invocation_refuse
+from platform_core.gateway.serializers import timings_json
 from platform_core.invocations.models import Invocation, Status
 from platform_core.tenancy.admission import Refused, admission
 from platform_core.tenancy.callers import Caller
@@ -103,13 +104,7 @@ def recorded_answer(invocation: Invocation, *, style: Style = "invoke") -> Answe
     common = {
         "invocation_id": str(invocation.id),
         "worker_id": invocation.worker_id,
-        "timings_ms": {
-            "allocation": invocation.allocation_ms,
-            "init": invocation.init_ms,
-            "execution": invocation.execution_ms,
-            "release": invocation.release_ms,
-            "total": invocation.total_ms,
-        },
+        "timings_ms": timings_json(invocation),
     }
     if invocation.status == Status.SUCCEEDED:
         if style == "calculate":
