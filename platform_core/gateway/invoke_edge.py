@@ -41,6 +41,7 @@ from platform_core.gateway import (
 )
 from platform_core.gateway.serializers import invocation_json
 from platform_core.invocations.models import Invocation
+from platform_core.invocations.snapshots import running_trace
 from platform_core.registry.selectors import plugin_get
 from platform_core.tenancy.callers import Caller
 
@@ -202,6 +203,9 @@ class InvocationEdge:
         if found is None:
             return None
         invocation = await _visible(invocation_id, found[1])
+        # Accepted a moment ago in this process: its record is being written.
+        if invocation is None and _runs_here_for(invocation_id, found[1]) and await _wait_recorded(invocation_id):
+            invocation = await _visible(invocation_id, found[1])
         if invocation is None:
             error = errors.NotFound(f"no invocation {invocation_id}", code="unknown_invocation")
             await respond(send, error.http_status, error.body(), error.headers)
@@ -234,6 +238,12 @@ def _visible_sync(invocation_id: str, caller: Caller) -> Invocation | None:
     if invocation is None or not (caller.is_staff or invocation.tenant_id == caller.tenant_id):
         return None
     return invocation
+
+
+def _runs_here_for(invocation_id: str, caller: Caller) -> bool:
+    """Whether this process runs ``invocation_id`` for the caller's tenant (or a staff caller)."""
+    trace = running_trace(invocation_id)
+    return trace is not None and (caller.is_staff or trace.context.get("tenant_id") == caller.tenant_id)
 
 
 async def _visible(invocation_id: str, caller: Caller) -> Invocation | None:
