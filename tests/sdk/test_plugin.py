@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -267,3 +268,42 @@ def test_cancelled_context_raises_at_progress():
     assert ctx.cancelled
     with pytest.raises(Cancelled):
         ctx.progress(2)
+
+
+def test_cancelling_the_task_reading_an_aio_invoke_stream_cancels_it_on_the_worker(tmp_path):
+    """What the gateway does to cancel (``cancellation``): it cancels the task that reads the
+    grpc.aio Invoke stream; the worker's handler is told and stops."""
+    plugin = Plugin(primitive="p")
+    stopped = threading.Event()
+
+    @plugin.handler
+    def count(args, ctx):
+        try:
+            while True:
+                ctx.progress(1, "still going")
+                time.sleep(0.01)
+        finally:
+            stopped.set()
+
+    server = _AioServer(plugin, str(tmp_path / "d.sock"))
+
+    async def read_then_cancel() -> None:
+        async with grpc.aio.insecure_channel(f"unix:{tmp_path / 'd.sock'}") as channel:
+            stub = pb_grpc.PluginWorkerStub(channel)
+            first = asyncio.Event()
+
+            async def read() -> None:
+                async for _ in stub.Invoke(pb.InvokeRequest(primitive="p", arguments=b"{}")):
+                    first.set()
+
+            reader = asyncio.ensure_future(read())
+            await asyncio.wait_for(first.wait(), 5)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    try:
+        asyncio.run(read_then_cancel())
+        assert stopped.wait(5), "the handler went on after the gateway cancelled its stream"
+    finally:
+        server.close()
