@@ -11,8 +11,8 @@ from tests.support.platform import Platform
 
 @pytest.fixture(scope="session")
 def programs_platform():
-    runtimes = ("python", "java") if shutil.which("java") else ("python",)
-    platform = Platform(runtimes=runtimes, absent_runtimes=("node",)).start()
+    runtimes = ("python", *(r for r, tool in (("java", "java"), ("node", "node")) if shutil.which(tool)))
+    platform = Platform(runtimes=runtimes, absent_runtimes=tuple({"java", "node"} - set(runtimes))).start()
     yield platform
     platform.stop()
     leftovers = platform.leftover_workers()

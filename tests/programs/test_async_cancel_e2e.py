@@ -61,8 +61,16 @@ def test_cancel_a_running_java_invocation(papi, programs_platform):
     _cancel_running(papi, programs_platform, "slow_count_java")
 
 
-def _cancel_running(papi, platform, plugin: str) -> None:
-    response = papi.post(f"/api/v1/plugins/{plugin}/invocations", json={"steps": 100, "delay_ms": 200})
+@pytest.mark.node
+def test_cancel_a_running_node_invocation(papi, programs_platform):
+    if "node" not in programs_platform.runtimes:
+        pytest.skip("no Node.js here")
+    _cancel_running(papi, programs_platform, "count_primes", {"limit": 50_000_000, "delay_ms": 200})
+
+
+def _cancel_running(papi, platform, plugin: str, arguments: dict | None = None) -> None:
+    arguments = arguments or {"steps": 100, "delay_ms": 200}
+    response = papi.post(f"/api/v1/plugins/{plugin}/invocations", json=arguments)
     invocation_id = response.json()["invocation_id"]
     # Wait for it to make progress on its worker, then cancel.
     with papi.stream("GET", f"/api/v1/invocations/{invocation_id}/events") as events:
