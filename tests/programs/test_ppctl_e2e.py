@@ -90,3 +90,34 @@ def test_idempotency_key_from_the_cli(ppctl):
     again = ppctl("--json", "invoke", "subtract_numbers", "operand1=5", "operand2=1", "--idempotency-key", "cli-k1")
     assert first.returncode == again.returncode == 0
     assert json.loads(first.stdout)["invocation_id"] == json.loads(again.stdout)["invocation_id"]
+
+
+def test_on_a_terminal_progress_is_a_bar_redrawn_in_place(programs_platform):
+    import pty
+
+    subprocess.run(["make", "-s", "ppctl"], cwd=REPO, check=True, timeout=60)
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "PP_URL": programs_platform.url, "PP_API_KEY": programs_platform.api_key}
+    done = subprocess.run(
+        [str(PPCTL), "invoke", "slow_count", "steps=4", "delay_ms=20"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        timeout=60,
+        cwd="/tmp",
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert done.returncode == 0 and json.loads(done.stdout)["counted"] == 4
+    text = shown.decode()
+    assert "\r[" + "#" * 30 + "] 100.0% Counted 4 of 4" in text
+    assert "\r[#######" in text and "progress 25%" not in text  # a bar, not lines
