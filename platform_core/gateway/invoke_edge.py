@@ -18,8 +18,10 @@ recorded) → Idempotency-Key (``idempotency``) → submit, enqueue or stream �
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import uuid
 from typing import Any, Literal
 from urllib.parse import parse_qs
@@ -252,9 +254,6 @@ async def _visible(invocation_id: str, caller: Caller) -> Invocation | None:
 
 async def _wait_recorded(invocation_id: str, timeout_s: float = 10.0) -> Invocation | None:
     """The invocation's row once it exists (a first request records it a moment after it starts)."""
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = await sync_to_async(Invocation.objects.filter(pk=invocation_id).first, thread_sensitive=False)()

@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from platform_core.gateway import cancellation, service, sse
 from platform_core.invocations.models import FINAL_STATUSES, Invocation
 from platform_core.invocations.snapshots import running_trace
+from platform_core.invocations.vocabulary import EventKind as K
 from platform_core.tenancy.callers import Caller
 
 # Keep-alive comment while nothing happens (proxies close idle connections), and how often a
@@ -138,6 +139,7 @@ async def events_stream(
                     status, payload, _ = service.recorded_answer(current, style=style)
                     await _end(send, sse.outcome_frame(status, payload))
                     return
+                await asyncio.sleep(POLL_S)  # its final record is being written
                 continue
             if sent == 0:  # queued (or run by another gateway process): what the record says so far
                 await replay(current.trace)
@@ -161,10 +163,14 @@ async def _follow(send: Any, trace: Any, gone: asyncio.Future[None], sent: int) 
     trace.listeners.append(items.put_nowait)
     try:
         # What it holds so far (a step seen again through the listener is skipped by seq).
+        ended = False
         for event in list(trace.events):
             if event.seq > sent and (data := sse.step(trace.invocation_id, event.stored(), event.data)) is not None:
                 await _write(send, data)
             sent = max(sent, event.seq)
+            ended |= event.kind == K.RESPONSE
+        if ended:  # it is being recorded (its final state may have been sent before we listened)
+            return False
         while True:
             getter = asyncio.ensure_future(items.get())
             done, _ = await asyncio.wait({getter, gone}, timeout=KEEPALIVE_S, return_when="FIRST_COMPLETED")
