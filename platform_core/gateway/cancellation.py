@@ -6,8 +6,9 @@ cancels at once when the invocation runs in this very process; every process loo
 requests about its own running invocations every ``CANCEL_POLL_S`` (only while it runs any).
 
 Cancelling the task cancels the PPP ``Invoke`` stream (the worker SDKs see the cancellation and
-stop the handler) and the worker is then force-stopped with ``CancelAllocation``
-(``execution._Run._session``). The invocation ends ``cancelled``, recorded with its trace.
+stop the handler); the worker is then released never to be reused, or force-stopped with
+``CancelAllocation`` when that takes longer than ``CANCEL_GRACE_S`` (``worker_release``). The
+invocation ends ``cancelled``, recorded with its trace.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from asgiref.sync import sync_to_async
 
@@ -137,3 +140,17 @@ async def invocation_cancel_soon(*, invocation_id: str) -> None:
     """Ask for ``invocation_id`` to be cancelled without waiting (a stream's client went away)."""
     if not cancel_local(invocation_id):
         await sync_to_async(_request)(invocation_id)
+
+
+async def worker_release(give_back: Callable[..., Awaitable[Any]], *, grace_s: float) -> Any:
+    """Give back the worker of an invocation cancelled on request, whose Invoke stream is
+    cancelled already (PPP: the SDK stops the handler): released never to be reused (an
+    ephemeral worker stops gracefully: SIGTERM, SIGKILL after WORKER_STOP_GRACE_S) within
+    ``grace_s``, else force-stopped with CancelAllocation. ``give_back(reason, **how)`` is the
+    invocation's release (``leases.Keeper.release``); its ``ReleaseReport``."""
+    try:
+        async with asyncio.timeout(grace_s):
+            return await give_back("cancelled", retire=True)
+    except TimeoutError:
+        log.warning("a cancelled invocation's worker was not released within %.1f s: force-stopping it", grace_s)
+        return await give_back(f"cancelled; not stopped within {grace_s:g} s", force=True)

@@ -105,7 +105,7 @@ async def invocation_execute(
     """Run plugin ``name`` (primitive name or operation alias) on the JSON ``body``; recorded.
 
     ``listener`` gets every trace item as it happens (SSE, MCP progress). Cancellable on
-    request (``cancellation``): it then ends ``cancelled``, its worker force-stopped.
+    request (``cancellation``): it then ends ``cancelled``, its worker stopped.
     """
     run = _Run(invocation_id, name, caller)
     if listener is not None:
@@ -270,7 +270,10 @@ class _Run:
             report = await give_back(exc.code, retire=suspect or exc.code == OUT_OF_MEMORY)
             raise _explained(exc, report, plugin) from None
         except BaseException:  # cancelled or a bug: the worker must not outlive the request
-            report = await give_back("aborted", force=True)
+            if cancellation.requested(self.outcome.invocation_id):
+                report = await cancellation.worker_release(give_back, grace_s=settings.PLATFORM_CANCEL_GRACE_S)
+            else:
+                report = await give_back("aborted", force=True)
             raise
         else:
             report = await give_back("execution_complete")

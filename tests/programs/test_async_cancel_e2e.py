@@ -86,8 +86,8 @@ def _cancel_running(papi, platform, plugin: str, arguments: dict | None = None) 
     assert cancelled["status"] == "cancelled" and cancelled["error"]["code"] == "cancelled"
     kinds = [event["kind"] for event in cancelled["trace"]]
     assert "invocation_cancelled" in kinds and kinds[-1] == "response"
-    # The worker was force-stopped (CancelAllocation), not left counting.
-    assert "cancel_request" in kinds, kinds
+    # The worker was released never to be reused (stopped gracefully within CANCEL_GRACE_S), not left counting.
+    assert "release_request" in kinds and "cancel_request" not in kinds, kinds
     worker_id = cancelled["worker_id"]
     assert worker_id
 

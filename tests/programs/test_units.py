@@ -71,3 +71,29 @@ def test_ppctl_arguments_are_json_when_they_parse():
 def test_ppctl_exit_codes(status, code, expected):
     body = {"error": {"code": code}} if code else {}
     assert exit_code(status, body) == EXIT[expected]
+
+
+async def test_a_cancelled_invocations_worker_is_released_or_force_stopped_after_the_grace():
+    import asyncio
+
+    from platform_core.gateway.cancellation import worker_release
+
+    calls: list[tuple[str, dict]] = []
+
+    async def prompt(reason: str, **how: bool) -> str:
+        calls.append((reason, how))
+        return "released"
+
+    assert await worker_release(prompt, grace_s=1.0) == "released"
+    assert calls == [("cancelled", {"retire": True})]
+
+    calls.clear()
+
+    async def stuck(reason: str, **how: bool) -> str:
+        calls.append((reason, how))
+        if how.get("retire"):
+            await asyncio.sleep(30)  # the worker does not stop
+        return "force-stopped"
+
+    assert await worker_release(stuck, grace_s=0.1) == "force-stopped"
+    assert [how for _, how in calls] == [{"retire": True}, {"force": True}]
