@@ -223,11 +223,16 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     return EXIT["ok"]
 
 
-def _table(rows: list[list[Any]], headings: list[str]) -> None:
+def _listing(args: argparse.Namespace, body: Any, headings: list[str], rows: list[list[Any]]) -> int:
+    """The API's JSON with ``--json``, else a table of ``rows`` under ``headings``."""
+    if args.json:
+        print(json.dumps(body))
+        return EXIT["ok"]
     cells = [headings, *[[("" if c is None else str(c)) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headings))]
     for row in cells:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return EXIT["ok"]
 
 
 def cmd_ls(client: Client, args: argparse.Namespace) -> int:
@@ -237,40 +242,27 @@ def cmd_ls(client: Client, args: argparse.Namespace) -> int:
     if args.status:
         query["status"] = args.status
     _, body = client.json("GET", "/api/v1/invocations?" + urllib.parse.urlencode(query))
-    if args.json:
-        print(json.dumps(body))
-        return EXIT["ok"]
     rows = [
         [i["id"], i["plugin"], i["status"], i["http_status"], i["timings_ms"]["total"], i["created_at"][:19]]
         for i in body["results"]
     ]
-    _table(rows, ["ID", "PLUGIN", "STATUS", "HTTP", "TOTAL_MS", "CREATED"])
-    return EXIT["ok"]
+    return _listing(args, body, ["ID", "PLUGIN", "STATUS", "HTTP", "TOTAL_MS", "CREATED"], rows)
 
 
 def cmd_workers(client: Client, args: argparse.Namespace) -> int:
     _, body = client.json("GET", "/api/v1/workers")
-    if args.json:
-        print(json.dumps(body))
-        return EXIT["ok"]
     rows = []
     for supervisor in body["supervisors"]:
-        up = "up" if supervisor["up"] else "down"
-        rows.append([supervisor["runtime"], supervisor["address"], up, "", "", ""])
+        rows.append([supervisor["runtime"], supervisor["address"], "up" if supervisor["up"] else "down", "", "", ""])
         for worker in supervisor["workers"]:
             rows.append(["", "", "", worker.get("worker_id"), worker.get("state"), worker.get("plugin", "")])
-    _table(rows, ["RUNTIME", "ADDRESS", "SUPERVISOR", "WORKER", "STATE", "PLUGIN"])
-    return EXIT["ok"]
+    return _listing(args, body, ["RUNTIME", "ADDRESS", "SUPERVISOR", "WORKER", "STATE", "PLUGIN"], rows)
 
 
 def cmd_plugins(client: Client, args: argparse.Namespace) -> int:
     _, body = client.json("GET", "/api/v1/plugins")
-    if args.json:
-        print(json.dumps(body))
-        return EXIT["ok"]
     rows = [[p["name"], p["operation"], p["runtime"], p["mode"], p["description"][:60]] for p in body["plugins"]]
-    _table(rows, ["NAME", "OPERATION", "RUNTIME", "MODE", "DESCRIPTION"])
-    return EXIT["ok"]
+    return _listing(args, body, ["NAME", "OPERATION", "RUNTIME", "MODE", "DESCRIPTION"], rows)
 
 
 def parser() -> argparse.ArgumentParser:
