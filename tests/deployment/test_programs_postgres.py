@@ -58,3 +58,27 @@ def test_idempotency_keys_are_shared_by_the_gateways(cluster):
         again = b.post("/api/v1/calculate/subtract", json=body)
     assert first.status_code == again.status_code == 200
     assert json.loads(again.text)["invocation_id"] == first.json()["invocation_id"]
+
+
+def test_events_of_an_invocation_another_gateway_runs_arrive_live(cluster):
+    import time
+
+    from tests.programs.sse_client import messages
+
+    with cluster.gateway_client(0) as a, cluster.gateway_client(1) as b:
+        for _ in range(2):  # run by gateway a (its consumer is woken at once), followed on gateway b
+            invocation_id = a.post(
+                "/api/v1/plugins/slow_count/invocations", json={"steps": 10, "delay_ms": 300}
+            ).json()["invocation_id"]
+            arrived: list[tuple[str, float, dict]] = []
+            with b.stream("GET", f"/api/v1/invocations/{invocation_id}/events") as events:
+                for message in messages(events):
+                    arrived.append((message.event, time.monotonic(), message.data))
+            names = [name for name, _, _ in arrived]
+            timeline = [(name, round(at - arrived[0][1], 2)) for name, at, _ in arrived]
+            assert names[-1] == "result", timeline
+            progress = [(at, data["percent"]) for name, at, data in arrived if name == "progress"]
+            assert [percent for _, percent in progress] == [10.0 * n for n in range(1, 11)], timeline
+            # Live: the first progress came long before the result (10 steps of 300 ms), not all at the end.
+            assert arrived[-1][1] - progress[0][0] > 1.5, timeline
+            assert "allocated" in names and "started" in names, timeline
