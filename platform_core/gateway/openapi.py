@@ -81,8 +81,11 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "Plugin platform API",
             "version": "1.0.0",
-            "description": "Run plugins in isolated workers over gRPC; every invocation is recorded with its trace.",
+            "description": "Run plugins in isolated workers over gRPC; every invocation is recorded with its trace. "
+            "AI agents: the Model Context Protocol (Streamable HTTP, JSON-RPC per its own specification, not "
+            "described here) is served at /mcp with the same API keys: the plugins are its tools (docs/PROGRAMS.md).",
         },
+        "x-mcp": {"url": "/mcp", "transport": "streamable-http", "auth": "Authorization: Bearer <API key>"},
         "paths": {
             "/api/v1/calculate/{operation}": {
                 "post": {
@@ -271,14 +274,6 @@ def openapi_document() -> dict[str, Any]:
                         "409": _error("The invocation had already finished (invocation_finished)"),
                         **UNAUTHENTICATED,
                     },
-                }
-            },
-            "/mcp": {
-                "post": {
-                    "summary": "Model Context Protocol (Streamable HTTP): tools/list, tools/call, progress, cancel",
-                    "operationId": "mcp",
-                    "description": "JSON-RPC per the MCP specification; the plugins are its tools. Same API keys.",
-                    "responses": {"200": {"description": "JSON-RPC answer or SSE stream"}, **UNAUTHENTICATED},
                 }
             },
             "/api/v1/workers": {

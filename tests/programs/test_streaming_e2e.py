@@ -84,9 +84,10 @@ def test_openapi_describes_the_programs_endpoints(papi):
         "/api/v1/plugins/{name}/invocations",
         "/api/v1/invocations/{id}/events",
         "/api/v1/invocations/{id}/cancel",
-        "/mcp",
     ):
         assert path in paths, path
+    # MCP is JSON-RPC under its own specification: named, not described as REST paths.
+    assert document["x-mcp"]["url"] == "/mcp" and "/mcp" in document["info"]["description"]
     assert "202" in paths["/api/v1/plugins/{name}/invocations"]["post"]["responses"]
     assert "text/event-stream" in paths["/api/v1/plugins/{name}/invoke"]["post"]["responses"]["200"]["content"]
     headers = [p["name"] for p in paths["/api/v1/calculate/{operation}"]["post"]["parameters"]]
