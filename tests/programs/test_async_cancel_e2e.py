@@ -202,3 +202,24 @@ def test_idempotent_retry_attaches_to_a_running_invocation(papi, programs_platfo
     with programs_platform.client(api_key=programs_platform.create_api_key("other2"), headers=key) as other:
         theirs = other.post("/api/v1/plugins/slow_count/invoke", json=body)
     assert theirs.status_code == 200 and theirs.json()["invocation_id"] != answers["first"].json()["invocation_id"]
+
+
+def test_a_queued_invocation_over_its_tenants_concurrency_quota_is_throttled(papi, programs_platform):
+    programs_platform.manage(
+        "shell",
+        "-c",
+        "from platform_core.tenancy.models import Tenant; "
+        "Tenant.objects.update_or_create(slug='narrow', defaults={'max_concurrent': 1})",
+    )
+    with programs_platform.client(api_key=programs_platform.create_api_key("narrow")) as narrow:
+        ids = [
+            narrow.post("/api/v1/plugins/slow_count/invocations", json={"steps": 5, "delay_ms": 100}).json()[
+                "invocation_id"
+            ]
+            for _ in range(2)
+        ]
+        final = {"succeeded", "throttled"}
+        outcomes = sorted(_wait_status(narrow, i, final)["status"] for i in ids)
+        assert outcomes == ["succeeded", "throttled"]
+        [throttled] = [i for i in ids if _status(narrow, i) == "throttled"]
+        assert narrow.get(f"/api/v1/invocations/{throttled}").json()["http_status"] == 429
