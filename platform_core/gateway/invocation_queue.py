@@ -9,7 +9,10 @@ at a time: a conditional ``DELETE`` whose row count says who won), marks the inv
 runs it through ``service.invocation_submit`` like any other invocation. A request nobody has
 claimed survives any number of gateway restarts; one a gateway claimed and was running when it
 died is marked ``interrupted`` by that gateway's next life (``recovery``), as a synchronous one
-is: an invocation that started never runs twice.
+is: an invocation that started never runs twice. A request whose tenant is over its rate or
+concurrency quota when it is claimed goes back to the queue, claimable again a moment later
+(its ``Retry-After``, 1 to 5 s): queued invocations wait for their tenant's quota instead of
+failing ``throttled``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import dataclasses
 import logging
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -32,6 +36,7 @@ from platform_core.invocations.documents import NotJson, loads_strict, storable
 from platform_core.invocations.models import Invocation, QueuedInvocation, Status
 from platform_core.invocations.vocabulary import EventKind as K
 from platform_core.registry.models import PluginSpec
+from platform_core.tenancy.admission import Refused, admission
 from platform_core.tenancy.callers import Caller, TenantLimits
 
 log = logging.getLogger(__name__)
@@ -109,6 +114,7 @@ class Claimed:
     origin: str
     caller: Caller
     queued_at: Any
+    caller_json: dict[str, Any]
 
 
 def _running(row: QueuedInvocation) -> Claimed:
@@ -116,7 +122,13 @@ def _running(row: QueuedInvocation) -> Claimed:
         status=Status.RUNNING, gateway_instance=instance.INSTANCE_ID
     )
     return Claimed(
-        str(row.invocation_id), row.name, bytes(row.body), row.origin, _caller_from(row.caller), row.created_at
+        str(row.invocation_id),
+        row.name,
+        bytes(row.body),
+        row.origin,
+        _caller_from(row.caller),
+        row.created_at,
+        row.caller,
     )
 
 
@@ -124,13 +136,15 @@ def invocation_claim() -> Claimed | None:
     """Take the oldest queued request off the queue (the invocation is now ``running`` here)."""
     if connection.vendor == "postgresql":
         with transaction.atomic():
-            row = QueuedInvocation.objects.select_for_update(skip_locked=True).order_by("created_at").first()
+            ready = QueuedInvocation.objects.filter(available_at__lte=timezone.now())
+            row = ready.select_for_update(skip_locked=True).order_by("available_at", "created_at").first()
             if row is None:
                 return None
             QueuedInvocation.objects.filter(pk=row.pk).delete()
             return _running(row)
     # SQLite: one writer at a time; the DELETE that removes the row is the claim.
-    for row in QueuedInvocation.objects.order_by("created_at")[:8]:
+    ready = QueuedInvocation.objects.filter(available_at__lte=timezone.now())
+    for row in ready.order_by("available_at", "created_at")[:8]:
         with transaction.atomic():
             deleted, _ = QueuedInvocation.objects.filter(pk=row.pk).delete()
             if deleted:
@@ -170,7 +184,30 @@ def queued_cancel(*, invocation_id: str) -> bool:
     return True
 
 
+def _requeue(claimed: Claimed, *, delay_s: float) -> None:
+    """Put a claimed request back (its tenant is over its quota): claimable again in ``delay_s``."""
+    with transaction.atomic():
+        QueuedInvocation.objects.create(
+            invocation_id=uuid.UUID(claimed.invocation_id),
+            name=claimed.name,
+            body=claimed.body,
+            origin=claimed.origin,
+            caller=claimed.caller_json,
+            available_at=timezone.now() + timedelta(seconds=delay_s),
+        )
+        QueuedInvocation.objects.filter(pk=claimed.invocation_id).update(created_at=claimed.queued_at)
+        Invocation.objects.filter(pk=claimed.invocation_id, status=Status.RUNNING).update(
+            status=Status.QUEUED, gateway_instance=""
+        )
+
+
 async def _run(claimed: Claimed) -> None:
+    """Admit the caller (a tenant over its quota waits in the queue), then run it as any invocation."""
+    try:
+        ticket = await admission.enter(claimed.caller)
+    except Refused as refused:
+        await sync_to_async(_requeue, thread_sensitive=False)(claimed, delay_s=min(max(refused.retry_after, 1), 5))
+        return
     waited = (timezone.now() - claimed.queued_at).total_seconds() * 1000
     await service.invocation_submit(
         name=claimed.name,
@@ -178,6 +215,7 @@ async def _run(claimed: Claimed) -> None:
         caller=claimed.caller,
         origin=f"{claimed.origin} (async, queued {waited:.0f} ms)",
         invocation_id=claimed.invocation_id,
+        ticket=ticket,
     )
 
 

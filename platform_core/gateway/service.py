@@ -18,7 +18,7 @@ from platform_core.gateway import errors
 from platform_core.gateway.execution import Outcome, invocation_execute, invocation_refuse
 from platform_core.gateway.serializers import timings_json
 from platform_core.invocations.models import Invocation, Status
-from platform_core.tenancy.admission import Refused, admission
+from platform_core.tenancy.admission import Refused, Ticket, admission
 from platform_core.tenancy.callers import Caller
 
 Style = Literal["calculate", "invoke"]
@@ -39,6 +39,7 @@ async def invocation_submit(
     origin: str,
     invocation_id: str | None = None,
     listener: Callable[[dict[str, Any]], None] | None = None,
+    ticket: Ticket | None = None,
 ) -> Outcome:
     """Admit, run and record one invocation of plugin ``name`` (name or operation alias).
 
@@ -48,12 +49,13 @@ async def invocation_submit(
     tenant's concurrency slot is held until then.
 
     ``invocation_id``: the id it was given earlier (queued, or announced on a stream);
-    ``listener`` gets each trace item as it happens (``Trace.listeners``).
+    ``listener`` gets each trace item as it happens (``Trace.listeners``); ``ticket``: the
+    caller was admitted already (a queued invocation, admitted before it left the queue).
     """
     invocation_id = invocation_id or str(uuid.uuid4())
     line = _request_line(origin, body)
     try:
-        ticket = await admission.enter(caller)
+        ticket = ticket or await admission.enter(caller)
     except Refused as refused:
         error = errors.Throttled(refused.message, code=refused.code, retry_after=refused.retry_after)
         return await invocation_refuse(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 
 class Status(models.TextChoices):
@@ -77,10 +78,11 @@ class Invocation(models.Model):
 class QueuedInvocation(models.Model):
     """An async invocation (``POST /plugins/{name}/invocations``) waiting for a gateway to run it.
 
-    The durable queue: a gateway process claims a row (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
-    a conditional update on SQLite), runs it through the one service every invocation goes
-    through, and deletes it once the invocation is recorded. A claim whose gateway died is
-    taken again after ``ASYNC_CLAIM_TTL_S``.
+    The durable queue (``gateway.invocation_queue``): a gateway process claims a row (``FOR
+    UPDATE SKIP LOCKED`` on PostgreSQL, a conditional delete on SQLite), deleting it and marking
+    the invocation running in one transaction, and runs it through the one service every
+    invocation goes through. One whose tenant is over its quota when claimed goes back, not
+    claimed again before ``available_at``.
     """
 
     invocation = models.OneToOneField(Invocation, primary_key=True, on_delete=models.CASCADE, db_constraint=False)
@@ -90,11 +92,11 @@ class QueuedInvocation(models.Model):
     # The caller, as the key resolved it when the invocation was accepted (callers.Caller's fields).
     caller = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    claimed_by = models.CharField(max_length=200, blank=True, db_index=True)
-    claimed_at = models.DateTimeField(null=True, blank=True)
+    # Not claimed before then: held back while its tenant was over its quota.
+    available_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
-        ordering = ["created_at"]
+        ordering = ["available_at", "created_at"]
 
     def __str__(self) -> str:
         return f"queued {self.name} ({self.invocation_id})"
