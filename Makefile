@@ -8,15 +8,25 @@ GENERATED := platform_core/rpc/_gen/.stamp
 NODE_MODULES := plugin_workers/node/node_modules/.package-lock.json
 NODE_PROTO := plugin_workers/node/protos/plugin_protocol.proto
 
-.PHONY: run test test-fast test-postgres lint protos check-protos java node images sandbox wrk setup migrate bench bench-browser clean
+PPCTL := $(VENV)/bin/ppctl
 
-setup: $(INSTALLED) $(GENERATED) java node sandbox wrk migrate images
+.PHONY: ppctl run test test-fast test-postgres lint protos check-protos java node images sandbox wrk setup migrate bench bench-browser clean
+
+setup: $(INSTALLED) $(GENERATED) ppctl java node sandbox wrk migrate images
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	@touch $@
+
+# The command line (README, "ppctl"): a launcher in the virtualenv that runs this checkout's ppctl.
+ppctl: $(PPCTL)
+
+$(PPCTL): ppctl/cli.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@printf '#!/bin/sh\n# Installed by make: the plugin platform'"'"'s command line (ppctl/cli.py).\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s" -m ppctl "$$@"\n' "$(CURDIR)" "$(CURDIR)/$(PY)" > $@
+	@chmod +x $@
 
 # Generated gRPC code is not committed; it is made from protos/ whenever they change.
 $(GENERATED): $(INSTALLED) protos/*.proto platform_core/codegen.py

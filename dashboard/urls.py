@@ -16,6 +16,7 @@ urlpatterns = [
     path("invocations", login_page(views.history), name="history"),
     path("invocations/compare", login_page(views.compare), name="compare"),
     path("invocations/<uuid:invocation_id>", login_page(views.invocation), name="invocation"),
+    path("invocations/<uuid:invocation_id>/cancel", login_page(views.invocation_cancel), name="invocation-cancel"),
     path("invocations/<uuid:invocation_id>.json", login_page(views.invocation_download), name="invocation-json"),
     path("timings", login_page(views.timings), name="timings"),
     path("plugins", login_page(views.plugins), name="plugins"),

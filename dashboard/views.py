@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.middleware import HtmxDetails
@@ -26,7 +26,7 @@ from dashboard.schema_forms import FormField, arguments_from_post, fields_filled
 from dashboard.traces import invocation_timings, timing_segments, trace_rows
 from dashboard.waterfall import waterfall
 from dashboard.workers_relay import STATES, board_from_listing, state_counts
-from platform_core.gateway import runtime_client
+from platform_core.gateway import cancellation, runtime_client
 from platform_core.gateway.serializers import invocation_json
 from platform_core.invocations.models import Invocation, Status
 from platform_core.registry.models import PluginSpec
@@ -194,6 +194,7 @@ def invocation(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
         "rows": trace_rows(found.trace),
         "waterfall": waterfall(found.trace, finished=not running, failed=found.status != Status.SUCCEEDED),
         "running": running,
+        "cancellable": found.status in (Status.RUNNING, Status.QUEUED),
         # A running invocation's panel starts as what is known of it (its arrows come by socket).
         "live": stored_live(found) if running else LiveInvocation(),
         "hint": f"The stored trace, {len(found.trace)} arrows, each with its time since the request.",
@@ -208,6 +209,15 @@ def invocation(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
         else "",
     }
     return render(request, "dashboard/invocation.html", context)
+
+
+@require_POST
+async def invocation_cancel(request: HttpRequest, invocation_id: uuid.UUID) -> HttpResponse:
+    """The Cancel button: a queued run never runs, a running one is cancelled on its worker
+    (``cancellation.invocation_cancel``, as ``POST /api/v1/invocations/{id}/cancel``)."""
+    found = await sync_to_async(_invocation_or_404)(request, invocation_id)
+    await cancellation.invocation_cancel(invocation_id=str(found.id), status=found.status)
+    return redirect("dashboard:invocation", invocation_id=found.id)
 
 
 @require_GET

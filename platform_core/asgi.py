@@ -14,6 +14,7 @@ from django.core.asgi import get_asgi_application
 django_application = get_asgi_application()
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from platform_core.gateway.background import Lifespan  # noqa: E402
 from platform_core.gateway.invoke_edge import InvocationEdge  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -23,5 +24,7 @@ application = ProtocolTypeRouter(
         # The dashboard's live views; only pages served from an allowed host may connect.
         # (channels' stubs want URL patterns of ASGI apps; django-stubs type path() for views.)
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),  # type: ignore[arg-type]
+        # uvicorn: the gateway's background tasks (async queue, cancel requests) start with it.
+        "lifespan": Lifespan(),
     }
 )

@@ -165,6 +165,13 @@ PLATFORM_SUPERVISOR_DOWN_S = env_float("SUPERVISOR_DOWN_S", 5.0)
 PLATFORM_SUPERVISOR_LIST_INTERVAL_S = env_float("SUPERVISOR_LIST_INTERVAL_S", 2.0)
 # How long an allocation may take (spawn to ready) before the gateway gives up.
 PLATFORM_ALLOCATION_TIMEOUT_S = env_float("ALLOCATION_TIMEOUT_S", 20.0)
+# Async invocations (docs/PROGRAMS.md): how many queued invocations each gateway process runs at
+# once, and how often it looks at the queue when idle.
+PLATFORM_ASYNC_CONCURRENCY = env_int("ASYNC_CONCURRENCY", 8, minimum=1)
+PLATFORM_ASYNC_POLL_S = env_float("ASYNC_POLL_S", 0.5, minimum=0.05)
+# A worker whose invocation was cancelled is released (stopped gracefully) within this long, else
+# force-stopped with CancelAllocation.
+PLATFORM_CANCEL_GRACE_S = env_float("CANCEL_GRACE_S", 5.0, minimum=0.1)
 # REST calls need an API key (Authorization: Bearer ...). 0: keyless calls act as tenant "default".
 PLATFORM_API_REQUIRE_KEY = env_bool("API_REQUIRE_KEY", True)
 # How long another gateway process may accept a key after it was revoked.

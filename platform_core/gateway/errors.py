@@ -196,6 +196,24 @@ class AllocationTimeout(GatewayError):
     http_status, code, status = 504, "allocation_timeout", Status.TIMEOUT
 
 
+class Cancelled(GatewayError):
+    """409: the invocation was cancelled on request (``POST /invocations/{id}/cancel``, MCP)."""
+
+    http_status, code, status = 409, "cancelled", Status.CANCELLED
+
+
+class AlreadyFinished(GatewayError):
+    """409: a cancel request for an invocation that has already finished."""
+
+    http_status, code, status = 409, "invocation_finished", Status.REJECTED
+
+
+class IdempotencyMismatch(GatewayError):
+    """422: an ``Idempotency-Key`` this tenant already used, sent with another request."""
+
+    http_status, code, status = 422, "idempotency_key_reused", Status.REJECTED
+
+
 class RecordFailed(GatewayError):
     """500: the invocation could not be stored (database unavailable): its outcome is unknown."""
 

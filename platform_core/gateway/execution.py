@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
 
-from platform_core.gateway import errors, instance, leases
+from platform_core.gateway import cancellation, errors, instance, leases
 from platform_core.gateway.ppp_session import OUT_OF_MEMORY, WorkerLog, session_run
 from platform_core.gateway.runtime_client import ReleaseReport, WorkerLease
 from platform_core.gateway.worker_route import lease_route, worker_channels
@@ -93,10 +94,23 @@ def json_depth(document: Any, limit: int) -> int:
 
 
 async def invocation_execute(
-    *, invocation_id: str, name: str, body: bytes, caller: Caller, request_line: str
+    *,
+    invocation_id: str,
+    name: str,
+    body: bytes,
+    caller: Caller,
+    request_line: str,
+    listener: Callable[[dict[str, Any]], None] | None = None,
 ) -> Outcome:
-    """Run plugin ``name`` (primitive name or operation alias) on the JSON ``body``; recorded."""
+    """Run plugin ``name`` (primitive name or operation alias) on the JSON ``body``; recorded.
+
+    ``listener`` gets every trace item as it happens (SSE, MCP progress). Cancellable on
+    request (``cancellation``): it then ends ``cancelled``, its worker stopped.
+    """
     run = _Run(invocation_id, name, caller)
+    if listener is not None:
+        run.trace.listeners.append(listener)
+    cancellation.track(invocation_id)
     run.request(request_line)  # 1
     try:
         plugin = await run.lookup(name)  # 2
@@ -110,6 +124,14 @@ async def invocation_execute(
         log.exception("invocation %s failed in the gateway", invocation_id)
         error = errors.GatewayError(f"internal error in the gateway: {type(exc).__name__}")
         run.failed(error, recorded_message=f"{type(exc).__name__}: {exc}")
+    except asyncio.CancelledError:
+        if not cancellation.requested(invocation_id):
+            cancellation.untrack(invocation_id)
+            raise
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        run.trace.add(K.INVOCATION_CANCELLED, "cancelled on request (POST /api/v1/invocations/{id}/cancel)")
+        run.failed(errors.Cancelled("the invocation was cancelled on request"))
+    cancellation.untrack(invocation_id)
     return await run.respond()  # 7
 
 
@@ -248,7 +270,10 @@ class _Run:
             report = await give_back(exc.code, retire=suspect or exc.code == OUT_OF_MEMORY)
             raise error_explained(exc, report, plugin) from None
         except BaseException:  # cancelled or a bug: the worker must not outlive the request
-            report = await give_back("aborted", force=True)
+            if cancellation.requested(self.outcome.invocation_id):
+                report = await cancellation.worker_release(give_back, grace_s=settings.PLATFORM_CANCEL_GRACE_S)
+            else:
+                report = await give_back("aborted", force=True)
             raise
         else:
             report = await give_back("execution_complete")

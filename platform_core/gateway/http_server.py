@@ -110,7 +110,7 @@ def serve(*, bind: str, port: int, workers: int) -> None:
         http=JsonHttpToolsProtocol,
         loop="uvloop",
         ws="websockets-sansio",
-        lifespan="off",
+        lifespan="on",
         log_level=settings.LOGGING["root"]["level"].lower(),
         access_log=False,
         server_header=False,

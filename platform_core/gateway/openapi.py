@@ -33,6 +33,39 @@ INVOKE_ERRORS = {
     "504": _error("The plugin or its worker's start-up took too long"),
 }
 
+# The invoking POSTs' extras (docs/PROGRAMS.md): Server-Sent Events on request, Idempotency-Key.
+INVOKE_HEADERS = [
+    {
+        "name": "Accept",
+        "in": "header",
+        "schema": {"type": "string"},
+        "description": "text/event-stream: answer Server-Sent Events (accepted, allocated, started, progress, log, "
+        "then result or error with the JSON answer's body)",
+    },
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "schema": {"type": "string", "maxLength": 255},
+        "description": "the same key and body from the same tenant within 24 h returns the first invocation's "
+        "outcome (waiting for it while it runs) instead of running again; another body: 422",
+    },
+]
+SSE = {
+    "text/event-stream": {
+        "schema": {"type": "string"},
+        "x-events": "accepted, queued, allocated, started, "
+        "progress {percent, message}, log {message}, cancelled, then result or error (with http_status)",
+    }
+}
+IDEMPOTENCY_ERRORS = {
+    "409": _error(
+        "Cancelled on request (code cancelled); or the first request with this Idempotency-Key is still "
+        "running after 10 minutes (idempotency_key_in_use)"
+    ),
+    "422": _error("This Idempotency-Key was used with another request in the last 24 h (idempotency_key_reused)"),
+}
+ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
 TIMINGS = {
     "type": "object",
     "properties": {k: {"type": ["number", "null"]} for k in ("allocation", "init", "execution", "release", "total")},
@@ -48,14 +81,20 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "Plugin platform API",
             "version": "1.0.0",
-            "description": "Run plugins in isolated workers over gRPC; every invocation is recorded with its trace.",
+            "description": "Run plugins in isolated workers over gRPC; every invocation is recorded with its trace. "
+            "AI agents: the Model Context Protocol (Streamable HTTP, JSON-RPC per its own specification, not "
+            "described here) is served at /mcp with the same API keys: the plugins are its tools (docs/PROGRAMS.md).",
         },
+        "x-mcp": {"url": "/mcp", "transport": "streamable-http", "auth": "Authorization: Bearer <API key>"},
         "paths": {
             "/api/v1/calculate/{operation}": {
                 "post": {
                     "summary": "Run a calculator plugin by its operation alias (add, subtract, multiply, divide)",
                     "operationId": "calculate",
-                    "parameters": [{"name": "operation", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "parameters": [
+                        {"name": "operation", "in": "path", "required": True, "schema": {"type": "string"}},
+                        *INVOKE_HEADERS,
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -72,10 +111,12 @@ def openapi_document() -> dict[str, Any]:
                         "200": {
                             "description": "The plugin's result, with invocation id, worker and timings",
                             "content": {
-                                "application/json": {"schema": {"$ref": "#/components/schemas/CalculationResult"}}
+                                "application/json": {"schema": {"$ref": "#/components/schemas/CalculationResult"}},
+                                **SSE,
                             },
                         },
                         **INVOKE_ERRORS,
+                        **IDEMPOTENCY_ERRORS,
                     },
                 }
             },
@@ -123,14 +164,37 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Run any plugin with JSON arguments",
                     "operationId": "invokePlugin",
-                    "parameters": [name_param],
+                    "parameters": [name_param, *INVOKE_HEADERS],
                     "requestBody": json_body,
                     "responses": {
                         "200": {
                             "description": "Result",
-                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InvokeResult"}}},
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/InvokeResult"}},
+                                **SSE,
+                            },
                         },
                         **INVOKE_ERRORS,
+                        **IDEMPOTENCY_ERRORS,
+                    },
+                }
+            },
+            "/api/v1/plugins/{name}/invocations": {
+                "post": {
+                    "summary": "Start an async invocation: queued durably, run by a gateway; follow it by its id",
+                    "operationId": "startInvocation",
+                    "parameters": [name_param, INVOKE_HEADERS[1]],
+                    "requestBody": json_body,
+                    "responses": {
+                        "202": {
+                            "description": "Queued (or, with a known Idempotency-Key, the first one's id)",
+                            "headers": {"Location": {"schema": {"type": "string"}}},
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+                        },
+                        **UNAUTHENTICATED,
+                        "404": _error("No such plugin"),
+                        "413": _error("Request body too large"),
+                        "422": IDEMPOTENCY_ERRORS["422"],
                     },
                 }
             },
@@ -175,6 +239,39 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Invocation"}}},
                         },
                         "404": _error("No such invocation"),
+                        **UNAUTHENTICATED,
+                    },
+                }
+            },
+            "/api/v1/invocations/{id}/events": {
+                "get": {
+                    "summary": "An invocation's events from its start (Server-Sent Events): replayed, then live, "
+                    "then its outcome",
+                    "operationId": "invocationEvents",
+                    "parameters": [ID_PARAM],
+                    "responses": {
+                        "200": {"description": "The event stream", "content": SSE},
+                        "404": _error("No such invocation"),
+                        **UNAUTHENTICATED,
+                    },
+                }
+            },
+            "/api/v1/invocations/{id}/cancel": {
+                "post": {
+                    "summary": "Cancel a queued (it never runs) or running invocation (cancelled on its worker)",
+                    "operationId": "cancelInvocation",
+                    "parameters": [ID_PARAM],
+                    "responses": {
+                        "200": {
+                            "description": "Cancelled: the invocation with its trace",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Invocation"}}},
+                        },
+                        "202": {
+                            "description": "Still being cancelled after 15 s (follow it by its id)",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+                        },
+                        "404": _error("No such invocation"),
+                        "409": _error("The invocation had already finished (invocation_finished)"),
                         **UNAUTHENTICATED,
                     },
                 }
@@ -277,6 +374,17 @@ def openapi_document() -> dict[str, Any]:
                         "http_status": {"type": ["integer", "null"]},
                         "timings_ms": TIMINGS,
                         "trace": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "Accepted": {
+                    "type": "object",
+                    "required": ["invocation_id", "status", "location"],
+                    "properties": {
+                        "invocation_id": {"type": "string"},
+                        "status": {"type": "string"},
+                        "location": {"type": "string"},
+                        "events": {"type": "string"},
+                        "cancel": {"type": "string"},
                     },
                 },
                 "InvocationPage": {

@@ -43,13 +43,7 @@ def invocation_json(invocation: Invocation, *, trace: bool = False) -> dict[str,
         else None,
         "worker_id": invocation.worker_id,
         "worker_warm": invocation.worker_warm,
-        "timings_ms": {
-            "allocation": invocation.allocation_ms,
-            "init": invocation.init_ms,
-            "execution": invocation.execution_ms,
-            "release": invocation.release_ms,
-            "total": invocation.total_ms,
-        },
+        "timings_ms": timings_json(invocation),
         "created_at": invocation.created_at.isoformat(),
         "finished_at": invocation.finished_at.isoformat() if invocation.finished_at else None,
     }
@@ -58,3 +52,14 @@ def invocation_json(invocation: Invocation, *, trace: bool = False) -> dict[str,
         data["worker_log_truncated"] = invocation.worker_log_truncated
         data["trace"] = invocation.trace
     return data
+
+
+def timings_json(invocation: Invocation) -> dict[str, float | None]:
+    """An invocation's recorded phase timings, as every answer shows them (``timings_ms``)."""
+    return {
+        "allocation": invocation.allocation_ms,
+        "init": invocation.init_ms,
+        "execution": invocation.execution_ms,
+        "release": invocation.release_ms,
+        "total": invocation.total_ms,
+    }

@@ -118,7 +118,7 @@ def invocations(request: AuthenticatedRequest) -> JsonResponse:
 
     A tenant sees its own invocations; staff keys see all (and may filter by tenant)."""
     status = request.GET.get("status")
-    if status and status not in Status.values:
+    if status is not None and status not in Status.values:
         return error_response(errors.InvalidParameter(f"status must be one of {', '.join(Status.values)}"))
     try:
         page_number = _int_param(request, "page", 1, 10**9)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 
 class Status(models.TextChoices):
+    QUEUED = "queued", "Queued (async, not started yet)"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     REJECTED = "rejected", "Rejected (bad request)"
@@ -17,9 +19,10 @@ class Status(models.TextChoices):
     THROTTLED = "throttled", "Throttled (over the tenant's quota)"
     ERROR = "error", "Platform error"
     INTERRUPTED = "interrupted", "Interrupted (gateway stopped)"
+    CANCELLED = "cancelled", "Cancelled (on request)"
 
 
-FINAL_STATUSES = {s for s in Status if s != Status.RUNNING}
+FINAL_STATUSES = {s for s in Status if s not in (Status.RUNNING, Status.QUEUED)}
 
 
 class Invocation(models.Model):
@@ -70,3 +73,57 @@ class Invocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.plugin_name} {self.status} ({self.id})"
+
+
+class QueuedInvocation(models.Model):
+    """An async invocation (``POST /plugins/{name}/invocations``) waiting for a gateway to run it.
+
+    The durable queue (``gateway.invocation_queue``): a gateway process claims a row (``FOR
+    UPDATE SKIP LOCKED`` on PostgreSQL, a conditional delete on SQLite), deleting it and marking
+    the invocation running in one transaction, and runs it through the one service every
+    invocation goes through. One whose tenant is over its quota when claimed goes back, not
+    claimed again before ``available_at``.
+    """
+
+    invocation = models.OneToOneField(Invocation, primary_key=True, on_delete=models.CASCADE, db_constraint=False)
+    name = models.CharField(max_length=100)
+    body = models.BinaryField()
+    origin = models.CharField(max_length=300)
+    # The caller, as the key resolved it when the invocation was accepted (callers.Caller's fields).
+    caller = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Not claimed before then: held back while its tenant was over its quota.
+    available_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["available_at", "created_at"]
+
+    def __str__(self) -> str:
+        return f"queued {self.name} ({self.invocation_id})"
+
+
+class CancelRequest(models.Model):
+    """Someone asked to cancel a running invocation; the gateway process that runs it acts on it."""
+
+    invocation_id = models.UUIDField(primary_key=True)
+    requested_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"cancel {self.invocation_id}"
+
+
+class IdempotencyKey(models.Model):
+    """An ``Idempotency-Key`` a tenant sent with an invocation (kept 24 h)."""
+
+    tenant_id = models.CharField(max_length=100)
+    key = models.CharField(max_length=255)
+    # SHA-256 of the route and the body: the same key with another body is refused.
+    fingerprint = models.CharField(max_length=64)
+    invocation_id = models.UUIDField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant_id", "key"], name="idempotency_key_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}: {self.key} → {self.invocation_id}"

@@ -90,3 +90,8 @@ async def snapshot_request(layer: Any, *, invocation_id: str, reply_to: str) -> 
     await layer.group_send(
         SNAPSHOT_GROUP, {"type": "trace.snapshot", "invocation_id": invocation_id, "reply_to": reply_to}
     )
+
+
+def running_trace(invocation_id: str) -> Trace | None:
+    """The trace of ``invocation_id`` if this process runs it now."""
+    return _running.get(invocation_id)

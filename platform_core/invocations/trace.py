@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +68,9 @@ class Trace:
             snapshots.trace_running(self)
         # Where this trace sits in a distributed (W3C) trace, if anywhere (observability.tracing).
         self.propagation: Propagation | None = None
+        # Whoever follows this invocation in this process (an SSE stream, an MCP call): each gets
+        # every item as it happens, ``{"event": TraceEvent}`` or ``{"state": {...}}``.
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def add(
         self,
@@ -96,7 +100,10 @@ class Trace:
             data,
         )
         self.events.append(event)
-        self._send({"event": event.as_message()})
+        if self.listeners:
+            for listener in self.listeners:
+                listener({"event": event})
+        self._send_live({"event": event.as_message()})
         return event
 
     def traceparent(self, event: TraceEvent | None = None) -> str:
@@ -126,9 +133,11 @@ class Trace:
 
     def publish_state(self, message: dict[str, Any]) -> None:
         """Send a non-arrow update (status, result) to live viewers, in order with the arrows."""
-        self._send({"state": message})
+        for listener in self.listeners:
+            listener({"state": message})
+        self._send_live({"state": message})
 
-    def _send(self, item: dict[str, Any]) -> None:
+    def _send_live(self, item: dict[str, Any]) -> None:
         if self._publish and live.audience.watching() and (box := live.outbox()) is not None:
             box.put(self.invocation_id, self.context, item)
 

@@ -146,6 +146,9 @@ class EventKind(enum.StrEnum):
     # 7. response
     RESPONSE = "response", _GW, _C, Phase.RESPONSE, Style.REPLY
     INTERRUPTED = "interrupted", _GW, _C, Phase.RESPONSE, Style.FAILURE
+    # Async invocations (queued, then run) and cancellation on request.
+    QUEUED = "queued", _GW, _GW, Phase.REQUEST, Style.NOTE
+    INVOCATION_CANCELLED = "invocation_cancelled", _GW, _C, Phase.RESPONSE, Style.FAILURE
 
     @classmethod
     def lifecycle(cls, state_name: str) -> EventKind:
@@ -184,7 +187,7 @@ class TimedPhase(enum.StrEnum):
         {EventKind.RELEASE_REQUEST, EventKind.CANCEL_REQUEST, EventKind.LEASE_RETURNED},
         {EventKind.RELEASED, EventKind.CANCELLED, EventKind.RELEASE_FAILED, EventKind.LEASE_RETURNED},
     )
-    TOTAL = "total", {EventKind.REQUEST}, {EventKind.RESPONSE, EventKind.REFUSED}
+    TOTAL = "total", {EventKind.REQUEST}, {EventKind.RESPONSE, EventKind.REFUSED, EventKind.INVOCATION_CANCELLED}
 
 
 # The parts of ``total`` the timing bar stacks (the rest is the gateway's own work).

@@ -330,6 +330,18 @@ def test_an_invocations_page_opened_mid_run_shows_what_happened_so_far_and_updat
     _all_drawn(page)
 
 
+def test_the_cancel_button_cancels_a_running_invocation(page, api, platform):
+    with background(platform) as call:
+        done = call("/api/v1/plugins/slow_count/invoke", {"steps": 100, "delay_ms": 200})
+        invocation_id = _running(api, "slow_count")
+        page.goto(f"/invocations/{invocation_id}")
+        page.click("[data-testid=cancel]")
+        page.wait_for_selector("[data-testid=invocation-status]:text('cancelled')")
+        assert page.locator("[data-testid=cancel]").count() == 0
+        assert done.result(timeout=60)["error"]["code"] == "cancelled"
+    assert api.get(f"/api/v1/invocations/{invocation_id}").json()["status"] == "cancelled"
+
+
 # --- History: find and compare -------------------------------------------------------------------
 
 

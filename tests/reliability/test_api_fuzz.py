@@ -27,6 +27,10 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_answers_as_documented(case, reliability_platform):
+    # The fuzzer would send one Idempotency-Key with many bodies: a documented 422 every time
+    # (tests/programs covers the header); every other parameter is fuzzed.
+    if case.headers:
+        case.headers.pop("Idempotency-Key", None)
     case.call_and_validate(
         base_url=reliability_platform.url,
         headers={"Authorization": f"Bearer {reliability_platform.api_key}"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -11,7 +12,7 @@ import grpc
 import pytest
 from plugins.divide_numbers import plugin as divide_plugin
 from plugins.subtract_numbers import plugin as subtract_plugin
-from ppp_sdk import InvocationContext, Plugin, PluginError
+from ppp_sdk import Cancelled, InvocationContext, Plugin, PluginError
 from ppp_sdk._gen import plugin_protocol_pb2 as pb
 from ppp_sdk._gen import plugin_protocol_pb2_grpc as pb_grpc
 from ppp_sdk.plugin import Context, require_number
@@ -226,4 +227,87 @@ def test_a_blocking_handler_does_not_hold_up_the_other_calls(tmp_path):
             assert [m.WhichOneof("kind") for m in stream] == ["completed"]
     finally:
         release.set()
+        server.close()
+
+
+def test_a_cancelled_invoke_stream_stops_the_handler(tmp_path):
+    """PPP cancellation: the caller cancels its Invoke stream; the handler is told (ctx.cancelled,
+    and Cancelled at its next progress report) and its thread is free again."""
+    plugin = Plugin(primitive="p")
+    stopped = threading.Event()
+    steps: list[int] = []
+
+    @plugin.handler
+    def count(args, ctx):
+        try:
+            for step in range(1000):
+                steps.append(step)
+                ctx.progress(step / 10, f"step {step}")
+                time.sleep(0.01)
+        finally:
+            stopped.set()
+        return {}
+
+    server = _AioServer(plugin, str(tmp_path / "c.sock"))
+    try:
+        with grpc.insecure_channel(f"unix:{tmp_path / 'c.sock'}") as channel:
+            stub = pb_grpc.PluginWorkerStub(channel)
+            stream = stub.Invoke(pb.InvokeRequest(primitive="p", arguments=b"{}"))
+            assert next(stream).WhichOneof("kind") == "progress"
+            stream.cancel()
+            assert stopped.wait(5), "the handler went on after its caller cancelled"
+            assert len(steps) < 1000
+            # The worker serves the next call.
+            assert stub.Health(pb.HealthRequest(), timeout=5).status == pb.HealthResponse.SERVING
+    finally:
+        server.close()
+
+
+def test_cancelled_context_raises_at_progress():
+    cancelled = threading.Event()
+    ctx = InvocationContext(Context(), lambda kind, payload: None, cancelled)
+    ctx.progress(1)
+    assert not ctx.cancelled
+    cancelled.set()
+    assert ctx.cancelled
+    with pytest.raises(Cancelled):
+        ctx.progress(2)
+
+
+def test_cancelling_the_task_reading_an_aio_invoke_stream_cancels_it_on_the_worker(tmp_path):
+    """What the gateway does to cancel (``cancellation``): it cancels the task that reads the
+    grpc.aio Invoke stream; the worker's handler is told and stops."""
+    plugin = Plugin(primitive="p")
+    stopped = threading.Event()
+
+    @plugin.handler
+    def count(args, ctx):
+        try:
+            while True:
+                ctx.progress(1, "still going")
+                time.sleep(0.01)
+        finally:
+            stopped.set()
+
+    server = _AioServer(plugin, str(tmp_path / "d.sock"))
+
+    async def read_then_cancel() -> None:
+        async with grpc.aio.insecure_channel(f"unix:{tmp_path / 'd.sock'}") as channel:
+            stub = pb_grpc.PluginWorkerStub(channel)
+            first = asyncio.Event()
+
+            async def read() -> None:
+                async for _ in stub.Invoke(pb.InvokeRequest(primitive="p", arguments=b"{}")):
+                    first.set()
+
+            reader = asyncio.ensure_future(read())
+            await asyncio.wait_for(first.wait(), 5)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    try:
+        asyncio.run(read_then_cancel())
+        assert stopped.wait(5), "the handler went on after the gateway cancelled its stream"
+    finally:
         server.close()

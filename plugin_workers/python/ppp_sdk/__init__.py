@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ppp_sdk.plugin import InvocationContext, Plugin, PluginError
+from ppp_sdk.plugin import Cancelled, InvocationContext, Plugin, PluginError
 
-__all__ = ["InvocationContext", "Plugin", "PluginError", "serve"]
+__all__ = ["Cancelled", "InvocationContext", "Plugin", "PluginError", "serve"]
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,14 @@ class PluginError(Exception):
         self.message = message
 
 
+class Cancelled(PluginError):
+    """Raised in a handler by ``ctx.progress``/``ctx.raise_if_cancelled`` once the caller has
+    cancelled the invocation (it cancelled its PPP ``Invoke`` stream)."""
+
+    def __init__(self) -> None:
+        super().__init__("the caller cancelled this invocation", code="cancelled")
+
+
 @dataclass(frozen=True)
 class Context:
     tenant_id: str = ""
@@ -35,9 +44,23 @@ class Context:
 class InvocationContext:
     """What a handler gets besides its arguments: who calls, and how to report progress."""
 
-    def __init__(self, context: Context, emit: Callable[[str, Any], None]) -> None:
+    def __init__(
+        self, context: Context, emit: Callable[[str, Any], None], cancelled: threading.Event | None = None
+    ) -> None:
         self.context = context
         self._emit = emit
+        self._cancelled = cancelled or threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the caller has cancelled this invocation: a long handler should stop (it is
+        also told at its next ``progress``, which raises ``Cancelled``)."""
+        return self._cancelled.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``Cancelled`` when the caller has cancelled this invocation."""
+        if self._cancelled.is_set():
+            raise Cancelled()
 
     @property
     def traceparent(self) -> str:
@@ -54,6 +77,7 @@ class InvocationContext:
         """Report progress (0..100); the caller sees it while the handler still runs."""
         if not math.isfinite(percent):
             raise ValueError("progress percent must be a finite number")
+        self.raise_if_cancelled()
         self._emit("progress", (min(max(float(percent), 0.0), 100.0), str(message)))
 
     def log(self, message: str, level: str = "info") -> None:

@@ -92,13 +92,15 @@ class PluginServicer(pb_grpc.PluginWorkerServicer):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
 
+        cancelled = threading.Event()
+
         def emit(message: pb.PluginMessage) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, message)
 
         def work() -> None:
             outcome: list[pb.PluginMessage] = []
             try:
-                outcome = self._run(request, emit)
+                outcome = self._run(request, emit, cancelled)
             except BaseException as exc:  # sys.exit() in the handler, or a failure while reporting one
                 outcome = [_failed("internal", f"the handler ended without a result: {type(exc).__name__}")]
             finally:
@@ -106,8 +108,15 @@ class PluginServicer(pb_grpc.PluginWorkerServicer):
                 loop.call_soon_threadsafe(_finish, queue, outcome)
 
         self.handlers.submit(work)  # type: ignore[union-attr]
-        while (message := await queue.get()) is not _DONE:
-            yield message
+        try:
+            while (message := await queue.get()) is not _DONE:
+                yield message
+        except asyncio.CancelledError:
+            # The caller cancelled the Invoke stream: the handler learns it (ctx.cancelled, or
+            # Cancelled at its next progress report) and stops; its thread is free again.
+            cancelled.set()
+            log.info("invocation %s cancelled by the caller", request.request_id)
+            raise
 
     async def _run_here(self, request: pb.InvokeRequest, emit: Callable[[pb.PluginMessage], None]) -> list[Any]:
         """Run the handler on the loop (``inline`` or ``async def``)."""
@@ -121,9 +130,14 @@ class PluginServicer(pb_grpc.PluginWorkerServicer):
         except Exception as exc:
             return _failure(exc, self.plugin)
 
-    def _run(self, request: pb.InvokeRequest, emit: Callable[[pb.PluginMessage], None]) -> list[pb.PluginMessage]:
+    def _run(
+        self,
+        request: pb.InvokeRequest,
+        emit: Callable[[pb.PluginMessage], None],
+        cancelled: threading.Event | None = None,
+    ) -> list[pb.PluginMessage]:
         """The messages that end one invocation: its result, or why there is none."""
-        ctx = InvocationContext(_context(request.context), _emitter(emit))
+        ctx = InvocationContext(_context(request.context), _emitter(emit), cancelled)
         try:
             return list(_completed(self.plugin.run(request.arguments, ctx)))
         except Exception as exc:

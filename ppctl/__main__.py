@@ -1,0 +1,5 @@
+import sys
+
+from ppctl.cli import main
+
+sys.exit(main())
