@@ -156,7 +156,7 @@ def queued_cancel(*, invocation_id: str) -> bool:
     """Take a queued invocation off the queue and record it ``cancelled``; False when a gateway
     has claimed it already (it runs: cancel it there)."""
     with transaction.atomic():
-        deleted, _ = QueuedInvocation.objects.filter(pk=invocation_id).delete()
+        deleted, _ = QueuedInvocation.objects.filter(pk=uuid.UUID(invocation_id)).delete()
         if not deleted:
             return False
         invocation = Invocation.objects.get(pk=invocation_id)
@@ -195,7 +195,7 @@ def _requeue(claimed: Claimed, *, delay_s: float) -> None:
             caller=claimed.caller_json,
             available_at=timezone.now() + timedelta(seconds=delay_s),
         )
-        QueuedInvocation.objects.filter(pk=claimed.invocation_id).update(created_at=claimed.queued_at)
+        QueuedInvocation.objects.filter(pk=uuid.UUID(claimed.invocation_id)).update(created_at=claimed.queued_at)
         Invocation.objects.filter(pk=claimed.invocation_id, status=Status.RUNNING).update(
             status=Status.QUEUED, gateway_instance=""
         )

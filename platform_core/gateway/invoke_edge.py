@@ -85,7 +85,7 @@ class InvocationEdge:
                 return await self._events(scope, receive, send, str(uuid.UUID(match["id"])))
             if path == MCP_PATH or path.startswith(MCP_PATH + "/"):
                 return await self._mcp(scope, receive, send)
-        return await self.application(scope, receive, send)
+        await self.application(scope, receive, send)
 
     async def _mcp(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """``/mcp``: the Model Context Protocol (``mcp_server``, imported on first use), for a valid key."""
@@ -115,7 +115,7 @@ class InvocationEdge:
             return None
         return headers, caller
 
-    async def _invoke(self, scope: dict, receive: Any, send: Any, name: str, route: Route) -> None:
+    async def _invoke(self, scope: dict[str, Any], receive: Any, send: Any, name: str, route: Route) -> None:
         found = await self._caller(scope, send)
         if found is None:
             return None
@@ -198,7 +198,7 @@ class InvocationEdge:
         status, payload, extra = service.recorded_answer(finished, style=style)
         await respond(send, status, payload, {**extra, "Idempotent-Replayed": "true"})
 
-    async def _invocation(self, scope: dict, send: Any, invocation_id: str) -> Invocation | None:
+    async def _invocation(self, scope: dict[str, Any], send: Any, invocation_id: str) -> Invocation | None:
         """The caller's invocation ``invocation_id``; None once answered (401, 404: another
         tenant's invocation does not exist, as far as this caller can tell)."""
         found = await self._caller(scope, send)
@@ -213,11 +213,11 @@ class InvocationEdge:
             await respond(send, error.http_status, error.body(), error.headers)
         return invocation
 
-    async def _events(self, scope: dict, receive: Any, send: Any, invocation_id: str) -> None:
+    async def _events(self, scope: dict[str, Any], receive: Any, send: Any, invocation_id: str) -> None:
         if (invocation := await self._invocation(scope, send, invocation_id)) is not None:
             await streams.events_stream(send=send, receive=receive, invocation=invocation)
 
-    async def _cancel(self, scope: dict, send: Any, invocation_id: str) -> None:
+    async def _cancel(self, scope: dict[str, Any], send: Any, invocation_id: str) -> None:
         if (invocation := await self._invocation(scope, send, invocation_id)) is None:
             return None
         cancelled, now = await cancellation.invocation_cancel(invocation_id=invocation_id, status=invocation.status)

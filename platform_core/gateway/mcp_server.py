@@ -110,12 +110,12 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
         return types.CallToolResult(
             content=[types.TextContent(text=json.dumps(result))],
             structured_content=result if isinstance(result, dict) else None,
-            meta={"invocation_id": invocation_id},
+            _meta={"invocation_id": invocation_id},
         )
     return types.CallToolResult(
         content=[types.TextContent(text=json.dumps({**body, "http_status": status}))],
         is_error=True,
-        meta={"invocation_id": invocation_id},
+        _meta={"invocation_id": invocation_id},
     )
 
 

@@ -261,7 +261,8 @@ async def _follow(steps: _Steps, trace: Any, gone: asyncio.Future[None]) -> bool
             return False
         while True:
             getter = asyncio.ensure_future(items.get())
-            done, _ = await asyncio.wait({getter, gone}, timeout=KEEPALIVE_S, return_when="FIRST_COMPLETED")
+            waiting: set[asyncio.Future[Any]] = {getter, gone}
+            done, _ = await asyncio.wait(waiting, timeout=KEEPALIVE_S, return_when="FIRST_COMPLETED")
             if getter not in done:
                 getter.cancel()
                 if gone in done:
