@@ -112,7 +112,18 @@ def measure_ppp(requests: int, duration_s: float, rounds: int) -> dict[str, dict
                 entrypoint="plugins.subtract_numbers:plugin",
                 pool=sup_pb2.PoolSpec(min_idle=1, max_workers=1, max_concurrency=64, queue_timeout_ms=5000),
             )
-            handle = (await api.AllocateWorker(sup_pb2.AllocateWorkerRequest(plugin=ref), timeout=30)).worker
+            allocated = await api.AllocateWorker(sup_pb2.AllocateWorkerRequest(plugin=ref), timeout=30)
+            handle, lease = allocated.worker, allocated.lease
+
+            async def keep_lease() -> None:
+                # The lease is renewed as a gateway would; unrenewed, the supervisor takes the
+                # worker back after LEASE_TTL_S, in the middle of a long run.
+                usage = sup_pb2.RenewLeasesRequest(leases=[sup_pb2.LeaseUsage(lease_id=lease.lease_id, busy=True)])
+                while True:
+                    await asyncio.sleep(max(lease.ttl_ms / 3000, 0.5))
+                    await api.RenewLeases(usage, timeout=10)
+
+            keeper = asyncio.ensure_future(keep_lease())
             # The gateway's own channels: direct, and through the relay as for a worker on another host.
             direct_route = WorkerRoute(handle.worker_id, handle.address, None, "")
             relay_route = WorkerRoute(
@@ -126,6 +137,7 @@ def measure_ppp(requests: int, duration_s: float, rounds: int) -> dict[str, dict
                 for _ in range(rounds):  # in turns, as measure_http
                     for name, channel in (("direct", direct), ("relay", relay)):
                         measured[name].append(await _ppp_measure(channel, requests // rounds, duration_s / rounds))
+            keeper.cancel()
             await api.ReleaseWorker(sup_pb2.ReleaseWorkerRequest(worker_id=handle.worker_id), timeout=10)
             return {name: _combined(r) for name, r in measured.items()}
 
