@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
@@ -46,6 +48,8 @@ from platform_core.invocations.models import Invocation
 from platform_core.invocations.snapshots import running_trace
 from platform_core.registry.selectors import plugin_get
 from platform_core.tenancy.callers import Caller
+
+log = logging.getLogger(__name__)
 
 Route = Literal["calculate", "invoke", "async"]
 ROUTES: tuple[tuple[re.Pattern[str], Route], ...] = (
@@ -74,18 +78,27 @@ class InvocationEdge:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             background.ensure_started()
-            path, method = scope["path"], scope["method"]
-            if method == "POST":
-                for pattern, route in ROUTES:
-                    if match := pattern.match(path):
-                        return await self._invoke(scope, receive, send, match["name"], route)
-                if match := CANCEL_ROUTE.match(path):
-                    return await self._cancel(scope, send, str(uuid.UUID(match["id"])))
-            elif method == "GET" and (match := EVENTS_ROUTE.match(path)):
-                return await self._events(scope, receive, send, str(uuid.UUID(match["id"])))
-            if path == MCP_PATH or path.startswith(MCP_PATH + "/"):
-                return await self._mcp(scope, receive, send)
+            if (handler := self._route(scope, receive)) is not None:
+                return await _in_contract(handler, send, scope["path"])
         await self.application(scope, receive, send)
+
+    def _route(self, scope: dict[str, Any], receive: Any) -> Callable[[Any], Awaitable[None]] | None:
+        """What answers this request here (called with ``send``), or None: Django's."""
+        path, method = scope["path"], scope["method"]
+        if method == "POST":
+            for pattern, route in ROUTES:
+                if match := pattern.match(path):
+                    name = match["name"]
+                    return lambda send: self._invoke(scope, receive, send, name, route)
+            if match := CANCEL_ROUTE.match(path):
+                invocation_id = str(uuid.UUID(match["id"]))
+                return lambda send: self._cancel(scope, send, invocation_id)
+        elif method == "GET" and (match := EVENTS_ROUTE.match(path)):
+            invocation_id = str(uuid.UUID(match["id"]))
+            return lambda send: self._events(scope, receive, send, invocation_id)
+        if path == MCP_PATH or path.startswith(MCP_PATH + "/"):
+            return lambda send: self._mcp(scope, receive, send)
+        return None
 
     async def _mcp(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """``/mcp``: the Model Context Protocol (``mcp_server``, imported on first use), for a valid key."""
@@ -299,3 +312,22 @@ async def respond(send: Any, status: int, payload: dict[str, Any], extra: dict[s
     headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _in_contract(handler: Callable[[Any], Awaitable[None]], send: Any, path: str) -> None:
+    """Run ``handler(send)``; an exception it lets out is logged and, if nothing was sent yet,
+    answered as a JSON 500 in the error contract's shape (the server's own would be text/plain)."""
+    started = False
+
+    async def watched(message: dict[str, Any]) -> None:
+        nonlocal started
+        started |= message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await handler(watched)
+    except Exception as exc:
+        log.exception("the gateway failed on %s", path)
+        if not started:
+            error = errors.GatewayError(f"internal error in the gateway: {type(exc).__name__}")
+            await respond(send, error.http_status, error.body(), {})

@@ -105,3 +105,37 @@ def test_it_answers_each_error_path_in_the_contract(client, key, method, path, b
     invocation_route = method == "post" and ("/calculate/" in path or path.endswith("/invoke"))
     # An authenticated invocation request is recorded, refusals included: its answer names it.
     assert ("invocation_id" in payload) == (invocation_route and authenticated), payload
+
+
+async def _sent_by(handler) -> list[dict]:
+    from platform_core.gateway.invoke_edge import _in_contract
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await _in_contract(handler, send, "/api/v1/invocations/x/cancel")
+    return sent
+
+
+async def test_it_answers_a_failure_of_an_edge_route_as_a_json_500():
+    async def broken(send) -> None:
+        raise RuntimeError("a bug")
+
+    start, body = await _sent_by(broken)
+    assert start["status"] == 500 and (b"content-type", b"application/json") in start["headers"]
+    import json
+
+    assert json.loads(body["body"])["error"] == {
+        "code": "internal_error",
+        "message": "internal error in the gateway: RuntimeError",
+    }
+
+
+async def test_it_sends_nothing_more_when_the_answer_had_started():
+    async def half(send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("a bug mid-stream")
+
+    assert [m["type"] for m in await _sent_by(half)] == ["http.response.start"]
