@@ -120,6 +120,7 @@ def test_soak_with_workers_killed_at_random(fresh_platform):
             lambda: all(w["state"] == "idle" for w in workers_of(http, "soak_pooled")),
             what="every soak_pooled worker idle",
             every_s=0.2,
+            timeout_s=30,  # the supervisor learns of use at lease renewal (every few seconds)
         )
     # Generous: the gateway may grow while it warms its caches, not with every request.
     assert rss["end"] < rss["warm"] * 1.5 + 64 * 1024, rss
