@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -36,11 +37,10 @@ from pathlib import Path
 import httpx
 
 from bench import wrk
-from bench.run import JAVA_JAR, write_output
+from bench.run import JAVA_JAR, python_worker, write_output
 from tests.support.platform import REPO, Platform, free_port, wait_for_port
 
 BODY = json.dumps({"operand1": 10, "operand2": 5}).encode()
-PYTHON_ROOT = REPO / "plugin_workers" / "python"
 START, END = "<!-- bench-hotpath:start -->", "<!-- bench-hotpath:end -->"
 SERVERS = {
     "uvicorn": lambda app, port: [
@@ -123,11 +123,7 @@ class _Worker:
     def __enter__(self) -> _Worker:
         self.directory = Path(tempfile.mkdtemp(prefix="ppb-", dir="/tmp"))
         self.socket = self.directory / "w.sock"
-        self.process = subprocess.Popen(
-            [sys.executable, "-s", "-m", "ppp_sdk", "plugins.subtract_numbers:plugin", "--unix", str(self.socket)],
-            cwd=PYTHON_ROOT,
-            env={"PYTHONPATH": str(PYTHON_ROOT), "PATH": os.environ["PATH"]},
-        )
+        self.process = python_worker(self.socket)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -271,15 +267,10 @@ def platform_row(
             wrk.wrk_post(url, BODY, clients=4, seconds=1.0, api_key=platform.api_key)  # warm-up
             before = _settled_count(client, plugin)
             watcher = _Watcher(platform) if watch else None
-            if watcher:
-                watcher.__enter__()
-            try:
+            with watcher or contextlib.nullcontext():
                 meter.start()
                 loads = [wrk.wrk_post(url, BODY, clients=c, seconds=seconds, api_key=platform.api_key) for c in levels]
                 used = meter.stop()
-            finally:
-                if watcher:
-                    watcher.__exit__()
             answered = sum(load.requests for load in loads) or 1
             cpu = {k: v / answered for k, v in used.items()} | {"wrk": sum(x.wrk_cpu_ms for x in loads) / answered}
             result = Result(name, loads, cpu)

@@ -172,21 +172,26 @@ def peak_rss_mb(pid: int) -> float | None:
 # --- floors -------------------------------------------------------------------------------
 
 
+def python_worker(socket: Path) -> subprocess.Popen:
+    """A spawned Python SDK worker (subtract) serving PPP on ``socket``, outside any supervisor."""
+    python_root = REPO / "plugin_workers" / "python"
+    return subprocess.Popen(
+        [sys.executable, "-s", "-m", "ppp_sdk", "plugins.subtract_numbers:plugin", "--unix", str(socket)],
+        cwd=python_root,
+        env={"PYTHONPATH": str(python_root), "PATH": os.environ["PATH"]},
+    )
+
+
 def floor_health_and_spawn(rounds: int) -> tuple[float, float]:
     """(median warm Health round trip, median spawn-to-first-Health) for a Python worker."""
     from platform_core.rpc import ppp_grpc, ppp_pb2
 
-    python_root = REPO / "plugin_workers" / "python"
     spawn_times, rtts = [], []
     for attempt in range(5):
         directory = Path(tempfile.mkdtemp(prefix="ppb-", dir="/tmp"))
         socket = directory / "w.sock"
         started = time.perf_counter()
-        worker = subprocess.Popen(
-            [sys.executable, "-s", "-m", "ppp_sdk", "plugins.subtract_numbers:plugin", "--unix", str(socket)],
-            cwd=python_root,
-            env={"PYTHONPATH": str(python_root), "PATH": os.environ["PATH"]},
-        )
+        worker = python_worker(socket)
         try:
             with grpc.insecure_channel(
                 f"unix://{socket}",

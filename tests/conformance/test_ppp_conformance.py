@@ -14,25 +14,14 @@ import pytest
 
 from platform_core.runtimes import BUILTIN_RUNTIMES, ROOT, RuntimeSpec
 from platform_core.supervisor.conformance import CHECKS, PASS, SKIP, Report, Target, run_checks
+from tests.support import proto_worker
 
 pytestmark = pytest.mark.e2e
 
 JAVA_JAR = ROOT / "plugin_workers" / "java" / "build" / "ppp-java-worker.jar"
 NODE_MODULES = ROOT / "plugin_workers" / "node" / "node_modules"
 OPERANDS = json.dumps({"operand1": 10, "operand2": 5}).encode()
-PROTO_WORKER = RuntimeSpec.create(
-    "proto",
-    [
-        "{python}",
-        "{root}/tests/support/proto_worker.py",
-        "--proto",
-        "{root}/protos/plugin_protocol.proto",
-        "--unix",
-        "{socket}",
-        "--max-concurrency",
-        "{concurrency}",
-    ],
-)
+PROTO_WORKER = RuntimeSpec.create("proto", proto_worker.COMMAND)
 
 
 def require_java_build() -> None:

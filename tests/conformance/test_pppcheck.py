@@ -11,19 +11,11 @@ import pytest
 
 from platform_core.runtimes import ROOT, RuntimeSpec
 from platform_core.supervisor.conformance import FAIL, PASS, Report, Target, run_checks
+from tests.support import proto_worker
 
 pytestmark = pytest.mark.e2e
 
-WORKER = [
-    "{python}",
-    "{root}/tests/support/proto_worker.py",
-    "--proto",
-    "{root}/protos/plugin_protocol.proto",
-    "--unix",
-    "{socket}",
-    "--max-concurrency",
-    "{concurrency}",
-]
+WORKER = proto_worker.COMMAND
 
 
 def check(fault: str, **options) -> Report:

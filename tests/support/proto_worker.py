@@ -28,6 +28,18 @@ from typing import Any
 
 import grpc
 
+# How a supervisor (or the conformance kit) starts this worker: RuntimeSpec placeholders.
+COMMAND = [
+    "{python}",
+    "{root}/tests/support/proto_worker.py",
+    "--proto",
+    "{root}/protos/plugin_protocol.proto",
+    "--unix",
+    "{socket}",
+    "--max-concurrency",
+    "{concurrency}",
+]
+
 
 def _stubs_from_the_proto() -> tuple[Any, Any]:
     """Compile ``--proto`` (default: the platform's protos/plugin_protocol.proto) with protoc
